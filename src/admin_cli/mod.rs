@@ -1,0 +1,221 @@
+//! Admin commands over the Kafka protocol, against any Kafka-compatible broker:
+//! `riptide topic …`, `riptide group …`, `riptide cluster info`.
+//!
+//! Each command talks to the brokers with [`crate::client`] (bootstrap from `--brokers`, then
+//! the partition leader, the controller or the group coordinator as Kafka routes it), and
+//! prints an aligned table, or with `--format json` one JSON document (`topic consume`: one
+//! JSON object per record per line). Exit codes: 0 success; 1 failure (connection, broker
+//! error, an API the broker does not serve — the message says which); 2 bad usage.
+
+mod cluster;
+mod group;
+pub mod output;
+mod topic;
+
+use crate::client::{ClientError, ClientOptions, Cluster, Connection};
+use clap::{Args, Subcommand};
+use output::{Format, Output};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Options every admin command takes.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// Bootstrap brokers, HOST:PORT[,HOST:PORT…].
+    #[arg(
+        long,
+        short = 'b',
+        env = "RIPTIDE_BROKERS",
+        default_value = "127.0.0.1:9092",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub brokers: Vec<String>,
+    /// Output for people (table) or scripts (json).
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    pub format: Format,
+    /// Connect, request and response timeout.
+    #[arg(long, default_value_t = 30_000, global = true)]
+    pub timeout_ms: u64,
+}
+
+impl ConnectArgs {
+    fn options(&self) -> ClientOptions {
+        ClientOptions {
+            client_id: "riptide-cli".to_string(),
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            ..ClientOptions::default()
+        }
+    }
+
+    fn cluster(&self) -> Result<Cluster, ClientError> {
+        Cluster::connect(&self.brokers, &self.options())
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TopicArgs {
+    #[command(subcommand)]
+    pub command: topic::TopicCommand,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct GroupArgs {
+    #[command(subcommand)]
+    pub command: group::GroupCommand,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Cluster id, controller, brokers (and with --api-versions what the broker serves).
+    Info {
+        /// Also list the API versions of the bootstrap broker.
+        #[arg(long)]
+        api_versions: bool,
+    },
+}
+
+/// `riptide topic …`; returns the exit code.
+pub fn run_topic(args: TopicArgs) -> i32 {
+    let format = args.connect.format;
+    finish(
+        args.connect
+            .cluster()
+            .and_then(|mut cluster| topic::run(&mut cluster, args.command, format)),
+        format,
+    )
+}
+
+/// `riptide group …`; returns the exit code.
+pub fn run_group(args: GroupArgs) -> i32 {
+    let format = args.connect.format;
+    finish(
+        args.connect
+            .cluster()
+            .and_then(|mut cluster| group::run(&mut cluster, args.command)),
+        format,
+    )
+}
+
+/// `riptide cluster …`; returns the exit code.
+pub fn run_cluster(args: ClusterArgs) -> i32 {
+    let format = args.connect.format;
+    finish(
+        args.connect
+            .cluster()
+            .and_then(|mut cluster| match args.command {
+                ClusterCommand::Info { api_versions } => cluster::info(&mut cluster, api_versions),
+            }),
+        format,
+    )
+}
+
+/// Prints the output (or the error) and maps it to an exit code. `None` output: the command
+/// printed as it went (consume).
+fn finish(result: Result<Option<Output>, ClientError>, format: Format) -> i32 {
+    match result {
+        Ok(Some(output)) => {
+            output.print(format);
+            if output.ok {
+                0
+            } else {
+                1
+            }
+        }
+        Ok(None) => 0,
+        Err(error) => {
+            eprintln!("riptide: {error}");
+            if error.is_unsupported_api() {
+                eprintln!("riptide: this broker does not serve the API the command needs");
+            }
+            1
+        }
+    }
+}
+
+/// Offsets of `partitions` of `topic` at `timestamp` (-2 earliest, -1 latest), asking each
+/// partition's leader.
+fn list_offsets(
+    cluster: &mut Cluster,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<BTreeMap<i32, i64>, ClientError> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for &partition in partitions {
+        by_leader
+            .entry(cluster.leader_id(topic, partition)?)
+            .or_default()
+            .push(partition);
+    }
+    let mut offsets = BTreeMap::new();
+    for (leader, partitions) in by_leader {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(crate::client::str_bytes(topic)))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|&p| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(p)
+                                .with_current_leader_epoch(-1)
+                                .with_timestamp(timestamp)
+                        })
+                        .collect(),
+                )]);
+        let response = cluster.node(leader)?.send(&request)?;
+        for topic_response in response.topics {
+            for partition in topic_response.partitions {
+                crate::client::check_code(partition.error_code, || {
+                    format!("ListOffsets {topic}/{}", partition.partition_index)
+                })?;
+                offsets.insert(partition.partition_index, partition.offset);
+            }
+        }
+    }
+    Ok(offsets)
+}
+
+/// Partition indexes of `topic` (error if it does not exist).
+fn partitions_of(cluster: &mut Cluster, topic: &str) -> Result<Vec<i32>, ClientError> {
+    let response = cluster.metadata(Some(&[topic.to_string()]))?;
+    let metadata = response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        .ok_or_else(|| ClientError::Protocol(format!("topic {topic} missing in metadata")))?;
+    crate::client::check_code(metadata.error_code, || format!("topic {topic}"))?;
+    let mut partitions: Vec<i32> = metadata
+        .partitions
+        .iter()
+        .map(|p| p.partition_index)
+        .collect();
+    partitions.sort_unstable();
+    Ok(partitions)
+}
+
+/// The connection for requests about `topic`/`partition`: its leader.
+fn leader<'a>(
+    cluster: &'a mut Cluster,
+    topic: &str,
+    partition: i32,
+) -> Result<&'a mut Connection, ClientError> {
+    let leader = cluster.leader_id(topic, partition)?;
+    cluster.node(leader)
+}

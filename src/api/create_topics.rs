@@ -1,0 +1,94 @@
+//! CreateTopics (key 19): forwarded to the controller on shard 0.
+
+use super::RequestContext;
+use crate::cluster::controller::{Controller, NewTopic};
+use crate::cluster::topic_config;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+
+/// Kafka's config_source for a value set on the topic / left at its default.
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+pub async fn handle(
+    context: &RequestContext,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let names: Vec<_> = request.topics.iter().map(|t| t.name.clone()).collect();
+    let new_topics: Vec<NewTopic> = request
+        .topics
+        .into_iter()
+        .map(|topic| NewTopic {
+            name: topic.name.0.to_string(),
+            partitions: topic.num_partitions,
+            replication_factor: topic.replication_factor,
+            assignments: topic
+                .assignments
+                .into_iter()
+                .map(|a| a.broker_ids.into_iter().map(|b| b.0).collect())
+                .collect(),
+            configs: topic
+                .configs
+                .into_iter()
+                .map(|c| (c.name.to_string(), c.value.map(|v| v.to_string())))
+                .collect(),
+        })
+        .collect();
+    let validate_only = request.validate_only;
+    let outcome = context
+        .shard
+        .invoke_on(0, move |shard| async move {
+            Controller::of(&shard)
+                .create_topics(&shard, new_topics, validate_only)
+                .await
+        })
+        .await;
+    let broker = &context.shard.config;
+    let topics = match outcome {
+        Ok(results) => names
+            .into_iter()
+            .zip(results)
+            .map(|(name, result)| match result {
+                Ok(record) => CreatableTopicResult::default()
+                    .with_name(name)
+                    .with_topic_id(record.topic_id)
+                    .with_num_partitions(record.partition_count())
+                    .with_replication_factor(1)
+                    .with_configs(Some(
+                        topic_config::effective_configs(&record.configs, broker)
+                            .into_iter()
+                            .map(|(key, value, is_default)| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(super::str_bytes(key))
+                                    .with_value(Some(super::str_bytes(&value)))
+                                    .with_config_source(if is_default {
+                                        SOURCE_DEFAULT
+                                    } else {
+                                        SOURCE_DYNAMIC_TOPIC
+                                    })
+                            })
+                            .collect(),
+                    )),
+                Err(error) => CreatableTopicResult::default()
+                    .with_name(name)
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_error_code(error.code)
+                    .with_error_message(Some(super::str_bytes(&error.message))),
+            })
+            .collect(),
+        Err(error) => names
+            .into_iter()
+            .map(|name| {
+                CreatableTopicResult::default()
+                    .with_name(name)
+                    .with_error_code(ResponseError::UnknownServerError.code())
+                    .with_error_message(Some(super::str_bytes(&error.to_string())))
+            })
+            .collect(),
+    };
+    CreateTopicsResponse::default().with_topics(topics)
+}

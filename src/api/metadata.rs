@@ -1,0 +1,169 @@
+//! Metadata (key 3): brokers, topics, partitions and their leaders. Creates unknown topics when
+//! `auto_create_topics` is on and the client allows it.
+
+use super::RequestContext;
+use crate::cluster::controller::{validate_topic_name, NewTopic};
+use crate::cluster::metadata::TopicRecord;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Placeholder Kafka uses when authorized operations were not asked for.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(context: &RequestContext, request: MetadataRequest) -> MetadataResponse {
+    let shard = &context.shard;
+    let config = &shard.config;
+    let node_id = BrokerId(config.node_id);
+    let (host, port) = config
+        .advertised_host_port()
+        .expect("advertised address validated at start");
+
+    let may_create =
+        config.auto_create_topics && (context.api_version < 4 || request.allow_auto_topic_creation);
+    let mut topics = Vec::new();
+    match request.topics {
+        None => {
+            topics.extend(
+                shard
+                    .metadata()
+                    .topics
+                    .values()
+                    .map(|t| describe_topic(t, node_id)),
+            );
+        }
+        Some(requested) => {
+            let image = shard.metadata();
+            let mut to_create = Vec::new();
+            for topic in requested {
+                match topic.name {
+                    Some(name) => {
+                        let name = name.0.to_string();
+                        match image.topic(&name) {
+                            Some(record) => topics.push(describe_topic(record, node_id)),
+                            None if may_create && validate_topic_name(&name).is_ok() => {
+                                to_create.push(name)
+                            }
+                            None => topics.push(unknown_topic(Some(&name), Uuid::nil(), &name)),
+                        }
+                    }
+                    None => match image.topic_by_id(topic.topic_id) {
+                        Some(record) => topics.push(describe_topic(record, node_id)),
+                        None => topics.push(
+                            MetadataResponseTopic::default()
+                                .with_topic_id(topic.topic_id)
+                                .with_error_code(ResponseError::UnknownTopicId.code())
+                                .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+                        ),
+                    },
+                }
+            }
+            if !to_create.is_empty() {
+                topics.extend(auto_create(context, to_create, node_id).await);
+            }
+        }
+    }
+    if !request.include_topic_authorized_operations {
+        for topic in &mut topics {
+            topic.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+        }
+    }
+
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(node_id)
+            .with_host(super::str_bytes(&host))
+            .with_port(port)])
+        .with_cluster_id(Some(super::str_bytes(&shard.metadata().cluster_id)))
+        .with_controller_id(node_id)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_topics(topics)
+}
+
+async fn auto_create(
+    context: &RequestContext,
+    names: Vec<String>,
+    node_id: BrokerId,
+) -> Vec<MetadataResponseTopic> {
+    let new_topics = names
+        .iter()
+        .map(|name| NewTopic {
+            name: name.clone(),
+            partitions: -1,
+            replication_factor: -1,
+            assignments: Vec::new(),
+            configs: Vec::new(),
+        })
+        .collect();
+    let outcome = context
+        .shard
+        .invoke_on(0, move |controller_shard| async move {
+            let controller = controller_shard
+                .controller
+                .as_ref()
+                .expect("shard 0 runs the controller");
+            controller
+                .create_topics(&controller_shard, new_topics, false)
+                .await
+        })
+        .await;
+    let image = context.shard.metadata();
+    match outcome {
+        Ok(results) => names
+            .iter()
+            .zip(results)
+            .map(|(name, result)| match (result, image.topic(name)) {
+                // Another request may have created it first: describe what exists.
+                (_, Some(record)) => describe_topic(record, node_id),
+                (Err(error), None) => {
+                    tracing::warn!(topic = %name, "auto-creation failed: {}", error.message);
+                    unknown_topic(Some(name), Uuid::nil(), name).with_error_code(error.code)
+                }
+                (Ok(_), None) => unknown_topic(Some(name), Uuid::nil(), name)
+                    .with_error_code(ResponseError::LeaderNotAvailable.code()),
+            })
+            .collect(),
+        Err(error) => names
+            .iter()
+            .map(|name| {
+                tracing::warn!(topic = %name, "auto-creation failed: {error}");
+                unknown_topic(Some(name), Uuid::nil(), name)
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+            })
+            .collect(),
+    }
+}
+
+fn unknown_topic(name: Option<&str>, topic_id: Uuid, _display: &str) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name.map(super::topic_name))
+        .with_topic_id(topic_id)
+        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn describe_topic(topic: &Arc<TopicRecord>, node_id: BrokerId) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, record)| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index as i32)
+                .with_leader_id(node_id)
+                .with_leader_epoch(record.leader_epoch)
+                .with_replica_nodes(vec![node_id])
+                .with_isr_nodes(vec![node_id])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(super::topic_name(&topic.name)))
+        .with_topic_id(topic.topic_id)
+        .with_is_internal(topic.name.starts_with("__"))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

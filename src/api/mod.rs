@@ -1,0 +1,176 @@
+//! One handler per Kafka API. [`handle_request`] checks the API key and version against the
+//! supported table, decodes the header and body, runs the handler and frames its response.
+
+mod alter_configs;
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod find_coordinator;
+mod incremental_alter_configs;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use crate::protocol::{self, RequestPreamble};
+use crate::shard::Shard;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// A framed response, possibly in several chunks so record data can be sent without copying.
+pub struct Response {
+    chunks: Vec<Bytes>,
+}
+
+impl Response {
+    pub fn from_frame(frame: BytesMut) -> Response {
+        Response {
+            chunks: vec![frame.freeze()],
+        }
+    }
+
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+}
+
+/// What the connection does after a request.
+pub enum Outcome {
+    Respond(Response),
+    /// Produce with acks=0: Kafka sends nothing back.
+    NoResponse,
+    /// The request broke the protocol; the reason is logged and the connection closed.
+    Close(String),
+}
+
+/// The request context every handler gets.
+pub struct RequestContext {
+    pub shard: Rc<Shard>,
+    pub header: RequestHeader,
+    pub api_version: i16,
+    pub peer: SocketAddr,
+}
+
+pub async fn handle_request(shard: Rc<Shard>, frame: Bytes, peer: SocketAddr) -> Outcome {
+    // Metrics hook: requests, latency and protocol rejections per API key on this shard.
+    let api_key = RequestPreamble::read(&frame).map(|preamble| preamble.api_key);
+    let started = std::time::Instant::now();
+    let outcome = handle_request_inner(shard, frame, peer).await;
+    if let Some(api_key) = api_key {
+        let rejected = matches!(outcome, Outcome::Close(_));
+        crate::metrics::record_request(api_key, started.elapsed(), rejected);
+    }
+    outcome
+}
+
+async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAddr) -> Outcome {
+    let Some(preamble) = RequestPreamble::read(&frame) else {
+        return Outcome::Close("request shorter than a header".into());
+    };
+    let Ok(key) = ApiKey::try_from(preamble.api_key) else {
+        return Outcome::Close(format!("unknown API key {}", preamble.api_key));
+    };
+    let Some(supported) = protocol::supported_api(key) else {
+        return Outcome::Close(format!("API {key:?} is not supported by this broker"));
+    };
+    let version = preamble.api_version;
+    if version < supported.min_version || version > supported.max_version {
+        if key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our table, so the client can
+            // pick a version we speak.
+            return api_versions::unsupported_version_response(preamble.correlation_id);
+        }
+        return Outcome::Close(format!(
+            "{key:?} version {version} is not supported (supported {}..={})",
+            supported.min_version, supported.max_version
+        ));
+    }
+    let header = match protocol::decode_request_header(&mut frame, key, version) {
+        Ok(header) => header,
+        Err(error) => return Outcome::Close(format!("malformed {key:?} request header: {error}")),
+    };
+    let context = RequestContext {
+        shard,
+        header,
+        api_version: version,
+        peer,
+    };
+    // Decode the body, run the handler, frame its response.
+    macro_rules! dispatch {
+        ($handler:path) => {
+            match decode_body(&context, frame, key) {
+                Ok(request) => respond(&context, key, &$handler(&context, request).await),
+                Err(outcome) => outcome,
+            }
+        };
+    }
+    match key {
+        ApiKey::ApiVersions => dispatch!(api_versions::handle),
+        ApiKey::Metadata => dispatch!(metadata::handle),
+        ApiKey::Produce => produce::handle_frame(&context, frame).await,
+        ApiKey::Fetch => dispatch!(fetch::handle),
+        ApiKey::ListOffsets => dispatch!(list_offsets::handle),
+        ApiKey::FindCoordinator => dispatch!(find_coordinator::handle),
+        ApiKey::CreateTopics => dispatch!(create_topics::handle),
+        ApiKey::DeleteTopics => dispatch!(delete_topics::handle),
+        ApiKey::CreatePartitions => dispatch!(create_partitions::handle),
+        ApiKey::DescribeConfigs => dispatch!(describe_configs::handle),
+        ApiKey::AlterConfigs => dispatch!(alter_configs::handle),
+        ApiKey::IncrementalAlterConfigs => dispatch!(incremental_alter_configs::handle),
+        ApiKey::DescribeCluster => dispatch!(describe_cluster::handle),
+        _ => Outcome::Close(format!("API {key:?} has no handler")),
+    }
+}
+
+fn decode_body<Req: Decodable>(
+    context: &RequestContext,
+    mut body: Bytes,
+    key: ApiKey,
+) -> Result<Req, Outcome> {
+    Req::decode(&mut body, context.api_version).map_err(|error| {
+        Outcome::Close(format!(
+            "malformed {key:?} v{} request: {error}",
+            context.api_version
+        ))
+    })
+}
+
+pub(crate) fn respond<Resp: Encodable>(
+    context: &RequestContext,
+    key: ApiKey,
+    response: &Resp,
+) -> Outcome {
+    match protocol::encode_response(
+        key,
+        context.api_version,
+        context.header.correlation_id,
+        response,
+    ) {
+        Ok(frame) => Outcome::Respond(Response::from_frame(frame)),
+        Err(error) => {
+            tracing::error!(
+                ?key,
+                version = context.api_version,
+                "cannot encode response: {error}"
+            );
+            Outcome::Close(format!("cannot encode {key:?} response: {error}"))
+        }
+    }
+}
+
+/// Kafka's topic-name field type from a `&str`.
+pub(crate) fn topic_name(name: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(
+        name.to_string(),
+    ))
+}
+
+pub(crate) fn str_bytes(value: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(value.to_string())
+}

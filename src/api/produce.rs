@@ -1,0 +1,227 @@
+//! Produce (key 0). Batches are validated on the connection's shard (CRC, length, count, without
+//! decompressing), then each owner shard appends its partitions' batches; one hop per owner shard
+//! per request, however many partitions it owns. The response is assembled in request order.
+
+use super::{Outcome, RequestContext};
+use crate::cluster::topic_config;
+use crate::log::LogError;
+use crate::protocol::record_batch::{validate_batches, BatchError};
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::Decodable;
+use std::collections::BTreeMap;
+
+/// One partition's batches on their way to the owner shard.
+struct AppendWork {
+    /// Position in the response (topic index, partition index).
+    slot: (usize, usize),
+    topic: String,
+    partition: i32,
+    batches: Bytes,
+    record_count: u32,
+}
+
+/// What the owner shard reports back for one partition.
+struct AppendReply {
+    slot: (usize, usize),
+    /// `None` when the append succeeded.
+    error: Option<ResponseError>,
+    base_offset: i64,
+    log_start_offset: i64,
+}
+
+pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome {
+    let request = match ProduceRequest::decode(&mut body, context.api_version) {
+        Ok(request) => request,
+        Err(error) => {
+            return Outcome::Close(format!(
+                "malformed Produce v{} request: {error}",
+                context.api_version
+            ))
+        }
+    };
+    let acks = request.acks;
+    let response = handle(context, request).await;
+    if acks == 0 {
+        return Outcome::NoResponse;
+    }
+    super::respond(context, ApiKey::Produce, &response)
+}
+
+fn batch_error_code(error: &BatchError) -> ResponseError {
+    match error {
+        BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedVersion,
+        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        _ => ResponseError::CorruptMessage,
+    }
+}
+
+async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceResponse {
+    let shard = &context.shard;
+    let image = shard.metadata();
+    let acks_valid = matches!(request.acks, -1..=1);
+
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
+    let mut work_by_owner: BTreeMap<usize, Vec<AppendWork>> = BTreeMap::new();
+    for (topic_slot, topic_data) in request.topic_data.into_iter().enumerate() {
+        let topic = if context.api_version >= 13 {
+            image.topic_by_id(topic_data.topic_id).cloned()
+        } else {
+            image.topic(topic_data.name.0.as_str()).cloned()
+        };
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for (partition_slot, data) in topic_data.partition_data.into_iter().enumerate() {
+            let mut response = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let owner = topic
+                .as_ref()
+                .and_then(|t| t.partitions.get(usize::try_from(data.index).ok()?))
+                .map(|record| record.shard as usize);
+            let outcome: Result<AppendWork, (ResponseError, String)> = match (&topic, owner) {
+                _ if !acks_valid => Err((
+                    ResponseError::InvalidRequiredAcks,
+                    format!("acks must be -1, 0 or 1, not {}", request.acks),
+                )),
+                (Some(topic), Some(_)) => {
+                    let records = data.records.unwrap_or_default();
+                    let max_bytes = usize::try_from(topic_config::effective_long(
+                        &topic.configs,
+                        &shard.config,
+                        "max.message.bytes",
+                    ))
+                    .unwrap_or(shard.config.max_message_bytes);
+                    match validate_batches(&records, max_bytes) {
+                        Ok(summary) => Ok(AppendWork {
+                            slot: (topic_slot, partition_slot),
+                            topic: topic.name.clone(),
+                            partition: data.index,
+                            batches: records,
+                            record_count: summary.record_count,
+                        }),
+                        Err(error) => {
+                            tracing::warn!(
+                                peer = %context.peer,
+                                topic = %topic.name,
+                                partition = data.index,
+                                "rejected produce batch: {error}"
+                            );
+                            Err((batch_error_code(&error), error.to_string()))
+                        }
+                    }
+                }
+                _ => Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    "This server does not host this topic-partition.".to_string(),
+                )),
+            };
+            match outcome {
+                Ok(work) => work_by_owner
+                    .entry(owner.expect("valid work has an owner"))
+                    .or_default()
+                    .push(work),
+                Err((code, message)) => {
+                    response = response
+                        .with_error_code(code.code())
+                        .with_error_message(Some(super::str_bytes(&message)));
+                }
+            }
+            partitions.push(response);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_topic_id(topic_data.topic_id)
+                .with_partition_responses(partitions),
+        );
+    }
+
+    // One hop per owner shard, all owners at once.
+    let hops = work_by_owner.into_iter().map(|(owner, work)| {
+        let slots: Vec<(usize, usize)> = work.iter().map(|w| w.slot).collect();
+        let hop = shard.invoke_on(owner, move |owner_shard| async move {
+            let appends = work.into_iter().map(|work| {
+                let owner_shard = owner_shard.clone();
+                async move { append_on_owner(&owner_shard, work).await }
+            });
+            futures::future::join_all(appends).await
+        });
+        async move { (slots, hop.await) }
+    });
+    for (slots, outcome) in futures::future::join_all(hops).await {
+        let replies = match outcome {
+            Ok(replies) => replies,
+            Err(error) => {
+                tracing::warn!("produce hop failed: {error}");
+                slots
+                    .into_iter()
+                    .map(|slot| AppendReply {
+                        slot,
+                        error: Some(ResponseError::NotLeaderOrFollower),
+                        base_offset: -1,
+                        log_start_offset: -1,
+                    })
+                    .collect()
+            }
+        };
+        for reply in replies {
+            let response = &mut responses[reply.slot.0].partition_responses[reply.slot.1];
+            match reply.error {
+                None => {
+                    response.base_offset = reply.base_offset;
+                    response.log_start_offset = reply.log_start_offset;
+                }
+                Some(error) => response.error_code = error.code(),
+            }
+        }
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+/// Runs on the owner shard.
+async fn append_on_owner(shard: &crate::shard::Shard, work: AppendWork) -> AppendReply {
+    let Some(partition) = shard.partitions.get(&work.topic, work.partition) else {
+        return AppendReply {
+            slot: work.slot,
+            error: Some(ResponseError::NotLeaderOrFollower),
+            base_offset: -1,
+            log_start_offset: -1,
+        };
+    };
+    match partition
+        .log
+        .append(
+            work.batches,
+            work.record_count,
+            partition.leader_epoch.get(),
+        )
+        .await
+    {
+        Ok(appended) => AppendReply {
+            slot: work.slot,
+            error: None,
+            base_offset: appended.base_offset,
+            log_start_offset: partition.log.log_start_offset(),
+        },
+        Err(error) => {
+            tracing::error!(
+                topic = %work.topic,
+                partition = work.partition,
+                "append failed: {error}"
+            );
+            AppendReply {
+                slot: work.slot,
+                error: Some(match error {
+                    LogError::Io(_) | LogError::Corrupt(_) => ResponseError::KafkaStorageError,
+                    _ => ResponseError::NotLeaderOrFollower,
+                }),
+                base_offset: -1,
+                log_start_offset: -1,
+            }
+        }
+    }
+}

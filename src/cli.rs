@@ -1,0 +1,173 @@
+//! Command line: `riptide serve` and friends.
+
+use crate::config::BrokerConfig;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "riptide", version, about = "Kafka-compatible streaming broker")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a broker (single node; data in `--data-dir`).
+    Serve(ServeArgs),
+}
+
+/// Every flag is also a key of the TOML file given by `--config`; flags win over the file.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Kafka listener, HOST:PORT [default: 127.0.0.1:9092].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address advertised to clients [default: the listen address].
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Data directory [default: ./riptide-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Number of shards (pinned cores) [default: all cores of the CPU set].
+    #[arg(long)]
+    pub cores: Option<usize>,
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Log filter (tracing env-filter syntax) [default: info].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    #[arg(long)]
+    pub max_request_size_bytes: Option<usize>,
+    #[arg(long)]
+    pub max_in_flight_requests_per_connection: Option<usize>,
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub auto_create_topics: Option<bool>,
+    #[arg(long)]
+    pub num_partitions: Option<i32>,
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    #[arg(long)]
+    pub partition_cache_size_bytes: Option<u64>,
+    #[arg(long)]
+    pub io_memory_bytes: Option<usize>,
+    #[arg(long)]
+    pub shard_channel_capacity: Option<usize>,
+    #[arg(long)]
+    pub max_topics: Option<usize>,
+    #[arg(long)]
+    pub max_partitions_per_topic: Option<i32>,
+    /// Admin HTTP listener (metrics, readiness, health), HOST:PORT or "" for none
+    /// [default: 127.0.0.1:9644].
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+}
+
+impl ServeArgs {
+    /// Defaults, then the file, then the flags.
+    pub fn resolve(&self) -> anyhow::Result<BrokerConfig> {
+        let mut config = match &self.config {
+            Some(path) => BrokerConfig::from_toml_file(path)?,
+            None => BrokerConfig::default(),
+        };
+        macro_rules! flag {
+            ($($field:ident),*) => {$(
+                if let Some(value) = &self.$field {
+                    config.$field = value.clone().into();
+                }
+            )*};
+        }
+        flag!(
+            listen,
+            data_dir,
+            node_id,
+            log_level,
+            max_request_size_bytes,
+            max_in_flight_requests_per_connection,
+            auto_create_topics,
+            num_partitions,
+            segment_bytes,
+            max_message_bytes,
+            partition_cache_size_bytes,
+            io_memory_bytes,
+            shard_channel_capacity,
+            max_topics,
+            max_partitions_per_topic,
+            admin_listen
+        );
+        if self.advertise.is_some() {
+            config.advertise = self.advertise.clone();
+        }
+        if self.cores.is_some() {
+            config.cores = self.cores;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match args.resolve() {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("riptide: {error:#}");
+                    return 2;
+                }
+            };
+            init_logging(&config.log_level);
+            match crate::shard::run_broker(config) {
+                Ok(()) => 0,
+                Err(error) => {
+                    tracing::error!("broker failed: {error:#}");
+                    1
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_thread_names(true)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("riptide.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1111\"\nnum_partitions = 4\n").unwrap();
+        let cli = Cli::parse_from([
+            "riptide",
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2222",
+            "--auto-create-topics",
+            "false",
+        ]);
+        let Command::Serve(args) = cli.command;
+        let config = args.resolve().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:2222");
+        assert_eq!(config.num_partitions, 4);
+        assert!(!config.auto_create_topics);
+    }
+}

@@ -1,0 +1,200 @@
+//! Cluster state as one node sees it: the metadata image, the controller that changes it, and the
+//! partitions this shard owns.
+//!
+//! A partition already carries a leader epoch and a high watermark separate from its log end, so
+//! that replication fits later without changing its callers.
+
+pub mod controller;
+pub mod metadata;
+pub mod topic_config;
+
+use crate::log::{LogConfig, PartitionLog};
+use crate::shard::Shard;
+use metadata::{MetadataImage, TopicRecord};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// One partition on its owner shard.
+pub struct Partition {
+    pub topic: Arc<TopicRecord>,
+    pub index: i32,
+    pub log: Rc<PartitionLog>,
+    pub leader_epoch: Cell<i32>,
+    /// Largest batch accepted (the topic's `max.message.bytes`).
+    pub max_message_bytes: Cell<usize>,
+}
+
+impl Partition {
+    /// Offsets below it are committed and visible to consumers. On a single node a write is
+    /// committed once it completes; with replication it becomes the lowest end offset in the ISR.
+    pub fn high_watermark(&self) -> i64 {
+        self.log.written_end_offset()
+    }
+
+    /// Offsets below it hold no open transaction (equal to the high watermark until
+    /// transactions exist).
+    pub fn last_stable_offset(&self) -> i64 {
+        self.high_watermark()
+    }
+}
+
+pub type PartitionKey = (String, i32);
+
+/// The partitions a shard owns, by (topic, partition).
+#[derive(Default)]
+pub struct PartitionTable {
+    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+}
+
+impl PartitionTable {
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    fn insert(&self, partition: Rc<Partition>) {
+        let key = (partition.topic.name.clone(), partition.index);
+        self.partitions.borrow_mut().insert(key, partition);
+    }
+
+    fn remove(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow_mut()
+            .remove(&(topic.to_string(), partition))
+    }
+
+    fn all(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Calls `visit` with every partition this shard owns, in no particular order (metrics,
+    /// admin reports). `visit` must not add or remove partitions.
+    pub fn for_each(&self, mut visit: impl FnMut(&Partition)) {
+        for partition in self.partitions.borrow().values() {
+            visit(partition);
+        }
+    }
+}
+
+fn log_config(shard: &Shard, topic: &TopicRecord) -> LogConfig {
+    let segment_bytes =
+        topic_config::effective_long(&topic.configs, &shard.config, "segment.bytes");
+    LogConfig {
+        segment_size_bytes: u64::try_from(segment_bytes)
+            .unwrap_or(shard.config.segment_bytes)
+            .max(1024 * 1024),
+        cache_size_bytes: shard.config.partition_cache_size_bytes,
+        ..LogConfig::default()
+    }
+}
+
+fn max_message_bytes(shard: &Shard, topic: &TopicRecord) -> usize {
+    let value = topic_config::effective_long(&topic.configs, &shard.config, "max.message.bytes");
+    usize::try_from(value).unwrap_or(shard.config.max_message_bytes)
+}
+
+async fn open_partition(
+    shard: &Shard,
+    topic: &Arc<TopicRecord>,
+    index: i32,
+) -> anyhow::Result<Rc<Partition>> {
+    let dir = metadata::partition_dir(&shard.config.data_dir, &topic.name, index);
+    let log = PartitionLog::open(dir.clone(), log_config(shard, topic))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open partition log {}: {e}", dir.display()))?;
+    let record = &topic.partitions[index as usize];
+    Ok(Rc::new(Partition {
+        topic: topic.clone(),
+        index,
+        log,
+        leader_epoch: Cell::new(record.leader_epoch),
+        max_message_bytes: Cell::new(max_message_bytes(shard, topic)),
+    }))
+}
+
+/// Opens (and recovers) every partition the image places on this shard.
+pub async fn open_owned_partitions(shard: &Shard, image: &MetadataImage) -> anyhow::Result<()> {
+    for topic in image.topics.values() {
+        for (index, record) in topic.partitions.iter().enumerate() {
+            if record.shard as usize == shard.id {
+                let partition = open_partition(shard, topic, index as i32).await?;
+                shard.partitions.insert(partition);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes this shard match a new image: opens partitions placed here, removes the logs of deleted
+/// topics, and picks up changed topic configs.
+pub async fn apply_image(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> anyhow::Result<()> {
+    let previous = shard.metadata();
+    if image.version <= previous.version {
+        return Ok(());
+    }
+    for (name, old_topic) in &previous.topics {
+        let replaced = image
+            .topic(name)
+            .is_none_or(|new_topic| new_topic.topic_id != old_topic.topic_id);
+        if !replaced {
+            continue;
+        }
+        for index in 0..old_topic.partition_count() {
+            if let Some(partition) = shard.partitions.remove(name, index) {
+                if let Err(error) = partition.log.remove().await {
+                    tracing::error!(topic = %name, partition = index, "cannot remove log: {error}");
+                }
+                tracing::info!(topic = %name, partition = index, "partition deleted");
+            }
+        }
+    }
+    for topic in image.topics.values() {
+        for (index, record) in topic.partitions.iter().enumerate() {
+            if record.shard as usize != shard.id {
+                continue;
+            }
+            let index = index as i32;
+            match shard.partitions.get(&topic.name, index) {
+                Some(existing) => {
+                    existing
+                        .max_message_bytes
+                        .set(max_message_bytes(shard, topic));
+                    existing.leader_epoch.set(record.leader_epoch);
+                    if !Arc::ptr_eq(&existing.topic, topic) {
+                        shard.partitions.insert(Rc::new(Partition {
+                            topic: topic.clone(),
+                            index,
+                            log: existing.log.clone(),
+                            leader_epoch: Cell::new(record.leader_epoch),
+                            max_message_bytes: Cell::new(max_message_bytes(shard, topic)),
+                        }));
+                    }
+                }
+                None => {
+                    let partition = open_partition(shard, topic, index).await?;
+                    shard.partitions.insert(partition);
+                    tracing::info!(topic = %topic.name, partition = index, shard = shard.id, "partition created");
+                }
+            }
+        }
+    }
+    shard.set_metadata(image);
+    Ok(())
+}
+
+/// Flushes and closes every partition (shutdown).
+pub async fn close_partitions(shard: &Shard) {
+    for partition in shard.partitions.all() {
+        if let Err(error) = partition.log.close().await {
+            tracing::error!(
+                topic = %partition.topic.name,
+                partition = partition.index,
+                "cannot close log cleanly: {error}"
+            );
+        }
+    }
+}

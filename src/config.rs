@@ -1,0 +1,174 @@
+//! Broker configuration: built-in defaults, overridden by an optional TOML file, overridden by flags.
+//!
+//! Every limit the broker enforces lives here with its unit in its name, so that operators can see
+//! and change each bound in one place.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Settings of one broker process. Keys match the TOML file and the `serve` flags (with `-`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address the Kafka listener binds on every shard (SO_REUSEPORT).
+    pub listen: String,
+    /// Address given to clients in Metadata; defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Root of partition directories and broker metadata.
+    pub data_dir: PathBuf,
+    /// Shards to run; `None` = one per core in the process's CPU set.
+    pub cores: Option<usize>,
+    pub node_id: i32,
+    /// tracing filter, e.g. `info` or `riptide=debug`.
+    pub log_level: String,
+    /// Largest request frame accepted; a larger length prefix closes the connection.
+    pub max_request_size_bytes: usize,
+    /// Requests a connection may have in progress before the broker stops reading from it.
+    pub max_in_flight_requests_per_connection: usize,
+    /// Metadata requests create unknown topics (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics (Kafka's `num.partitions`).
+    pub num_partitions: i32,
+    /// Default segment roll size of new topics (Kafka's `log.segment.bytes`).
+    pub segment_bytes: u64,
+    /// Default largest record batch of new topics (Kafka's `message.max.bytes`).
+    pub max_message_bytes: usize,
+    /// Per-partition in-memory tail cache that serves fresh data without disk reads.
+    pub partition_cache_size_bytes: u64,
+    /// Memory glommio registers with io_uring per shard (locked memory, 3 × this).
+    pub io_memory_bytes: usize,
+    /// Capacity of each shard-to-shard channel, in messages.
+    pub shard_channel_capacity: usize,
+    /// Topics the broker may hold; a bound on metadata size and open files.
+    pub max_topics: usize,
+    /// Partitions one topic may have.
+    pub max_partitions_per_topic: i32,
+    /// Admin HTTP listener on shard 0 (`/metrics`, `/v1/status/ready`, `/v1/cluster/health`),
+    /// HOST:PORT; empty to run without it.
+    pub admin_listen: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".to_string(),
+            advertise: None,
+            data_dir: PathBuf::from("./riptide-data"),
+            cores: None,
+            node_id: 0,
+            log_level: "info".to_string(),
+            max_request_size_bytes: 100 * 1024 * 1024,
+            max_in_flight_requests_per_connection: 128,
+            auto_create_topics: true,
+            num_partitions: 1,
+            segment_bytes: 128 * 1024 * 1024,
+            max_message_bytes: 1024 * 1024 + 12,
+            partition_cache_size_bytes: 8 * 1024 * 1024,
+            io_memory_bytes: 4 * 1024 * 1024,
+            shard_channel_capacity: 1024,
+            max_topics: 10_000,
+            max_partitions_per_topic: 10_000,
+            admin_listen: "127.0.0.1:9644".to_string(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads a TOML file on top of the defaults; unknown keys are an error, not silently ignored.
+    pub fn from_toml_file(path: &Path) -> anyhow::Result<BrokerConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        Self::from_toml_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+    }
+
+    pub fn from_toml_str(text: &str) -> anyhow::Result<BrokerConfig> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// The `host:port` clients are told to connect to.
+    pub fn advertised_address(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// Host and port of the advertised address, as Metadata responses carry them.
+    pub fn advertised_host_port(&self) -> anyhow::Result<(String, i32)> {
+        split_host_port(self.advertised_address())
+    }
+
+    /// Rejects settings that would make the broker misbehave later rather than at start.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        split_host_port(&self.listen)?;
+        self.advertised_host_port()?;
+        anyhow::ensure!(
+            self.max_request_size_bytes >= 1024,
+            "max_request_size_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.max_in_flight_requests_per_connection >= 1,
+            "max_in_flight_requests_per_connection must be at least 1"
+        );
+        anyhow::ensure!(
+            self.num_partitions >= 1,
+            "num_partitions must be at least 1"
+        );
+        anyhow::ensure!(
+            self.segment_bytes >= 1024 * 1024,
+            "segment_bytes must be at least 1 MiB"
+        );
+        anyhow::ensure!(self.cores != Some(0), "cores must be at least 1");
+        if !self.admin_listen.is_empty() {
+            split_host_port(&self.admin_listen)?;
+        }
+        anyhow::ensure!(self.node_id >= 0, "node_id must not be negative");
+        anyhow::ensure!(
+            self.shard_channel_capacity >= 1,
+            "shard_channel_capacity must be at least 1"
+        );
+        Ok(())
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets) into its parts.
+pub fn split_host_port(address: &str) -> anyhow::Result<(String, i32)> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("address {address:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("address {address:?} has an invalid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    anyhow::ensure!(!host.is_empty(), "address {address:?} has no host");
+    Ok((host.to_string(), i32::from(port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let config =
+            BrokerConfig::from_toml_str("listen = \"127.0.0.1:19092\"\nnum_partitions = 3\n")
+                .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:19092");
+        assert_eq!(config.num_partitions, 3);
+        assert_eq!(config.data_dir, PathBuf::from("./riptide-data"));
+        assert!(BrokerConfig::from_toml_str("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn advertise_defaults_to_listen() {
+        let config = BrokerConfig::default();
+        assert_eq!(
+            config.advertised_host_port().unwrap(),
+            ("127.0.0.1".to_string(), 9092)
+        );
+        assert_eq!(
+            split_host_port("[::1]:9093").unwrap(),
+            ("::1".to_string(), 9093)
+        );
+        assert!(split_host_port("nohost").is_err());
+        assert!(split_host_port("host:99999").is_err());
+    }
+}

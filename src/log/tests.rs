@@ -1,0 +1,872 @@
+//! Tests of `PartitionLog` on real O_DIRECT files in temporary directories, each inside its own
+//! glommio executor.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::segment::{index_file_name, segment_file_name};
+use super::{LogConfig, LogError, PartitionLog, ReadOutcome};
+use crate::protocol::record_batch::test_support::{build_uncompressed_batch, BatchParams};
+use crate::protocol::record_batch::{validate_batches, RecordBatchHeader};
+
+fn run<G, F>(test: G)
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(test)
+        .expect("executor starts")
+        .join()
+        .expect("test body does not panic");
+}
+
+fn temp_dir() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("topic-0");
+    (root, dir)
+}
+
+/// A small-geometry config so tests cross segment, write and cache boundaries quickly.
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_size_bytes: 64 * 1024,
+        index_interval_bytes: 4096,
+        cache_size_bytes: 32 * 1024,
+        max_write_size_bytes: 16 * 1024,
+        preallocate_step_bytes: 32 * 1024,
+    }
+}
+
+/// A batch of `record_count` records whose values encode `tag`, padded to `value_size_bytes`.
+fn batch(tag: u64, record_count: usize, value_size_bytes: usize) -> Bytes {
+    let values: Vec<Vec<u8>> = (0..record_count)
+        .map(|index| {
+            let mut value = vec![(index % 251) as u8; value_size_bytes.max(8)];
+            value[..8].copy_from_slice(&tag.to_be_bytes());
+            value
+        })
+        .collect();
+    let slices: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+    Bytes::from(build_uncompressed_batch(BatchParams::default(), &slices))
+}
+
+/// Parses the headers of every batch in a read, checking CRCs and that offsets are
+/// contiguous; returns (base_offset, last_offset, leader_epoch, tag) per batch.
+fn decode(outcome: &ReadOutcome) -> Vec<(i64, i64, i32, u64)> {
+    let mut all = Vec::new();
+    for chunk in &outcome.chunks {
+        all.extend_from_slice(chunk);
+    }
+    assert_eq!(all.len(), outcome.size_bytes);
+    if all.is_empty() {
+        return Vec::new();
+    }
+    validate_batches(&all, usize::MAX).expect("read returns valid batches");
+    let mut batches = Vec::new();
+    let mut position = 0;
+    while position < all.len() {
+        let header = RecordBatchHeader::parse(&all[position..]).unwrap();
+        // First record: length varint, attributes, timestamp delta, offset delta, key len
+        // (-1), value len, then the value whose first 8 bytes are the tag.
+        let records = &all[position + 61..position + header.total_size_bytes()];
+        let value_start = find_first_value(records);
+        let tag = u64::from_be_bytes(records[value_start..value_start + 8].try_into().unwrap());
+        batches.push((
+            header.base_offset,
+            header.last_offset(),
+            header.partition_leader_epoch,
+            tag,
+        ));
+        position += header.total_size_bytes();
+    }
+    for pair in batches.windows(2) {
+        assert_eq!(pair[0].1 + 1, pair[1].0, "offsets contiguous");
+    }
+    batches
+}
+
+/// Offset of the first record's value in an uncompressed records section built by
+/// `build_uncompressed_batch` (all varints of small values are one byte, except the value
+/// length which may take two).
+fn find_first_value(records: &[u8]) -> usize {
+    let mut position = 0;
+    position += varint_size(&records[position..]); // record length
+    position += 1; // attributes
+    position += varint_size(&records[position..]); // timestamp delta
+    position += varint_size(&records[position..]); // offset delta
+    position += varint_size(&records[position..]); // key length (-1)
+    position += varint_size(&records[position..]); // value length
+    position
+}
+
+fn varint_size(bytes: &[u8]) -> usize {
+    bytes.iter().position(|b| b & 0x80 == 0).unwrap() + 1
+}
+
+async fn read_all(
+    log: &PartitionLog,
+    from_offset: i64,
+    max_bytes: usize,
+) -> Vec<(i64, i64, i32, u64)> {
+    let mut batches = Vec::new();
+    let mut cursor = from_offset;
+    let end = log.written_end_offset();
+    while cursor < end {
+        let outcome = log.read(cursor, max_bytes, i64::MAX).await.unwrap();
+        let decoded = decode(&outcome);
+        assert!(!decoded.is_empty(), "progress at {cursor}");
+        cursor = decoded.last().unwrap().1 + 1;
+        batches.extend(decoded);
+    }
+    batches
+}
+
+fn segment_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(segment_file_name(base_offset))
+}
+
+#[test]
+fn append_read_round_trip() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = PartitionLog::open(dir.clone(), LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(log.log_start_offset(), 0);
+        assert_eq!(log.next_offset(), 0);
+        assert_eq!(log.written_end_offset(), 0);
+
+        let first = log.append(batch(1, 3, 10), 3, 7).await.unwrap();
+        assert_eq!((first.base_offset, first.last_offset), (0, 2));
+        let mut two = batch(2, 2, 10).to_vec();
+        two.extend_from_slice(&batch(3, 4, 10));
+        let second = log.append(Bytes::from(two), 6, 8).await.unwrap();
+        assert_eq!((second.base_offset, second.last_offset), (3, 8));
+        assert_eq!(log.next_offset(), 9);
+        assert_eq!(log.written_end_offset(), 9);
+
+        let outcome = log.read(0, 1 << 20, i64::MAX).await.unwrap();
+        assert_eq!(
+            decode(&outcome),
+            vec![(0, 2, 7, 1), (3, 4, 8, 2), (5, 8, 8, 3)]
+        );
+        // From the middle of a batch: whole batches starting with the one containing it.
+        let outcome = log.read(4, 1 << 20, i64::MAX).await.unwrap();
+        assert_eq!(decode(&outcome), vec![(3, 4, 8, 2), (5, 8, 8, 3)]);
+        // At the end: nothing.
+        let outcome = log.read(9, 1 << 20, i64::MAX).await.unwrap();
+        assert!(outcome.chunks.is_empty());
+        assert_eq!(outcome.size_bytes, 0);
+        assert!(log.size_bytes() > 0);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn rejects_malformed_appends_without_assigning_offsets() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = PartitionLog::open(dir, LogConfig::default()).await.unwrap();
+        let error = log
+            .append(Bytes::from_static(b"short"), 1, 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, LogError::Io(e) if e.kind() == std::io::ErrorKind::InvalidInput));
+        let error = log.append(batch(1, 2, 10), 3, 0).await.unwrap_err();
+        assert!(matches!(error, LogError::Io(_)));
+        let mut truncated = batch(1, 2, 10).to_vec();
+        truncated.pop();
+        assert!(log.append(Bytes::from(truncated), 2, 0).await.is_err());
+        assert_eq!(log.next_offset(), 0);
+        assert_eq!(
+            log.append(batch(1, 2, 10), 2, 0).await.unwrap().base_offset,
+            0
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn concurrent_appends_keep_call_order_and_group_commit() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = PartitionLog::open(dir, small_config()).await.unwrap();
+        const APPENDS: usize = 300;
+        // Offsets are assigned at call time, so the futures may complete in any order.
+        let futures: Vec<_> = (0..APPENDS)
+            .map(|index| {
+                let records = 1 + index % 5;
+                log.append(
+                    batch(index as u64, records, 50 + index % 300),
+                    records as u32,
+                    1,
+                )
+            })
+            .collect();
+        assert_eq!(log.written_end_offset(), 0);
+        let expected_end: i64 = (0..APPENDS).map(|index| 1 + (index % 5) as i64).sum();
+        assert_eq!(log.next_offset(), expected_end);
+        let outcomes = futures::future::join_all(futures.into_iter().rev()).await;
+        let mut outcomes: Vec<_> = outcomes.into_iter().map(Result::unwrap).collect();
+        outcomes.reverse();
+        let mut next = 0;
+        for (index, outcome) in outcomes.iter().enumerate() {
+            assert_eq!(outcome.base_offset, next);
+            assert_eq!(outcome.last_offset, next + (index % 5) as i64);
+            next = outcome.last_offset + 1;
+        }
+        assert_eq!(log.written_end_offset(), expected_end);
+        assert_eq!(log.pending_bytes(), 0);
+        // Group commit: the queued appends went out in a few large writes.
+        assert!(
+            log.write_count() < (APPENDS / 4) as u64,
+            "{} writes",
+            log.write_count()
+        );
+        assert!(log.segment_count() > 1, "small segments roll");
+
+        // Spawned tasks appending concurrently, each awaiting its own append.
+        let tasks: Vec<_> = (0..50)
+            .map(|index| {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    log.append(batch(1000 + index, 2, 100), 2, 1).await.unwrap()
+                })
+            })
+            .collect();
+        let mut bases: Vec<i64> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|outcome| outcome.base_offset)
+            .collect();
+        bases.sort_unstable();
+        for (index, base) in bases.iter().enumerate() {
+            assert_eq!(*base, expected_end + 2 * index as i64);
+        }
+
+        let batches = read_all(&log, 0, 10_000).await;
+        assert_eq!(batches.len(), APPENDS + 50);
+        for (index, batch) in batches.iter().take(APPENDS).enumerate() {
+            assert_eq!(batch.0, outcomes[index].base_offset);
+            assert_eq!(batch.3, index as u64);
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn reads_across_segment_rolls_from_disk_and_cache() {
+    for cache_size_bytes in [0u64, 32 * 1024] {
+        let (_root, dir) = temp_dir();
+        run(move || async move {
+            let config = LogConfig {
+                cache_size_bytes,
+                ..small_config()
+            };
+            let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+            let mut expected = Vec::new();
+            for index in 0..200u64 {
+                let records = 1 + (index % 3) as usize;
+                let outcome = log
+                    .append(batch(index, records, 700), records as u32, 2)
+                    .await
+                    .unwrap();
+                expected.push((outcome.base_offset, outcome.last_offset, 2, index));
+            }
+            assert!(log.segment_count() >= 4, "{} segments", log.segment_count());
+            assert!(log.cached_bytes() <= cache_size_bytes);
+            // Sealed segments are trimmed to their logical size and have an index file.
+            let sealed = segment_path(&dir, 0);
+            let sealed_size = std::fs::metadata(&sealed).unwrap().len();
+            assert!(sealed_size <= 64 * 1024 && sealed_size > 60 * 1024);
+            assert!(dir.join(index_file_name(0)).exists());
+
+            // Whole log, in several read sizes.
+            for max_bytes in [1, 5_000, 20_000, 1 << 20] {
+                assert_eq!(read_all(&log, 0, max_bytes).await, expected);
+            }
+            // From every offset: starts with the batch containing it.
+            let end = log.written_end_offset();
+            for from in 0..end {
+                let outcome = log.read(from, 3_000, i64::MAX).await.unwrap();
+                let decoded = decode(&outcome);
+                let first = decoded[0];
+                assert!(first.0 <= from && from <= first.1, "from {from}: {first:?}");
+            }
+            // The probe was primed: every disk read went direct.
+            assert_eq!(super::file_io::fallback_read_count(), 0);
+            log.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn max_bytes_and_kip_74() {
+    for cache_size_bytes in [0u64, 1 << 20] {
+        let (_root, dir) = temp_dir();
+        run(move || async move {
+            let config = LogConfig {
+                cache_size_bytes,
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open(dir, config).await.unwrap();
+            let one = batch(0, 1, 1000);
+            let size = one.len();
+            for index in 0..10 {
+                log.append(batch(index, 1, 1000), 1, 0).await.unwrap();
+            }
+            // Smaller than one batch: still exactly one batch.
+            let outcome = log.read(0, 1, i64::MAX).await.unwrap();
+            assert_eq!(decode(&outcome).len(), 1);
+            assert_eq!(outcome.size_bytes, size);
+            let outcome = log.read(0, 0, i64::MAX).await.unwrap();
+            assert_eq!(decode(&outcome).len(), 1);
+            // 2.5 batches: two.
+            let outcome = log.read(3, size * 5 / 2, i64::MAX).await.unwrap();
+            assert_eq!(
+                decode(&outcome).iter().map(|b| b.0).collect::<Vec<_>>(),
+                vec![3, 4]
+            );
+            // Exactly three batches.
+            let outcome = log.read(3, size * 3, i64::MAX).await.unwrap();
+            assert_eq!(decode(&outcome).len(), 3);
+            assert!(outcome.size_bytes <= size * 3);
+            log.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn max_offset_exclusive_limits_reads() {
+    for cache_size_bytes in [0u64, 1 << 20] {
+        let (_root, dir) = temp_dir();
+        run(move || async move {
+            let config = LogConfig {
+                cache_size_bytes,
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open(dir, config).await.unwrap();
+            for index in 0..5 {
+                log.append(batch(index, 3, 50), 3, 0).await.unwrap();
+            }
+            // Batches: [0,2] [3,5] [6,8] [9,11] [12,14].
+            let outcome = log.read(0, 1 << 20, 9).await.unwrap();
+            assert_eq!(
+                decode(&outcome).iter().map(|b| b.0).collect::<Vec<_>>(),
+                vec![0, 3, 6]
+            );
+            // A limit inside a batch excludes that batch.
+            let outcome = log.read(0, 1 << 20, 8).await.unwrap();
+            assert_eq!(
+                decode(&outcome).iter().map(|b| b.0).collect::<Vec<_>>(),
+                vec![0, 3]
+            );
+            // Nothing below the limit from here.
+            let outcome = log.read(7, 1 << 20, 8).await.unwrap();
+            assert!(outcome.chunks.is_empty());
+            let outcome = log.read(12, 1 << 20, 12).await.unwrap();
+            assert!(outcome.chunks.is_empty());
+            log.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn offset_out_of_range() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = PartitionLog::open(dir, LogConfig::default()).await.unwrap();
+        log.append(batch(0, 4, 10), 4, 0).await.unwrap();
+        for requested in [-1, 5, 100] {
+            match log.read(requested, 1000, i64::MAX).await {
+                Err(LogError::OffsetOutOfRange {
+                    requested: r,
+                    log_start,
+                    log_end,
+                }) => {
+                    assert_eq!((r, log_start, log_end), (requested, 0, 4));
+                }
+                other => panic!("expected OffsetOutOfRange, got {other:?}"),
+            }
+        }
+        assert!(log.read(4, 1000, i64::MAX).await.unwrap().chunks.is_empty());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn reopen_after_close_keeps_everything() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = small_config();
+        let mut expected = Vec::new();
+        for round in 0..3u64 {
+            let log = PartitionLog::open(dir.clone(), config.clone())
+                .await
+                .unwrap();
+            assert_eq!(
+                log.next_offset(),
+                expected
+                    .last()
+                    .map_or(0, |b: &(i64, i64, i32, u64)| b.1 + 1)
+            );
+            assert_eq!(log.recovery_point_offset(), log.next_offset());
+            assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+            for index in 0..40u64 {
+                let tag = round * 1000 + index;
+                let outcome = log
+                    .append(batch(tag, 2, 900), 2, round as i32)
+                    .await
+                    .unwrap();
+                expected.push((outcome.base_offset, outcome.last_offset, round as i32, tag));
+            }
+            log.close().await.unwrap();
+            // Closed: everything refuses.
+            assert!(matches!(
+                log.append(batch(0, 1, 1), 1, 0).await,
+                Err(LogError::Closed)
+            ));
+            assert!(matches!(
+                log.read(0, 100, i64::MAX).await,
+                Err(LogError::Closed)
+            ));
+            assert!(log.close().await.is_ok());
+        }
+        let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+        assert!(log.segment_count() > 2);
+        assert_eq!(read_all(&log, 0, 7_000).await, expected);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn large_appends_span_several_writes() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = LogConfig {
+            max_write_size_bytes: 64 * 1024,
+            cache_size_bytes: 0,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        log.append(batch(1, 1, 100), 1, 0).await.unwrap();
+        let big = batch(2, 20, 10_000);
+        assert!(big.len() > 3 * 64 * 1024);
+        log.append(big.clone(), 20, 0).await.unwrap();
+        log.append(batch(3, 1, 100), 1, 0).await.unwrap();
+        let expected = vec![(0, 0, 0, 1), (1, 20, 0, 2), (21, 21, 0, 3)];
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir, config).await.unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        log.close().await.unwrap();
+    });
+}
+
+/// What to put after the last good batch to simulate a crash.
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    /// The first bytes of the next batch only.
+    PartialBatch,
+    /// A whole next batch with one flipped payload byte.
+    BadCrc,
+    /// Random bytes.
+    Garbage,
+    /// A valid batch with the wrong base offset.
+    WrongOffset,
+    /// A zeroed block, then a valid batch with the right offset after it (stale data).
+    ValidAfterZeros,
+}
+
+#[test]
+fn torn_tail_is_truncated_and_log_stays_usable() {
+    for damage in [
+        Damage::PartialBatch,
+        Damage::BadCrc,
+        Damage::Garbage,
+        Damage::WrongOffset,
+        Damage::ValidAfterZeros,
+    ] {
+        let (_root, dir) = temp_dir();
+        run(move || async move {
+            let config = LogConfig::default();
+            let log = PartitionLog::open(dir.clone(), config.clone())
+                .await
+                .unwrap();
+            let mut expected = Vec::new();
+            for index in 0..5u64 {
+                let outcome = log.append(batch(index, 2, 333), 2, 0).await.unwrap();
+                expected.push((outcome.base_offset, outcome.last_offset, 0, index));
+            }
+            let good_size = log.size_bytes();
+            let end = log.next_offset();
+            // Flush only part of the log into the checkpoint: the damage lies after it.
+            log.close().await.unwrap();
+
+            let path = segment_path(&dir, 0);
+            damage_file(&path, good_size, end, damage);
+
+            let log = PartitionLog::open(dir.clone(), config.clone())
+                .await
+                .unwrap();
+            assert_eq!(log.next_offset(), end, "{damage:?}");
+            assert_eq!(log.size_bytes(), good_size);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                good_size,
+                "{damage:?}"
+            );
+            assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+            for index in 10..13u64 {
+                let outcome = log.append(batch(index, 1, 77), 1, 1).await.unwrap();
+                expected.push((outcome.base_offset, outcome.last_offset, 1, index));
+            }
+            assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+            log.close().await.unwrap();
+
+            let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+            assert_eq!(read_all(&log, 0, 1 << 20).await, expected, "{damage:?}");
+            log.close().await.unwrap();
+        });
+    }
+}
+
+/// Writes `damage` into the segment at `path` right after its `good_size` bytes.
+fn damage_file(path: &Path, good_size: u64, next_offset: i64, damage: Damage) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut next = batch(99, 3, 500).to_vec();
+    next[..8].copy_from_slice(&next_offset.to_be_bytes());
+    let bytes = match damage {
+        Damage::PartialBatch => next[..100].to_vec(),
+        Damage::BadCrc => {
+            let last = next.len() - 1;
+            next[last] ^= 0xff;
+            next
+        }
+        Damage::Garbage => (0..3000u32).map(|i| (i * 7919 % 251) as u8 | 1).collect(),
+        Damage::WrongOffset => {
+            next[..8].copy_from_slice(&(next_offset + 5).to_be_bytes());
+            next
+        }
+        Damage::ValidAfterZeros => {
+            let mut bytes = vec![0u8; 8192];
+            bytes.extend_from_slice(&next);
+            bytes
+        }
+    };
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start(good_size)).unwrap();
+    file.write_all(&bytes).unwrap();
+    file.sync_all().unwrap();
+}
+
+#[test]
+fn damage_in_an_unflushed_middle_segment_cuts_later_segments() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = LogConfig {
+            cache_size_bytes: 0,
+            ..small_config()
+        };
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        for index in 0..100u64 {
+            log.append(batch(index, 1, 1500), 1, 0).await.unwrap();
+        }
+        assert!(log.segment_count() >= 3);
+        // No flush and no close: the checkpoint never covered these segments.
+        drop(log);
+        let mut bases: Vec<i64> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                super::segment::parse_file_name(&name, ".log")
+            })
+            .collect();
+        bases.sort_unstable();
+        // Corrupt the second batch of the second segment.
+        let second = segment_path(&dir, bases[1]);
+        let contents = std::fs::read(&second).unwrap();
+        let first_size = RecordBatchHeader::parse(&contents)
+            .unwrap()
+            .total_size_bytes();
+        let mut contents = contents;
+        contents[first_size + 100] ^= 0x55;
+        std::fs::write(&second, &contents).unwrap();
+
+        let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(log.next_offset(), bases[1] + 1);
+        assert!(!segment_path(&dir, bases[2]).exists());
+        assert_eq!(read_all(&log, 0, 1 << 20).await.len() as i64, bases[1] + 1);
+        let outcome = log.append(batch(500, 1, 10), 1, 3).await.unwrap();
+        assert_eq!(outcome.base_offset, bases[1] + 1);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn acknowledged_appends_survive_a_crash_without_flush() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = small_config();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        let mut expected = Vec::new();
+        for index in 0..20u64 {
+            let outcome = log.append(batch(index, 2, 1500), 2, 0).await.unwrap();
+            expected.push((outcome.base_offset, outcome.last_offset, 0, index));
+        }
+        log.flush().await.unwrap();
+        for index in 20..70u64 {
+            let outcome = log.append(batch(index, 2, 1500), 2, 0).await.unwrap();
+            expected.push((outcome.base_offset, outcome.last_offset, 0, index));
+        }
+        // "Crash": no flush, no close, the preallocated tail left in place.
+        drop(log);
+        let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        assert_eq!(log.recovery_point_offset(), log.next_offset());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn missing_middle_segment_cuts_the_log_there() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = small_config();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        for index in 0..100u64 {
+            log.append(batch(index, 1, 2000), 1, 0).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let mut bases: Vec<i64> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                super::segment::parse_file_name(&name, ".log")
+            })
+            .collect();
+        bases.sort_unstable();
+        assert!(bases.len() >= 4);
+        std::fs::remove_file(segment_path(&dir, bases[2])).unwrap();
+
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(log.next_offset(), bases[2]);
+        assert_eq!(log.recovery_point_offset(), bases[2]);
+        assert!(!segment_path(&dir, bases[3]).exists());
+        // The segment that became active has no index file any more.
+        assert!(!dir.join(index_file_name(bases[1])).exists());
+        assert!(dir.join(index_file_name(bases[0])).exists());
+        for index in 0..40u64 {
+            log.append(batch(1000 + index, 1, 2000), 1, 0)
+                .await
+                .unwrap();
+        }
+        let before = read_all(&log, 0, 1 << 20).await;
+        assert_eq!(before.len() as i64, bases[2] + 40);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir, config).await.unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, before);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn checkpointed_segments_reopen_from_index_files() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = small_config();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        let mut expected = Vec::new();
+        for index in 0..80u64 {
+            let outcome = log.append(batch(index, 1, 2000), 1, 0).await.unwrap();
+            expected.push((outcome.base_offset, outcome.last_offset, 0, index));
+        }
+        log.flush().await.unwrap();
+        assert_eq!(log.recovery_point_offset(), 80);
+        let segments = log.segment_count();
+        log.close().await.unwrap();
+        // A damaged index file is ignored and the segment scanned instead.
+        std::fs::write(dir.join(index_file_name(0)), b"garbage").unwrap();
+        let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+        assert_eq!(log.segment_count(), segments);
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        for from in [0, 17, 40, 79] {
+            let outcome = log.read(from, 1, i64::MAX).await.unwrap();
+            assert_eq!(decode(&outcome)[0].0, from);
+        }
+        log.close().await.unwrap();
+        // The rewritten index file is intact again.
+        let contents = std::fs::read(dir.join(index_file_name(0))).unwrap();
+        assert!(super::segment::IndexFile::decode(&contents).is_some());
+    });
+}
+
+#[test]
+fn wait_for_offset_wakes_on_append_and_is_cancel_safe() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = PartitionLog::open(dir, LogConfig::default()).await.unwrap();
+        // Already satisfied: resolves at once.
+        log.append(batch(0, 1, 10), 1, 0).await.unwrap();
+        log.wait_for_offset(0).await;
+
+        // Woken by a later append from another task.
+        let waiter = {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                log.wait_for_offset(3).await;
+                log.written_end_offset()
+            })
+        };
+        glommio::yield_if_needed().await;
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        assert_eq!(log.waiters.borrow().len(), 1);
+        log.append(batch(1, 2, 10), 2, 0).await.unwrap(); // offsets 1..=2: not enough
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        assert_eq!(log.waiters.borrow().len(), 1);
+        log.append(batch(2, 1, 10), 1, 0).await.unwrap(); // offset 3
+        assert_eq!(waiter.await, 4);
+        assert_eq!(log.waiters.borrow().len(), 0);
+
+        // Cancelled by a timeout: deregistered, nothing left behind.
+        let result = glommio::timer::timeout(Duration::from_millis(10), async {
+            log.wait_for_offset(100).await;
+            Ok(())
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(log.waiters.borrow().len(), 0);
+
+        // Dropped after a poll.
+        {
+            let wait = log.wait_for_offset(100);
+            futures::pin_mut!(wait);
+            assert!(futures::poll!(wait.as_mut()).is_pending());
+            assert_eq!(log.waiters.borrow().len(), 1);
+        }
+        assert_eq!(log.waiters.borrow().len(), 0);
+
+        // Close wakes waiters.
+        let waiter = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.wait_for_offset(1000).await })
+        };
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        log.close().await.unwrap();
+        waiter.await;
+    });
+}
+
+#[test]
+fn appends_resolve_even_if_earlier_futures_are_dropped() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = PartitionLog::open(dir.clone(), LogConfig::default())
+            .await
+            .unwrap();
+        drop(log.append(batch(0, 1, 10), 1, 0));
+        let outcome = log.append(batch(1, 1, 10), 1, 0).await.unwrap();
+        assert_eq!(outcome.base_offset, 1);
+        assert_eq!(read_all(&log, 0, 1 << 20).await.len(), 2);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn remove_deletes_the_directory() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log: Rc<PartitionLog> = PartitionLog::open(dir.clone(), small_config())
+            .await
+            .unwrap();
+        for index in 0..50 {
+            log.append(batch(index, 1, 2000), 1, 0).await.unwrap();
+        }
+        assert!(dir.exists());
+        log.remove().await.unwrap();
+        assert!(!dir.exists());
+        assert!(matches!(
+            log.append(batch(0, 1, 1), 1, 0).await,
+            Err(LogError::Closed)
+        ));
+    });
+}
+
+#[test]
+fn reads_work_even_if_glommio_misdetects_polling() {
+    let (root, dir) = temp_dir();
+    run(move || async move {
+        // Opening an empty file read-write first makes glommio (on this thread) believe the
+        // device supports polled I/O; O_DIRECT reads then fail with EOPNOTSUPP on devices
+        // without it, and the log must fall back to buffered reads.
+        let empty = root.path().join("empty");
+        let file = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(&empty)
+            .await
+            .unwrap();
+        file.close().await.unwrap();
+        let config = LogConfig {
+            cache_size_bytes: 0,
+            ..small_config()
+        };
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        for index in 0..30u64 {
+            log.append(batch(index, 2, 1000), 2, 0).await.unwrap();
+        }
+        assert_eq!(read_all(&log, 0, 5000).await.len(), 30);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir, config).await.unwrap();
+        assert_eq!(read_all(&log, 0, 5000).await.len(), 30);
+        log.close().await.unwrap();
+        // Did the misdetection actually break direct reads here (devices that really support
+        // polling read fine)? If so the log must have used the fallback.
+        let probe = root.path().join("probe");
+        std::fs::write(&probe, vec![1u8; 4096]).unwrap();
+        let file = glommio::io::DmaFile::open(&probe).await.unwrap();
+        let direct_reads_work = file.read_at_aligned(0, 4096).await.is_ok();
+        file.close().await.unwrap();
+        assert_eq!(
+            super::file_io::fallback_read_count() > 0,
+            !direct_reads_work
+        );
+    });
+}
+
+#[test]
+fn config_validation() {
+    assert!(LogConfig::default().validate().is_ok());
+    let bad = LogConfig {
+        max_write_size_bytes: 5000,
+        ..LogConfig::default()
+    };
+    assert!(bad.validate().is_err());
+    let bad = LogConfig {
+        segment_size_bytes: 0,
+        ..LogConfig::default()
+    };
+    assert!(bad.validate().is_err());
+}

@@ -1,0 +1,132 @@
+//! Kafka wire protocol: the table of APIs and versions Riptide serves, request header decoding and
+//! response framing, and record batch validation ([`record_batch`]).
+//!
+//! Message bodies use the `kafka-protocol` crate's schemas; record batches stay `Bytes` slices of
+//! the request frame, never copied or decompressed on the way in.
+
+pub mod record_batch;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+/// One supported API and the inclusive range of versions served.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SupportedApi {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+}
+
+const fn api(key: ApiKey, min_version: i16, max_version: i16) -> SupportedApi {
+    SupportedApi {
+        key,
+        min_version,
+        max_version,
+    }
+}
+
+/// Every API Riptide answers. Produce starts at 3 and Fetch at 4: the first versions that carry
+/// record batch v2, the only format stored. Keep README's table in step with this one.
+pub const SUPPORTED_APIS: &[SupportedApi] = &[
+    api(ApiKey::Produce, 3, 11),
+    api(ApiKey::Fetch, 4, 17),
+    api(ApiKey::ListOffsets, 1, 9),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::DescribeCluster, 0, 1),
+];
+
+pub fn supported_api(key: ApiKey) -> Option<&'static SupportedApi> {
+    SUPPORTED_APIS.iter().find(|api| api.key == key)
+}
+
+/// The fixed-position start of every request header (all header versions agree on it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestPreamble {
+    pub api_key: i16,
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+impl RequestPreamble {
+    pub fn read(frame: &[u8]) -> Option<RequestPreamble> {
+        if frame.len() < 8 {
+            return None;
+        }
+        Some(RequestPreamble {
+            api_key: i16::from_be_bytes([frame[0], frame[1]]),
+            api_version: i16::from_be_bytes([frame[2], frame[3]]),
+            correlation_id: i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]),
+        })
+    }
+}
+
+/// Decodes the request header for a known key and version; the frame is left at the body.
+pub fn decode_request_header(
+    frame: &mut Bytes,
+    key: ApiKey,
+    version: i16,
+) -> anyhow::Result<RequestHeader> {
+    RequestHeader::decode(frame, key.request_header_version(version))
+}
+
+/// Frames a response: size prefix, header for `key`/`version`, then the body.
+pub fn encode_response<M: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &M,
+) -> anyhow::Result<BytesMut> {
+    let mut buffer = BytesMut::with_capacity(256);
+    buffer.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buffer, key.response_header_version(version))?;
+    body.encode(&mut buffer, version)?;
+    let size = i32::try_from(buffer.len() - 4)?;
+    buffer[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_stays_inside_what_the_codec_supports() {
+        for api in SUPPORTED_APIS {
+            let codec = api.key.valid_versions();
+            assert!(
+                api.min_version >= codec.min && api.max_version <= codec.max,
+                "{:?} {}..={} outside codec range {:?}",
+                api.key,
+                api.min_version,
+                api.max_version,
+                codec
+            );
+            assert!(api.min_version <= api.max_version);
+        }
+    }
+
+    #[test]
+    fn preamble_needs_eight_bytes() {
+        assert_eq!(RequestPreamble::read(&[0; 7]), None);
+        let preamble = RequestPreamble::read(&[0, 18, 0, 3, 0, 0, 0, 9]).unwrap();
+        assert_eq!(
+            preamble,
+            RequestPreamble {
+                api_key: 18,
+                api_version: 3,
+                correlation_id: 9
+            }
+        );
+    }
+}

@@ -1,0 +1,411 @@
+//! Shards: one glommio executor per core, pinned, each owning its connections and partitions.
+//!
+//! Work for a partition owned by another shard crosses over with [`Shard::invoke_on`]: a closure is
+//! sent over the shard-to-shard channel and runs on the owner with the owner's state, and the
+//! result comes back through a oneshot. Every hop is visible at the call site.
+
+mod barrier;
+mod memlock;
+
+pub use barrier::ShardBarrier;
+
+use crate::cluster::{self, metadata::MetadataImage, PartitionTable};
+use crate::config::BrokerConfig;
+use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Work sent to another shard: runs there with that shard's state.
+pub type ShardTask = Box<dyn FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send>;
+
+/// How often a shard looks at the process-wide stop flag set by the signal thread.
+const STOP_POLL_INTERVAL_MS: u64 = 50;
+/// How long connections get to finish in-flight requests after SIGTERM.
+pub const DRAIN_TIMEOUT_MS: u64 = 5_000;
+
+/// Everything one shard owns. Lives on its executor thread only (`Rc`), never shared.
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Arc<BrokerConfig>,
+    /// The newest metadata image this shard has applied.
+    metadata: RefCell<Arc<MetadataImage>>,
+    /// Partitions whose logs this shard owns.
+    pub partitions: PartitionTable,
+    /// `senders[peer]` carries tasks to shard `peer`; `None` at our own index.
+    senders: Vec<Option<ConnectedSender<ShardTask>>>,
+    /// Controller state: present on shard 0 only.
+    pub controller: Option<cluster::controller::Controller>,
+    /// Set when the broker is shutting down: stop accepting and reading requests.
+    pub stopping: Rc<glommio::sync::Gate>,
+    stop_signal: RefCell<Option<futures::future::Shared<oneshot::Receiver<()>>>>,
+    stop_trigger: RefCell<Option<oneshot::Sender<()>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("shard {0} is not reachable (shutting down)")]
+    Unreachable(usize),
+}
+
+impl Shard {
+    pub fn metadata(&self) -> Arc<MetadataImage> {
+        self.metadata.borrow().clone()
+    }
+
+    pub fn set_metadata(&self, image: Arc<MetadataImage>) {
+        let mut current = self.metadata.borrow_mut();
+        assert!(
+            image.version >= current.version,
+            "metadata images are applied in order"
+        );
+        *current = image;
+    }
+
+    /// Runs `work` on shard `target` and returns its result. On our own shard it runs inline
+    /// (no hop); elsewhere it crosses the shard channel.
+    pub async fn invoke_on<T, F, Fut>(
+        self: &Rc<Self>,
+        target: usize,
+        work: F,
+    ) -> Result<T, ShardError>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        assert!(target < self.count, "shard {target} out of range");
+        if target == self.id {
+            return Ok(work(self.clone()).await);
+        }
+        let (reply_sender, reply_receiver) = oneshot::channel();
+        let task: ShardTask = Box::new(move |shard| {
+            Box::pin(async move {
+                let output = work(shard).await;
+                let _ = reply_sender.send(output);
+            })
+        });
+        let sender = self.senders[target]
+            .as_ref()
+            .expect("a sender exists for every other shard");
+        if sender.send(task).await.is_err() {
+            return Err(ShardError::Unreachable(target));
+        }
+        reply_receiver
+            .await
+            .map_err(|_| ShardError::Unreachable(target))
+    }
+
+    /// A future that resolves when shutdown begins.
+    pub fn stopped(&self) -> futures::future::Shared<oneshot::Receiver<()>> {
+        self.stop_signal
+            .borrow()
+            .as_ref()
+            .expect("stop signal exists for the shard's life")
+            .clone()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stop_trigger.borrow().is_none()
+    }
+
+    fn begin_stop(&self) {
+        if let Some(trigger) = self.stop_trigger.borrow_mut().take() {
+            let _ = trigger.send(());
+        }
+    }
+}
+
+/// Channels of one shard to and from every other, handed to its executor at spawn.
+struct ShardLinks {
+    outgoing: Vec<Option<shared_channel::SharedSender<ShardTask>>>,
+    incoming: Vec<Option<shared_channel::SharedReceiver<ShardTask>>>,
+}
+
+fn build_mesh(shard_count: usize, capacity: usize) -> Vec<ShardLinks> {
+    let mut links: Vec<ShardLinks> = (0..shard_count)
+        .map(|_| ShardLinks {
+            outgoing: (0..shard_count).map(|_| None).collect(),
+            incoming: (0..shard_count).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shard_count {
+        for to in 0..shard_count {
+            if from != to {
+                let (sender, receiver) = shared_channel::new_bounded(capacity);
+                links[from].outgoing[to] = Some(sender);
+                links[to].incoming[from] = Some(receiver);
+            }
+        }
+    }
+    links
+}
+
+/// CPUs to pin shards to: the process's CPU set, in order.
+fn shard_cpus(requested: Option<usize>) -> anyhow::Result<Vec<usize>> {
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|core| core.id)
+        .collect();
+    anyhow::ensure!(!available.is_empty(), "cannot read the process's CPU set");
+    let count = requested.unwrap_or(available.len());
+    if count > available.len() {
+        tracing::warn!(
+            shards = count,
+            cpus = available.len(),
+            "more shards than CPUs in the CPU set: shards will share cores"
+        );
+    }
+    Ok((0..count).map(|i| available[i % available.len()]).collect())
+}
+
+/// Starts every shard, waits for SIGTERM or SIGINT, drains and flushes, and returns.
+pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
+    let cpus = shard_cpus(config.cores)?;
+    let shard_count = cpus.len();
+    // Heartbeats for the systemd watchdog and readiness for the admin endpoint.
+    let liveness = Arc::new(crate::service::Liveness::new(shard_count));
+    memlock::ensure_memlock(shard_count, config.io_memory_bytes)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let mut image = cluster::metadata::load_or_init(&config.data_dir)?;
+    let moved = image.reassign_missing_shards(shard_count);
+    if moved > 0 || image.version == 0 {
+        if moved > 0 {
+            tracing::info!(
+                moved,
+                shard_count,
+                "placed partitions of removed shards on remaining shards"
+            );
+        }
+        image.version += 1;
+        cluster::metadata::persist(&config.data_dir, &image)?;
+    }
+    let image = Arc::new(image);
+    let config = Arc::new(config);
+
+    // Signals go to a dedicated waiter thread, not to the shard threads.
+    let signals = block_termination_signals()?;
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(ShardBarrier::new(shard_count));
+    let drained = Arc::new(ShardBarrier::new(shard_count));
+    let (ready_sender, ready_receiver) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+
+    let mut handles = Vec::with_capacity(shard_count);
+    for (shard_id, (links, cpu)) in build_mesh(shard_count, config.shard_channel_capacity)
+        .into_iter()
+        .zip(cpus.iter().copied())
+        .enumerate()
+    {
+        let config = config.clone();
+        let image = image.clone();
+        let stop_flag = stop_flag.clone();
+        let started = started.clone();
+        let drained = drained.clone();
+        let liveness = liveness.clone();
+        let ready_sender = ready_sender.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{shard_id}"))
+            .io_memory(config.io_memory_bytes)
+            .spawn(move || async move {
+                let outcome = shard_main(
+                    shard_id,
+                    shard_count,
+                    config,
+                    image,
+                    links,
+                    stop_flag,
+                    started,
+                    drained,
+                    ready_sender.clone(),
+                    liveness,
+                )
+                .await;
+                if let Err(error) = &outcome {
+                    tracing::error!(shard = shard_id, "shard failed: {error:#}");
+                    let _ = ready_sender.send(Err(anyhow::anyhow!("shard {shard_id}: {error:#}")));
+                }
+                outcome.is_ok()
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start shard {shard_id} on cpu {cpu}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_sender);
+
+    let mut ready_count = 0;
+    let mut startup_error = None;
+    while ready_count < shard_count {
+        match ready_receiver.recv() {
+            Ok(Ok(())) => ready_count += 1,
+            Ok(Err(error)) => {
+                startup_error = Some(error);
+                break;
+            }
+            Err(_) => {
+                startup_error = Some(anyhow::anyhow!("a shard exited during start-up"));
+                break;
+            }
+        }
+    }
+    if let Some(error) = startup_error {
+        stop_flag.store(true, Ordering::SeqCst);
+        started.poison();
+        drained.poison();
+        for handle in handles {
+            let _ = handle.join();
+        }
+        return Err(error);
+    }
+    tracing::info!(
+        listen = %config.listen,
+        advertise = config.advertised_address(),
+        shards = shard_count,
+        data_dir = %config.data_dir.display(),
+        "riptide is ready"
+    );
+    liveness.set_ready(true);
+    crate::service::notify_ready(&format!(
+        "serving Kafka on {} with {shard_count} shards",
+        config.listen
+    ));
+
+    let signal = crate::service::wait_for_termination(&signals, &liveness);
+    liveness.set_ready(false);
+    crate::service::notify_stopping();
+    tracing::info!(signal = %signal, "shutting down: draining connections and flushing logs");
+    stop_flag.store(true, Ordering::SeqCst);
+    let mut clean = true;
+    for handle in handles {
+        clean &= matches!(handle.join(), Ok(true));
+    }
+    anyhow::ensure!(clean, "a shard did not shut down cleanly");
+    tracing::info!("riptide stopped");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn shard_main(
+    shard_id: usize,
+    shard_count: usize,
+    config: Arc<BrokerConfig>,
+    image: Arc<MetadataImage>,
+    links: ShardLinks,
+    stop_flag: Arc<AtomicBool>,
+    started: Arc<ShardBarrier>,
+    drained: Arc<ShardBarrier>,
+    ready_sender: std::sync::mpsc::Sender<anyhow::Result<()>>,
+    liveness: Arc<crate::service::Liveness>,
+) -> anyhow::Result<()> {
+    // Both ends of a shared channel must connect before either connect completes: connect every
+    // channel of this shard at once, or two shards would wait on each other.
+    let connect_senders =
+        futures::future::join_all(links.outgoing.into_iter().map(|sender| async {
+            match sender {
+                Some(sender) => Some(sender.connect().await),
+                None => None,
+            }
+        }));
+    let connect_receivers = futures::future::join_all(
+        links
+            .incoming
+            .into_iter()
+            .flatten()
+            .map(|receiver| receiver.connect()),
+    );
+    let (senders, receivers): (
+        Vec<Option<ConnectedSender<ShardTask>>>,
+        Vec<ConnectedReceiver<ShardTask>>,
+    ) = futures::join!(connect_senders, connect_receivers);
+    let (stop_trigger, stop_receiver) = oneshot::channel();
+    let shard = Rc::new(Shard {
+        id: shard_id,
+        count: shard_count,
+        controller: (shard_id == 0).then(|| cluster::controller::Controller::new(config.clone())),
+        config: config.clone(),
+        metadata: RefCell::new(image.clone()),
+        partitions: PartitionTable::default(),
+        senders,
+        stopping: Rc::new(glommio::sync::Gate::new()),
+        stop_signal: RefCell::new(Some(futures::FutureExt::shared(stop_receiver))),
+        stop_trigger: RefCell::new(Some(stop_trigger)),
+    });
+
+    // Serve tasks from other shards for the shard's whole life, including the drain.
+    let mut receiver_tasks = Vec::new();
+    for receiver in receivers {
+        let shard = shard.clone();
+        receiver_tasks.push(glommio::spawn_local(async move {
+            while let Some(task) = receiver.recv().await {
+                glommio::spawn_local(task(shard.clone())).detach();
+            }
+        }));
+    }
+
+    cluster::open_owned_partitions(&shard, &image).await?;
+    started.wait().await?;
+    let listener = crate::net::bind_listener(&config.listen)?;
+    if shard_id == 0 && !config.admin_listen.is_empty() {
+        let admin = crate::metrics::server::bind(&config.admin_listen)?;
+        glommio::spawn_local(crate::metrics::server::serve(
+            shard.clone(),
+            admin,
+            liveness.clone(),
+        ))
+        .detach();
+    }
+    let _ = ready_sender.send(Ok(()));
+    drop(ready_sender);
+
+    let watcher_shard = shard.clone();
+    glommio::spawn_local(async move {
+        while !stop_flag.load(Ordering::SeqCst) {
+            liveness.beat(watcher_shard.id);
+            glommio::timer::sleep(Duration::from_millis(STOP_POLL_INTERVAL_MS)).await;
+        }
+        watcher_shard.begin_stop();
+    })
+    .detach();
+
+    crate::net::accept_loop(shard.clone(), listener).await;
+    // Connections finish their in-flight requests, bounded by the drain timeout.
+    let drain = shard.stopping.close();
+    if glommio::timer::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), async {
+        drain
+            .await
+            .map_err(|_| glommio::GlommioError::<()>::Closed(glommio::ResourceType::Gate))
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            shard = shard_id,
+            "connections still busy after the drain timeout"
+        );
+    }
+    // Other shards may still forward work to our partitions until they have drained too.
+    drained.wait().await?;
+    cluster::close_partitions(&shard).await;
+    drop(receiver_tasks);
+    Ok(())
+}
+
+fn block_termination_signals() -> anyhow::Result<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()
+        .map_err(|e| anyhow::anyhow!("cannot block termination signals: {e}"))?;
+    Ok(set)
+}

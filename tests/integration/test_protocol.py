@@ -1,0 +1,129 @@
+"""Request handling details over raw sockets: pipelining order across shards, acks=0,
+per-partition errors, fetch positions, segment rolling."""
+
+import pytest
+from confluent_kafka import TopicPartition
+
+import kafka_wire as kw
+from helpers import consume_partitions, consumer, create_topic, produce, unique_topic
+
+
+def connect(broker):
+    return kw.KafkaConnection(broker.host, broker.port, timeout=30)
+
+
+@pytest.mark.timeout(120)
+def test_pipelined_requests_answered_in_order(broker):
+    """Many requests sent before reading any response, touching partitions spread over both
+    shards: responses come back in request order with matching correlation ids."""
+    topic = unique_topic("pipe")
+    create_topic(broker.bootstrap, topic, 8)
+    with connect(broker) as c:
+        keys = c.api_versions(0)["api_keys"]
+        pv = kw.pick_version(keys, kw.ApiKey.PRODUCE, 3, 9)
+        mv = kw.pick_version(keys, kw.ApiKey.METADATA, 1, 12)
+        sent = []
+        for i in range(200):
+            if i % 5 == 4:
+                corr = c.send_request(kw.ApiKey.METADATA, mv, kw.encode_metadata_request(mv, [topic], False))
+                sent.append((corr, kw.ApiKey.METADATA, mv, None))
+            else:
+                parts = [((i + j) % 8, kw.build_record_batch([b"p%d-%d" % (i, j)])) for j in range(1 + i % 3)]
+                body = kw.encode_produce_request(pv, -1, 10000, [(topic, parts)])
+                corr = c.send_request(kw.ApiKey.PRODUCE, pv, body)
+                sent.append((corr, kw.ApiKey.PRODUCE, pv, [p for p, _ in parts]))
+        counts = [0] * 8
+        for corr, api, v, parts in sent:
+            r = c.read_response(api, v, expected_corr=corr)
+            if api == kw.ApiKey.PRODUCE:
+                resp = kw.decode_produce_response(r, v)
+                res = kw.produce_partition_results(resp)
+                assert sorted(p for _, p in res) == sorted(parts)
+                for (_, p), pr in res.items():
+                    assert pr["error_code"] == 0, pr
+                    assert pr["base_offset"] == counts[p], (p, pr, counts[p])
+                    counts[p] += 1
+            else:
+                md = kw.decode_metadata_response(r, v)
+                assert md["topics"][0]["name"] == topic
+    got = consume_partitions(broker.bootstrap, topic, range(8), timeout=60)
+    assert [len(got[p]) for p in range(8)] == counts
+
+
+@pytest.mark.timeout(60)
+def test_acks_zero_sends_no_response(broker):
+    topic = unique_topic("acks0")
+    create_topic(broker.bootstrap, topic, 1)
+    with connect(broker) as c:
+        pv = kw.pick_version(c.api_versions(0)["api_keys"], kw.ApiKey.PRODUCE, 3, 9)
+        for i in range(10):
+            assert c.produce(pv, [(topic, [(0, kw.build_record_batch([b"z%d" % i]))])], acks=0) is None
+        # The next response on the connection belongs to the next request.
+        resp = c.api_versions(0)
+        assert resp["error_code"] == 0
+    got = consume_partitions(broker.bootstrap, topic, [0], expected={0: 10}, timeout=30)[0]
+    assert [m.value for m in got] == [b"z%d" % i for i in range(10)]
+
+
+@pytest.mark.timeout(60)
+def test_per_partition_errors(broker):
+    topic = unique_topic("perr")
+    create_topic(broker.bootstrap, topic, 2)
+    missing_topic = unique_topic("nosuch")
+    with connect(broker) as c:
+        keys = c.api_versions(0)["api_keys"]
+        pv = kw.pick_version(keys, kw.ApiKey.PRODUCE, 3, 9)
+        batch = kw.build_record_batch([b"x"])
+        resp = c.produce(pv, [(topic, [(0, batch), (5, batch)])])
+        res = kw.produce_partition_results(resp)
+        assert res[(topic, 0)]["error_code"] == 0
+        assert res[(topic, 5)]["error_code"] == kw.Err.UNKNOWN_TOPIC_OR_PARTITION
+        # invalid acks value
+        resp = c.produce(pv, [(topic, [(1, batch)])], acks=2)
+        assert kw.produce_partition_results(resp)[(topic, 1)]["error_code"] == kw.Err.INVALID_REQUIRED_ACKS
+        # Fetch past the end and from a missing partition
+        fv = kw.pick_version(keys, kw.ApiKey.FETCH, 4, 11)
+        resp = c.fetch(fv, [(topic, [(0, 100, 1 << 20), (9, 0, 1 << 20)])], max_wait_ms=10)
+        parts = {p["partition_index"]: p for p in resp["topics"][0]["partitions"]}
+        assert parts[0]["error_code"] == kw.Err.OFFSET_OUT_OF_RANGE, parts[0]
+        assert parts[9]["error_code"] == kw.Err.UNKNOWN_TOPIC_OR_PARTITION, parts[9]
+        # Fetch at the end waits up to max_wait_ms and returns empty
+        resp = c.fetch(fv, [(topic, [(0, 1, 1 << 20)])], max_wait_ms=200)
+        (p,) = resp["topics"][0]["partitions"]
+        assert p["error_code"] == 0 and not p["records"] and p["high_watermark"] == 1, p
+    # Producing to a topic that does not exist (no auto-create in Produce) fails, nothing created.
+    with connect(broker) as c:
+        resp = c.produce(pv, [(missing_topic, [(0, kw.build_record_batch([b"y"]))])])
+        assert kw.produce_partition_results(resp)[(missing_topic, 0)]["error_code"] == kw.Err.UNKNOWN_TOPIC_OR_PARTITION
+
+
+@pytest.mark.timeout(180)
+def test_segment_roll_restart_and_seek(broker_factory):
+    broker = broker_factory("--segment-bytes", 1048576)
+    topic = unique_topic("roll")
+    create_topic(broker.bootstrap, topic, 1)
+    n = 6000
+    values = [b"%06d:" % i + bytes([65 + i % 26]) * 2000 for i in range(n)]  # ~12 MB
+    produce(broker.bootstrap, topic, [{"value": v, "partition": 0} for v in values])
+
+    segs = sorted(broker.data_dir.rglob("*.log"))
+    in_topic = [s for s in segs if topic in str(s.parent)]
+    assert len(in_topic) >= 2, f"expected several segments with segment.bytes=1MiB, found {in_topic or segs}"
+
+    broker.restart()
+    got = consume_partitions(broker.bootstrap, topic, [0], expected={0: n}, timeout=120)[0]
+    assert [m.value for m in got] == values
+
+    # Start reading in the middle of a later segment.
+    c = consumer(broker.bootstrap)
+    try:
+        c.assign([TopicPartition(topic, 0, 4321)])
+        msg = None
+        for _ in range(100):
+            msg = c.poll(1.0)
+            if msg is not None:
+                break
+        assert msg is not None and msg.error() is None, msg and msg.error()
+        assert (msg.offset(), msg.value()) == (4321, values[4321])
+    finally:
+        c.close()
