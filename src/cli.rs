@@ -15,6 +15,16 @@ pub struct Cli {
 pub enum Command {
     /// Run a broker (single node; data in `--data-dir`).
     Serve(ServeArgs),
+    /// Check (default), dry-run or apply the host tuning profile (tuning/production.toml).
+    Tune(crate::tune::TuneArgs),
+    /// Measure the data directory's disk and write <data_dir>/io-config.toml.
+    Iotune(crate::tune::iotune::IotuneArgs),
+    /// Topics: create, list, describe, delete, alter-config, produce, consume.
+    Topic(crate::admin_cli::TopicArgs),
+    /// Consumer groups: list, describe, delete, seek.
+    Group(crate::admin_cli::GroupArgs),
+    /// Cluster: info.
+    Cluster(crate::admin_cli::ClusterArgs),
 }
 
 /// Every flag is also a key of the TOML file given by `--config`; flags win over the file.
@@ -42,6 +52,8 @@ pub struct ServeArgs {
     pub log_level: Option<String>,
     #[arg(long)]
     pub max_request_size_bytes: Option<usize>,
+    #[arg(long)]
+    pub max_request_memory_per_shard_bytes: Option<usize>,
     #[arg(long)]
     pub max_in_flight_requests_per_connection: Option<usize>,
     #[arg(long, action = clap::ArgAction::Set)]
@@ -88,6 +100,7 @@ impl ServeArgs {
             node_id,
             log_level,
             max_request_size_bytes,
+            max_request_memory_per_shard_bytes,
             max_in_flight_requests_per_connection,
             auto_create_topics,
             num_partitions,
@@ -132,17 +145,17 @@ pub fn main() -> i32 {
                 }
             }
         }
+        Command::Tune(args) => crate::tune::run(args),
+        Command::Iotune(args) => crate::tune::iotune::run(args),
+        Command::Topic(args) => crate::admin_cli::run_topic(args),
+        Command::Group(args) => crate::admin_cli::run_group(args),
+        Command::Cluster(args) => crate::admin_cli::run_cluster(args),
     }
 }
 
+/// To the journal under systemd (JOURNAL_STREAM), else text on stderr.
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_thread_names(true)
-        .init();
+    crate::service::logging::init(level);
 }
 
 #[cfg(test)]
@@ -164,7 +177,9 @@ mod tests {
             "--auto-create-topics",
             "false",
         ]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve");
+        };
         let config = args.resolve().unwrap();
         assert_eq!(config.listen, "127.0.0.1:2222");
         assert_eq!(config.num_partitions, 4);

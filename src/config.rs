@@ -23,6 +23,9 @@ pub struct BrokerConfig {
     pub log_level: String,
     /// Largest request frame accepted; a larger length prefix closes the connection.
     pub max_request_size_bytes: usize,
+    /// Bytes of request frames one shard holds at once, over all its connections; past it,
+    /// connections wait before reading more (backpressure, not unbounded growth).
+    pub max_request_memory_per_shard_bytes: usize,
     /// Requests a connection may have in progress before the broker stops reading from it.
     pub max_in_flight_requests_per_connection: usize,
     /// Metadata requests create unknown topics (Kafka's `auto.create.topics.enable`).
@@ -58,6 +61,7 @@ impl Default for BrokerConfig {
             node_id: 0,
             log_level: "info".to_string(),
             max_request_size_bytes: 100 * 1024 * 1024,
+            max_request_memory_per_shard_bytes: 256 * 1024 * 1024,
             max_in_flight_requests_per_connection: 128,
             auto_create_topics: true,
             num_partitions: 1,
@@ -103,6 +107,10 @@ impl BrokerConfig {
         anyhow::ensure!(
             self.max_request_size_bytes >= 1024,
             "max_request_size_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.max_request_memory_per_shard_bytes >= self.max_request_size_bytes,
+            "max_request_memory_per_shard_bytes must be at least max_request_size_bytes"
         );
         anyhow::ensure!(
             self.max_in_flight_requests_per_connection >= 1,

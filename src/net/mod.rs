@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::{FutureExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::StaticPermit;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -80,15 +81,22 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
             loop {
                 let frame = futures::select! {
                     _ = stopped => return ReadEnd::Finished,
-                    frame = read_frame(&mut reader, shard.config.max_request_size_bytes, peer).fuse() => frame,
+                    frame = read_frame(&mut reader, &shard, peer).fuse() => frame,
                 };
-                let frame = match frame {
+                let (frame, memory_permit) = match frame {
                     Ok(Some(frame)) => frame,
                     Ok(None) => return ReadEnd::Finished,
                     Err(()) => return ReadEnd::Abort,
                 };
-                let handler =
-                    glommio::spawn_local(api::handle_request(shard.clone(), frame, peer)).detach();
+                let handler = glommio::spawn_local({
+                    let shard = shard.clone();
+                    async move {
+                        // The request's memory stays reserved until its handler is done.
+                        let _memory_permit = memory_permit;
+                        api::handle_request(shard, frame, peer).await
+                    }
+                })
+                .detach();
                 if futures::SinkExt::send(&mut in_flight_sender, handler)
                     .await
                     .is_err()
@@ -127,12 +135,15 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
     tracing::debug!(shard = shard.id, %peer, "connection closed");
 }
 
-/// Reads one frame. `Ok(None)` on a clean end of stream; `Err` when the connection must close.
+/// Reads one frame, reserving its size from the shard's request memory first (waiting while the
+/// shard is full: backpressure). `Ok(None)` on a clean end of stream; `Err` when the connection
+/// must close.
 async fn read_frame<R: futures::io::AsyncRead + Unpin>(
     reader: &mut R,
-    max_request_size_bytes: usize,
+    shard: &Shard,
     peer: SocketAddr,
-) -> Result<Option<Bytes>, ()> {
+) -> Result<Option<(Bytes, StaticPermit)>, ()> {
+    let max_request_size_bytes = shard.config.max_request_size_bytes;
     let mut size_prefix = [0u8; 4];
     match reader.read_exact(&mut size_prefix).await {
         Ok(()) => {}
@@ -157,13 +168,16 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
         );
         return Err(());
     }
+    let Ok(memory_permit) = shard.request_memory.acquire_static_permit(size as u64).await else {
+        return Err(());
+    };
     let mut frame = BytesMut::zeroed(size);
     if let Err(error) = reader.read_exact(&mut frame).await {
         tracing::warn!(%peer, size, "closing connection: truncated frame ({error})");
         return Err(());
     }
     crate::metrics::add_bytes_received(size_prefix.len() + size);
-    Ok(Some(frame.freeze()))
+    Ok(Some((frame.freeze(), memory_permit)))
 }
 
 async fn write_response<W: futures::io::AsyncWrite + Unpin>(

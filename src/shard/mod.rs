@@ -38,6 +38,9 @@ pub struct Shard {
     metadata: RefCell<Arc<MetadataImage>>,
     /// Partitions whose logs this shard owns.
     pub partitions: PartitionTable,
+    /// Bytes of request frames the shard holds at once (`max_request_memory_per_shard_bytes`);
+    /// connections wait for room before reading the next frame.
+    pub request_memory: Rc<glommio::sync::Semaphore>,
     /// `senders[peer]` carries tasks to shard `peer`; `None` at our own index.
     senders: Vec<Option<ConnectedSender<ShardTask>>>,
     /// Controller state: present on shard 0 only.
@@ -335,6 +338,9 @@ async fn shard_main(
         config: config.clone(),
         metadata: RefCell::new(image.clone()),
         partitions: PartitionTable::default(),
+        request_memory: Rc::new(glommio::sync::Semaphore::new(
+            config.max_request_memory_per_shard_bytes as u64,
+        )),
         senders,
         stopping: Rc::new(glommio::sync::Gate::new()),
         stop_signal: RefCell::new(Some(futures::FutureExt::shared(stop_receiver))),
