@@ -66,6 +66,39 @@ pub struct ServeArgs {
     pub max_message_bytes: Option<usize>,
     #[arg(long)]
     pub partition_cache_size_bytes: Option<u64>,
+    /// Batch cache per shard over all its partitions, bytes [default: 134217728].
+    #[arg(long)]
+    pub log_cache_size_bytes_per_shard: Option<u64>,
+    /// Default `flush.messages` of topics: fdatasync after this many records; 1 = sync policy
+    /// [default: 9223372036854775807, never by count].
+    #[arg(long)]
+    pub flush_messages: Option<u64>,
+    /// Default `flush.ms` of topics, milliseconds; 0 = sync policy
+    /// [default: 9223372036854775807, never by time].
+    #[arg(long)]
+    pub flush_ms: Option<u64>,
+    /// Recovery checkpoint (and fdatasync) of every partition this often, milliseconds
+    /// [default: 5000].
+    #[arg(long)]
+    pub recovery_checkpoint_interval_ms: Option<u64>,
+    /// Retention check interval, milliseconds [default: 300000].
+    #[arg(long)]
+    pub retention_check_interval_ms: Option<u64>,
+    /// Compaction check interval, milliseconds [default: 15000].
+    #[arg(long)]
+    pub compaction_interval_ms: Option<u64>,
+    /// Bytes compaction processes between yields to the shard [default: 262144].
+    #[arg(long)]
+    pub compaction_slice_bytes: Option<u64>,
+    /// Keys one compaction pass tracks [default: 500000].
+    #[arg(long)]
+    pub compaction_max_keys: Option<usize>,
+    /// O_DIRECT writes in flight per partition [default: 4].
+    #[arg(long)]
+    pub log_writes_in_flight: Option<usize>,
+    /// Retry interval of partitions failed on storage errors, milliseconds [default: 1000].
+    #[arg(long)]
+    pub storage_retry_interval_ms: Option<u64>,
     #[arg(long)]
     pub io_memory_bytes: Option<usize>,
     #[arg(long)]
@@ -107,6 +140,16 @@ impl ServeArgs {
             segment_bytes,
             max_message_bytes,
             partition_cache_size_bytes,
+            log_cache_size_bytes_per_shard,
+            flush_messages,
+            flush_ms,
+            recovery_checkpoint_interval_ms,
+            retention_check_interval_ms,
+            compaction_interval_ms,
+            compaction_slice_bytes,
+            compaction_max_keys,
+            log_writes_in_flight,
+            storage_retry_interval_ms,
             io_memory_bytes,
             shard_channel_capacity,
             max_topics,

@@ -38,6 +38,39 @@ pub struct BrokerConfig {
     pub max_message_bytes: usize,
     /// Per-partition in-memory tail cache that serves fresh data without disk reads.
     pub partition_cache_size_bytes: u64,
+    /// Bytes of recently written batches each shard keeps in memory over all its partitions
+    /// (the batch cache that serves tailing consumers without disk reads); past it the
+    /// shard's oldest cached batches are evicted.
+    pub log_cache_size_bytes_per_shard: u64,
+    /// Default `flush.messages` of topics (Kafka's `log.flush.interval.messages`): fdatasync
+    /// a partition once this many records were written since its last fdatasync. 1 is the
+    /// sync policy: acks=all produces are acknowledged only after the fdatasync covering them.
+    pub flush_messages: u64,
+    /// Default `flush.ms` of topics (Kafka's `log.flush.interval.ms`), in milliseconds:
+    /// fdatasync a partition once its oldest unsynced write is this old. 0 is the sync policy.
+    pub flush_ms: u64,
+    /// How often, in milliseconds, every partition's written data is fdatasync'ed and its
+    /// recovery checkpoint recorded. Restart after a crash validates only data written since
+    /// the last checkpoint, so this bounds recovery time.
+    pub recovery_checkpoint_interval_ms: u64,
+    /// How often, in milliseconds, each shard applies retention (`retention.ms`,
+    /// `retention.bytes`, DeleteRecords) to its partitions (Kafka's
+    /// `log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
+    /// How often, in milliseconds, each shard looks for a compacted topic's partition with
+    /// data to clean (Kafka's `log.cleaner.backoff.ms`).
+    pub compaction_interval_ms: u64,
+    /// Bytes of batches compaction reads and filters between two yields to the shard (bounds
+    /// the latency compaction adds to produce and fetch on the shard).
+    pub compaction_slice_bytes: u64,
+    /// Distinct keys one compaction pass tracks (about 40 bytes of memory each); a larger
+    /// dirty section is cleaned over several passes.
+    pub compaction_max_keys: usize,
+    /// O_DIRECT writes in flight at once per partition.
+    pub log_writes_in_flight: usize,
+    /// How often, in milliseconds, a partition that failed on a storage error retries
+    /// (resumes once the disk accepts writes again, e.g. when space returns).
+    pub storage_retry_interval_ms: u64,
     /// Memory glommio registers with io_uring per shard (locked memory, 3 × this).
     pub io_memory_bytes: usize,
     /// Capacity of each shard-to-shard channel, in messages.
@@ -68,6 +101,16 @@ impl Default for BrokerConfig {
             segment_bytes: 128 * 1024 * 1024,
             max_message_bytes: 1024 * 1024 + 12,
             partition_cache_size_bytes: 8 * 1024 * 1024,
+            log_cache_size_bytes_per_shard: 128 * 1024 * 1024,
+            flush_messages: i64::MAX as u64,
+            flush_ms: i64::MAX as u64,
+            recovery_checkpoint_interval_ms: 5_000,
+            retention_check_interval_ms: 300_000,
+            compaction_interval_ms: 15_000,
+            compaction_slice_bytes: 256 * 1024,
+            compaction_max_keys: 500_000,
+            log_writes_in_flight: 4,
+            storage_retry_interval_ms: 1_000,
             io_memory_bytes: 4 * 1024 * 1024,
             shard_channel_capacity: 1024,
             max_topics: 10_000,
@@ -125,6 +168,35 @@ impl BrokerConfig {
             "segment_bytes must be at least 1 MiB"
         );
         anyhow::ensure!(self.cores != Some(0), "cores must be at least 1");
+        anyhow::ensure!(self.flush_messages >= 1, "flush_messages must be at least 1");
+        anyhow::ensure!(
+            self.recovery_checkpoint_interval_ms >= 1,
+            "recovery_checkpoint_interval_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.retention_check_interval_ms >= 1,
+            "retention_check_interval_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.compaction_interval_ms >= 1,
+            "compaction_interval_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.compaction_slice_bytes >= 4096,
+            "compaction_slice_bytes must be at least 4096"
+        );
+        anyhow::ensure!(
+            self.compaction_max_keys >= 1,
+            "compaction_max_keys must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=64).contains(&self.log_writes_in_flight),
+            "log_writes_in_flight must be in 1..=64"
+        );
+        anyhow::ensure!(
+            self.storage_retry_interval_ms >= 1,
+            "storage_retry_interval_ms must be at least 1"
+        );
         if !self.admin_listen.is_empty() {
             split_host_port(&self.admin_listen)?;
         }

@@ -12,7 +12,9 @@ use std::str::FromStr;
 #[command(
     name = "riptide-bench",
     version,
-    about = "Load generator for Kafka-compatible brokers, with HDR latency histograms"
+    about = "Load generator for Kafka-compatible brokers, with HDR latency histograms",
+    // A later flag overrides an earlier one, so scripts can append overrides to workload files.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -27,20 +29,32 @@ pub enum Command {
     Consume(RunArgs),
     /// Produce and consume at once; latency = producer timestamp -> consumer receipt.
     E2e(RunArgs),
+    /// Print the table of a `bench/run.sh` results directory (figures, baselines, ratios,
+    /// goals) and write it as `summary.md` there.
+    Summarize(SummarizeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SummarizeArgs {
+    /// A results directory holding `w*.json` reports and `fio-*.json` baselines.
+    pub dir: PathBuf,
 }
 
 impl Command {
-    pub fn args(&self) -> &RunArgs {
+    /// The run arguments of a load subcommand; `None` for `summarize`.
+    pub fn args(&self) -> Option<&RunArgs> {
         match self {
-            Command::Produce(args) | Command::Consume(args) | Command::E2e(args) => args,
+            Command::Produce(args) | Command::Consume(args) | Command::E2e(args) => Some(args),
+            Command::Summarize(_) => None,
         }
     }
 
-    pub fn mode(&self) -> Mode {
+    pub fn mode(&self) -> Option<Mode> {
         match self {
-            Command::Produce(_) => Mode::Produce,
-            Command::Consume(_) => Mode::Consume,
-            Command::E2e(_) => Mode::E2e,
+            Command::Produce(_) => Some(Mode::Produce),
+            Command::Consume(_) => Some(Mode::Consume),
+            Command::E2e(_) => Some(Mode::E2e),
+            Command::Summarize(_) => None,
         }
     }
 }
@@ -130,6 +144,11 @@ pub struct RunArgs {
     /// Upper bound of one produce request.
     #[arg(long = "max-request-size", default_value_t = 1024 * 1024)]
     pub max_request_size_bytes: usize,
+    /// Fixed-rate mode: batched payload a worker may hold before it stops taking messages
+    /// off the schedule (Kafka's `buffer.memory`). Messages it could not take still count,
+    /// from their intended time.
+    #[arg(long = "buffer-memory", default_value_t = 32 * 1024 * 1024)]
+    pub buffer_memory_bytes: usize,
     /// Produce request `timeout_ms` field (how long the broker may wait for acks=all).
     #[arg(long = "request-timeout-ms", default_value_t = 30_000)]
     pub request_timeout_ms: i32,

@@ -44,6 +44,8 @@ pub struct EngineConfig {
     pub linger_ns: u64,
     pub max_in_flight: usize,
     pub max_request_bytes: usize,
+    /// Bound on batched-but-unsent payload per worker in fixed-rate mode.
+    pub buffer_memory_bytes: usize,
     /// Write producer timestamps into values (end-to-end runs).
     pub stamp: bool,
     pub fetch: FetchSettings,
@@ -277,9 +279,17 @@ impl Worker {
             open: (0..slot_count).map(|_| None).collect(),
             open_order: VecDeque::with_capacity(slot_count),
             ready: VecDeque::new(),
-            // Two requests' worth per connection: enough to keep every slot busy, short
-            // enough that a batch's creation time stays close to its send time.
-            ready_cap: (2 * setup.producers.len().max(1) * typical_request_batches).max(4),
+            ready_cap: if per_record_times {
+                // Fixed rate: like Kafka's `buffer.memory`, room to ride out a broker stall
+                // before the schedule has to run ahead of the sender.
+                (config.buffer_memory_bytes
+                    / config.template.batch_size_bytes(max_records as usize).max(1))
+                .max(4)
+            } else {
+                // Max rate: two requests' worth per connection, enough to keep every slot
+                // busy and short enough that a batch's creation time stays near its send time.
+                (2 * setup.producers.len().max(1) * typical_request_batches).max(4)
+            },
             spare_batches: Vec::new(),
             spare_in_flight: Vec::new(),
             sticky_slot: (setup.index * 7919) % slot_count.max(1),
@@ -401,6 +411,11 @@ impl Worker {
             if !self.draining
                 && (now >= window.end_ns || self.config.interrupted.load(Ordering::Relaxed))
             {
+                // Messages are taken off the schedule lazily (when a request slot frees up);
+                // take the window's last ones before the schedule closes.
+                if self.producer.schedule.is_some() {
+                    self.generate(now.min(window.end_ns.saturating_sub(1)));
+                }
                 self.begin_drain(now);
             }
             let mut progressed = false;
@@ -412,6 +427,14 @@ impl Worker {
             while now >= next_tick_ns {
                 self.emit_interval((next_tick_ns - start) / NS_PER_S);
                 next_tick_ns += NS_PER_S;
+            }
+            if !self.draining
+                && self.producers.is_empty()
+                && !self.consumers.is_empty()
+                && self.consumers.iter().all(|c| c.done || c.dead)
+            {
+                // Consumers read everything they were asked to (`--until-end`).
+                self.begin_drain(now);
             }
             if self.draining {
                 self.check_producers_done();

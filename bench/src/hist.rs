@@ -294,12 +294,13 @@ mod tests {
         assert!(close(n.p99_9_ms, 0.001, 0.001), "{n:?}");
         assert!(close(n.max_ms, 1000.001, 0.001), "{n:?}");
         // Corrected: message 5000+k (k < 1000) is acked at 6 s + (k+1) us, intended at
-        // 5 s + k ms, so its latency is 1 s - k * 0.999 ms + 1 us. p99 is the 101st largest
-        // value (k = 100), p99.9 the 11th (k = 10).
+        // 5 s + k ms, so its latency is 1 s - k * 0.999 ms + 1 us. p99 is about the 100th
+        // largest value (k ~ 100), p99.9 the 10th (k ~ 10); histogram buckets are 0.5 ms wide
+        // there. Message 6000 (due just as the backlog clears) waits 1.001 ms and is the p90.
         assert!(close(c.max_ms, 1000.001, 0.001), "{c:?}");
-        assert!(close(c.p99_ms, 900.101, 0.001), "{c:?}");
-        assert!(close(c.p99_9_ms, 990.011, 0.001), "{c:?}");
-        assert!(close(c.p90_ms, 0.001, 0.001), "{c:?}");
+        assert!(close(c.p99_ms, 900.1, 0.002), "{c:?}");
+        assert!(close(c.p99_9_ms, 990.5, 0.002), "{c:?}");
+        assert!(close(c.p90_ms, 1.001, 0.001), "{c:?}");
         let above_1ms = corrected.count() - count_at_or_below(&corrected, 1_000_000);
         assert!((1_000..=1_001).contains(&above_1ms), "{above_1ms}");
         // Mean: (sum over k of the stall latencies ~ 501.0 s + 9,000 x 1 us) / 10,000.

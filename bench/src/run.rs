@@ -48,10 +48,11 @@ pub struct Outcome {
     pub window: Window,
 }
 
-/// Runs `command` and writes its outputs (summary, JSON, hgrm, plot).
+/// Runs a load subcommand and writes its outputs (summary, JSON, hgrm, plot).
 pub fn execute(command: &Command, argv: Vec<String>) -> Result<Report> {
-    let mode = command.mode();
-    let args = command.args();
+    let (Some(mode), Some(args)) = (command.mode(), command.args()) else {
+        bail!("not a load subcommand");
+    };
     args.validate(mode).map_err(anyhow::Error::msg)?;
     install_signal_handlers();
     let started_at_unix_s = wall_s();
@@ -269,6 +270,7 @@ fn run_native(mode: Mode, args: &RunArgs) -> Result<Outcome> {
         linger_ns: (args.linger_ms * 1e6) as u64,
         max_in_flight: args.max_in_flight_requests,
         max_request_bytes: args.max_request_size_bytes,
+        buffer_memory_bytes: args.buffer_memory_bytes,
         stamp: mode == Mode::E2e,
         fetch: FetchSettings {
             max_wait_ms: args.fetch_max_wait_ms,

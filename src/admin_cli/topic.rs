@@ -398,6 +398,11 @@ fn describe(cluster: &mut Cluster, name: &str, all_configs: bool) -> Result<Outp
                     }
                 }
             }
+            if config_table.rows.is_empty() && !all_configs {
+                config_table.title = Some(
+                    "CONFIGS: none set on the topic (--all-configs lists the defaults)".into(),
+                );
+            }
             tables.push(config_table);
         }
         Err(error) if error.is_unsupported_api() => {}

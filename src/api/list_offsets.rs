@@ -148,10 +148,10 @@ async fn lookup_on_owner(
 /// Bytes read per step of a timestamp scan.
 const TIMESTAMP_SCAN_STEP_BYTES: usize = 1024 * 1024;
 
-/// Finds, by reading batch headers from the log start, either the first batch whose max
-/// timestamp is at or after `timestamp`, or (for [`MAX_TIMESTAMP`]) the batch holding the
-/// largest timestamp. Answers with the batch's base offset (the consumer skips earlier records
-/// of that batch by timestamp). Linear in the log size: a time index replaces it.
+/// Finds, by reading batch headers from the log start, the batch that answers the lookup (the
+/// first whose max timestamp is at or after `timestamp`, or for [`MAX_TIMESTAMP`] the one with
+/// the largest), then the record inside it, as Kafka answers: the first record at or after the
+/// timestamp, or the first record carrying the largest timestamp. Linear in the log size.
 async fn scan_timestamps(
     log: &crate::log::PartitionLog,
     timestamp: i64,
@@ -159,11 +159,10 @@ async fn scan_timestamps(
 ) -> Result<Option<(i64, i64)>, crate::log::LogError> {
     use crate::protocol::record_batch::RecordBatchHeader;
     let mut offset = log.log_start_offset();
-    let mut best: Option<(i64, i64)> = None;
-    while offset < high_watermark {
-        let read = log
-            .read(offset, TIMESTAMP_SCAN_STEP_BYTES, high_watermark)
-            .await?;
+    // (batch bytes, its max timestamp) of the best candidate so far.
+    let mut best: Option<(bytes::Bytes, i64)> = None;
+    'scan: while offset < high_watermark {
+        let read = log.read(offset, TIMESTAMP_SCAN_STEP_BYTES, high_watermark).await?;
         if read.size_bytes == 0 {
             break;
         }
@@ -175,17 +174,53 @@ async fn scan_timestamps(
                         "unparseable batch at offset {offset}"
                     )));
                 };
+                let end = position + header.total_size_bytes();
+                let batch = chunk.slice(position..end.min(chunk.len()));
                 if timestamp == MAX_TIMESTAMP {
-                    if best.is_none_or(|(_, max)| header.max_timestamp_ms > max) {
-                        best = Some((header.base_offset, header.max_timestamp_ms));
+                    if best.as_ref().is_none_or(|(_, max)| header.max_timestamp_ms > *max) {
+                        best = Some((batch, header.max_timestamp_ms));
                     }
-                } else if header.max_timestamp_ms >= timestamp {
-                    return Ok(Some((header.base_offset, header.max_timestamp_ms)));
+                } else if header.max_timestamp_ms >= timestamp && !header.is_control() {
+                    best = Some((batch, header.max_timestamp_ms));
+                    break 'scan;
                 }
                 offset = header.last_offset() + 1;
-                position += header.total_size_bytes();
+                position = end;
             }
         }
     }
-    Ok(best)
+    let Some((batch, max_timestamp_ms)) = best else {
+        return Ok(None);
+    };
+    let target = if timestamp == MAX_TIMESTAMP {
+        max_timestamp_ms
+    } else {
+        timestamp
+    };
+    Ok(Some(record_at_or_after(batch, target, timestamp == MAX_TIMESTAMP)?))
+}
+
+/// The first record of `batch` whose timestamp is at or after `target` (or equal to it, when
+/// `exact`). Decodes the batch, decompressing if needed.
+fn record_at_or_after(
+    mut batch: bytes::Bytes,
+    target: i64,
+    exact: bool,
+) -> Result<(i64, i64), crate::log::LogError> {
+    let base_offset = crate::protocol::record_batch::RecordBatchHeader::parse(&batch)
+        .map(|header| (header.base_offset, header.max_timestamp_ms))
+        .map_err(|e| crate::log::LogError::Corrupt(e.to_string()))?;
+    let records = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch)
+        .map_err(|e| crate::log::LogError::Corrupt(format!("cannot decode batch: {e}")))?;
+    let found = records.records.iter().find(|record| {
+        if exact {
+            record.timestamp == target
+        } else {
+            record.timestamp >= target
+        }
+    });
+    // The batch header promised such a record; fall back to the batch start if records disagree.
+    Ok(found
+        .map(|record| (record.offset, record.timestamp))
+        .unwrap_or(base_offset))
 }

@@ -45,10 +45,15 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
                         let name = name.0.to_string();
                         match image.topic(&name) {
                             Some(record) => topics.push(describe_topic(record, node_id)),
-                            None if may_create && validate_topic_name(&name).is_ok() => {
-                                to_create.push(name)
-                            }
-                            None => topics.push(unknown_topic(Some(&name), Uuid::nil(), &name)),
+                            None if may_create => match validate_topic_name(&name) {
+                                Ok(()) => to_create.push(name),
+                                // Kafka answers an illegal name with INVALID_TOPIC_EXCEPTION.
+                                Err(error) => topics.push(
+                                    unknown_topic(Some(&name), Uuid::nil())
+                                        .with_error_code(error.code),
+                                ),
+                            },
+                            None => topics.push(unknown_topic(Some(&name), Uuid::nil())),
                         }
                     }
                     None => match image.topic_by_id(topic.topic_id) {
@@ -121,9 +126,9 @@ async fn auto_create(
                 (_, Some(record)) => describe_topic(record, node_id),
                 (Err(error), None) => {
                     tracing::warn!(topic = %name, "auto-creation failed: {}", error.message);
-                    unknown_topic(Some(name), Uuid::nil(), name).with_error_code(error.code)
+                    unknown_topic(Some(name), Uuid::nil()).with_error_code(error.code)
                 }
-                (Ok(_), None) => unknown_topic(Some(name), Uuid::nil(), name)
+                (Ok(_), None) => unknown_topic(Some(name), Uuid::nil())
                     .with_error_code(ResponseError::LeaderNotAvailable.code()),
             })
             .collect(),
@@ -131,14 +136,14 @@ async fn auto_create(
             .iter()
             .map(|name| {
                 tracing::warn!(topic = %name, "auto-creation failed: {error}");
-                unknown_topic(Some(name), Uuid::nil(), name)
+                unknown_topic(Some(name), Uuid::nil())
                     .with_error_code(ResponseError::LeaderNotAvailable.code())
             })
             .collect(),
     }
 }
 
-fn unknown_topic(name: Option<&str>, topic_id: Uuid, _display: &str) -> MetadataResponseTopic {
+fn unknown_topic(name: Option<&str>, topic_id: Uuid) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(name.map(super::topic_name))
         .with_topic_id(topic_id)

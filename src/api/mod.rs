@@ -11,6 +11,7 @@ mod describe_configs;
 mod fetch;
 mod find_coordinator;
 mod incremental_alter_configs;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -124,6 +125,7 @@ async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAd
         ApiKey::AlterConfigs => dispatch!(alter_configs::handle),
         ApiKey::IncrementalAlterConfigs => dispatch!(incremental_alter_configs::handle),
         ApiKey::DescribeCluster => dispatch!(describe_cluster::handle),
+        ApiKey::InitProducerId => dispatch!(init_producer_id::handle),
         _ => Outcome::Close(format!("API {key:?} has no handler")),
     }
 }

@@ -5,6 +5,7 @@
 use super::{Outcome, RequestContext};
 use crate::cluster::topic_config;
 use crate::log::LogError;
+use crate::txn::producer_state::{ProducerBatch, SequenceCheck};
 use crate::protocol::record_batch::{validate_batches, BatchError};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -21,6 +22,8 @@ struct AppendWork {
     partition: i32,
     batches: Bytes,
     record_count: u32,
+    /// Idempotent producer fields, when the batches carry a producer id.
+    producer: Option<ProducerBatch>,
 }
 
 /// What the owner shard reports back for one partition.
@@ -102,6 +105,12 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                             partition: data.index,
                             batches: records,
                             record_count: summary.record_count,
+                            producer: (summary.producer_id >= 0).then_some(ProducerBatch {
+                                producer_id: summary.producer_id,
+                                producer_epoch: summary.producer_epoch,
+                                first_sequence: summary.base_sequence,
+                                record_count: summary.record_count,
+                            }),
                         }),
                         Err(error) => {
                             tracing::warn!(
@@ -192,6 +201,39 @@ async fn append_on_owner(shard: &crate::shard::Shard, work: AppendWork) -> Appen
             log_start_offset: -1,
         };
     };
+    // Sequence check, state update and offset assignment happen with no await between them,
+    // so concurrent appends of the same producer cannot interleave.
+    if let Some(producer) = &work.producer {
+        let check = partition.producers.borrow().check(producer);
+        match check {
+            SequenceCheck::Append => {
+                let base_offset = partition.log.next_offset();
+                partition.producers.borrow_mut().record(producer, base_offset);
+            }
+            SequenceCheck::Duplicate { base_offset } => {
+                return AppendReply {
+                    slot: work.slot,
+                    error: None,
+                    base_offset,
+                    log_start_offset: partition.log.log_start_offset(),
+                };
+            }
+            SequenceCheck::Reject(error) => {
+                tracing::debug!(
+                    topic = %work.topic,
+                    partition = work.partition,
+                    producer_id = producer.producer_id,
+                    "refused idempotent batch: {error:?}"
+                );
+                return AppendReply {
+                    slot: work.slot,
+                    error: Some(error),
+                    base_offset: -1,
+                    log_start_offset: -1,
+                };
+            }
+        }
+    }
     match partition
         .log
         .append(
@@ -208,6 +250,9 @@ async fn append_on_owner(shard: &crate::shard::Shard, work: AppendWork) -> Appen
             log_start_offset: partition.log.log_start_offset(),
         },
         Err(error) => {
+            if let Some(producer) = &work.producer {
+                partition.producers.borrow_mut().forget(producer);
+            }
             tracing::error!(
                 topic = %work.topic,
                 partition = work.partition,

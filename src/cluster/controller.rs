@@ -15,10 +15,15 @@ use uuid::Uuid;
 /// Longest topic name Kafka allows.
 pub const MAX_TOPIC_NAME_LENGTH: usize = 249;
 
+/// Producer ids the controller reserves in the metadata log at a time.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
 pub struct Controller {
     config: Arc<BrokerConfig>,
     /// One metadata change at a time.
     change_lock: glommio::sync::Semaphore,
+    /// Producer ids reserved (persisted) but not yet handed out: `next..end`.
+    producer_ids: std::cell::Cell<(i64, i64)>,
 }
 
 /// A refused admin operation: the Kafka error code and a message for the client.
@@ -102,6 +107,7 @@ impl Controller {
         Controller {
             config,
             change_lock: glommio::sync::Semaphore::new(1),
+            producer_ids: std::cell::Cell::new((0, 0)),
         }
     }
 
@@ -258,6 +264,23 @@ impl Controller {
             }
         }
         results
+    }
+
+    /// Hands out a producer id never given before, even across restarts: ids come from blocks
+    /// whose reservation is persisted before any id of them is used.
+    pub async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, AdminError> {
+        let _permit = self.change_lock.acquire_permit(1).await;
+        let (next, end) = self.producer_ids.get();
+        if next < end {
+            self.producer_ids.set((next + 1, end));
+            return Ok(next);
+        }
+        let mut image = (*shard.metadata()).clone();
+        let start = image.next_producer_id_block_start;
+        image.next_producer_id_block_start = start + PRODUCER_ID_BLOCK_SIZE;
+        self.commit(shard, image).await?;
+        self.producer_ids.set((start + 1, start + PRODUCER_ID_BLOCK_SIZE));
+        Ok(start)
     }
 
     pub async fn delete_topics(

@@ -43,6 +43,9 @@ pub struct MetadataImage {
     pub version: u64,
     pub cluster_id: String,
     pub topics: BTreeMap<String, Arc<TopicRecord>>,
+    /// Producer ids below it have been handed out (in blocks, by the controller).
+    #[serde(default)]
+    pub next_producer_id_block_start: i64,
 }
 
 impl MetadataImage {
@@ -51,6 +54,7 @@ impl MetadataImage {
             version: 0,
             cluster_id: Uuid::new_v4().simple().to_string(),
             topics: BTreeMap::new(),
+            next_producer_id_block_start: 0,
         }
     }
 
@@ -186,12 +190,12 @@ mod tests {
         let mut image = MetadataImage::new_cluster();
         image.topics.insert("a".into(), topic("a", &[0, 0, 0]));
         let placed = image.place_new_partitions(5, 3);
-        assert_eq!(placed, vec![1, 2, 1, 2, 0]);
+        assert_eq!(placed, vec![1, 2, 1, 2, 1]);
         let mut counts = image.partitions_per_shard(3);
         for shard in placed {
             counts[shard as usize] += 1;
         }
-        assert_eq!(counts, vec![4, 2, 2]);
+        assert_eq!(counts, vec![3, 3, 2]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod topic_config;
 
 use crate::log::{LogConfig, PartitionLog};
 use crate::shard::Shard;
+use crate::txn::producer_state::ProducerStateTable;
 use metadata::{MetadataImage, TopicRecord};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -24,6 +25,9 @@ pub struct Partition {
     pub leader_epoch: Cell<i32>,
     /// Largest batch accepted (the topic's `max.message.bytes`).
     pub max_message_bytes: Cell<usize>,
+    /// Idempotent producers' sequence state; shared with the replacement `Partition` when
+    /// the topic's record changes.
+    pub producers: Rc<RefCell<ProducerStateTable>>,
 }
 
 impl Partition {
@@ -113,6 +117,7 @@ async fn open_partition(
         log,
         leader_epoch: Cell::new(record.leader_epoch),
         max_message_bytes: Cell::new(max_message_bytes(shard, topic)),
+        producers: Rc::default(),
     }))
 }
 
@@ -171,6 +176,7 @@ pub async fn apply_image(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> anyhow
                             log: existing.log.clone(),
                             leader_epoch: Cell::new(record.leader_epoch),
                             max_message_bytes: Cell::new(max_message_bytes(shard, topic)),
+                            producers: existing.producers.clone(),
                         }));
                     }
                 }

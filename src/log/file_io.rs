@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use glommio::io::{DmaFile, OpenOptions, ReadResult};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::{LogError, BLOCK_SIZE_BYTES};
 
@@ -22,6 +22,42 @@ pub(crate) fn align_up(value: u64) -> u64 {
 
 pub(crate) fn io_error<T>(error: glommio::GlommioError<T>) -> io::Error {
     io::Error::from(error)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next this-many writes on this thread fail with ENOSPC.
+    static INJECTED_WRITE_FAILURES: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Test hook: makes the next `count` segment writes on this thread fail with ENOSPC.
+#[cfg(test)]
+pub(crate) fn inject_write_failures(count: u32) {
+    INJECTED_WRITE_FAILURES.with(|failures| failures.set(count));
+}
+
+/// One O_DIRECT write of an aligned buffer at an aligned position (the only way segment data
+/// is written, so tests can inject failures here).
+pub(crate) async fn write_at(
+    file: &DmaFile,
+    buffer: DmaBuffer,
+    position_bytes: u64,
+) -> io::Result<usize> {
+    #[cfg(test)]
+    {
+        let inject = INJECTED_WRITE_FAILURES.with(|failures| {
+            let left = failures.get();
+            failures.set(left.saturating_sub(1));
+            left > 0
+        });
+        if inject {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+    }
+    debug_assert!(position_bytes.is_multiple_of(BLOCK_SIZE_BYTES));
+    file.write_at(buffer, position_bytes)
+        .await
+        .map_err(io_error)
 }
 
 /// Opens a segment file for reading and writing, creating it if asked. Checks that the device

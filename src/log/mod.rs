@@ -20,55 +20,107 @@
 
 mod cache;
 mod checkpoint;
+mod compaction;
 mod file_io;
 mod partition;
 mod recovery;
+mod retention;
 mod segment;
+mod timestamps;
 mod waiters;
 
 #[cfg(test)]
 mod tests;
 
+pub use cache::{set_shard_cache_max_bytes, shard_cache_evictions, shard_cached_bytes};
+pub use compaction::{CompactionLimits, CompactionOutcome};
 pub use file_io::fallback_read_count;
 pub use partition::PartitionLog;
+pub use retention::RetentionOutcome;
+pub use timestamps::TimestampHit;
 pub use waiters::WaitForOffset;
 
 use bytes::Bytes;
 
-/// Tuning of one partition log. Defaults follow the starting points in ARCHITECTURE.md.
+/// Tuning and policy of one partition log. Geometry defaults follow the starting points in
+/// ARCHITECTURE.md; policy defaults are Kafka's topic defaults. Changed at run time with
+/// `PartitionLog::set_config` (topic config changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
-    /// A segment rolls when the next append would take it past this size.
+    /// A segment rolls when the next append would take it past this size (`segment.bytes`).
     pub segment_size_bytes: u64,
+    /// A segment rolls at the first append this long after its first batch (`segment.ms`).
+    pub segment_ms: u64,
     /// One sparse index entry per this many bytes of batches.
     pub index_interval_bytes: u64,
-    /// Bound of the in-memory cache of the most recently written batches.
+    /// This partition's bound in the shard's batch cache.
     pub cache_size_bytes: u64,
     /// Upper bound of one O_DIRECT write (and of one disk read window).
     pub max_write_size_bytes: usize,
+    /// O_DIRECT writes in flight at once per partition (several only when a backlog fills
+    /// whole writes; a write ending mid-block is always followed by a wait).
+    pub max_writes_in_flight: usize,
     /// Segments grow by fallocate in steps of this size, so O_DIRECT writes do not extend the
     /// file (ext4 serialises extending writes).
     pub preallocate_step_bytes: u64,
+    /// fdatasync once this many records were written since the last one (`flush.messages`).
+    /// 1 is the sync policy.
+    pub flush_messages: u64,
+    /// fdatasync once the oldest unsynced write is this old (`flush.ms`); 0 is the sync
+    /// policy. Enforced by the shard's maintenance tick, so its resolution is the tick.
+    pub flush_interval_ms: u64,
+    /// Delete segments whose newest timestamp is older than this (`retention.ms`); `None`
+    /// keeps them forever.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest segments while the log stays at least this large without them
+    /// (`retention.bytes`); `None` for no size bound.
+    pub retention_bytes: Option<u64>,
+    /// `cleanup.policy` contains `delete`: time and size retention apply.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: keep the latest record per key.
+    pub cleanup_compact: bool,
+    /// Tombstones older than this are removed by compaction (`delete.retention.ms`).
+    pub delete_retention_ms: u64,
+    /// Records younger than this are not compacted (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: u64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             segment_size_bytes: 128 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3600 * 1000,
             index_interval_bytes: 32 * 1024,
             cache_size_bytes: 8 * 1024 * 1024,
             max_write_size_bytes: 1024 * 1024,
+            max_writes_in_flight: 4,
             preallocate_step_bytes: 32 * 1024 * 1024,
+            flush_messages: u64::MAX,
+            flush_interval_ms: u64::MAX,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
         }
     }
 }
 
 impl LogConfig {
+    /// The sync flush policy: every write is followed by an fdatasync, and acks=all produces
+    /// are acknowledged only once it covers them.
+    pub fn is_sync(&self) -> bool {
+        self.flush_messages <= 1 || self.flush_interval_ms == 0
+    }
+
     /// Rejects settings the log cannot honour.
     pub fn validate(&self) -> Result<(), LogError> {
         let block = BLOCK_SIZE_BYTES as usize;
         let problem = if self.segment_size_bytes == 0 {
             Some("segment_size_bytes must be positive")
+        } else if self.segment_ms == 0 {
+            Some("segment_ms must be positive")
         } else if self.index_interval_bytes == 0 {
             Some("index_interval_bytes must be positive")
         } else if self.max_write_size_bytes < 2 * block
@@ -77,10 +129,16 @@ impl LogConfig {
             Some("max_write_size_bytes must be a multiple of 4096 and at least 8192")
         } else if self.max_write_size_bytes > MAX_WRITE_SIZE_LIMIT_BYTES {
             Some("max_write_size_bytes must be at most 64 MiB")
+        } else if self.max_writes_in_flight == 0
+            || self.max_writes_in_flight > MAX_WRITES_IN_FLIGHT_LIMIT
+        {
+            Some("max_writes_in_flight must be in 1..=64")
         } else if self.preallocate_step_bytes == 0
             || !self.preallocate_step_bytes.is_multiple_of(BLOCK_SIZE_BYTES)
         {
             Some("preallocate_step_bytes must be a positive multiple of 4096")
+        } else if self.flush_messages == 0 {
+            Some("flush_messages must be at least 1")
         } else {
             None
         };
@@ -94,11 +152,40 @@ impl LogConfig {
     }
 }
 
+/// Counters of one partition log since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// O_DIRECT writes completed (appends per write shows how well group commit works).
+    pub writes: u64,
+    pub written_bytes: u64,
+    /// fdatasync rounds completed (records per sync shows how well they are shared).
+    pub syncs: u64,
+    pub sync_micros_total: u64,
+    pub checkpoints: u64,
+    pub rolls: u64,
+    /// Storage failures (each refuses appends until the log resumes).
+    pub failures: u64,
+    pub segments_deleted: u64,
+    pub bytes_deleted: u64,
+    pub compactions: u64,
+    pub compaction_bytes_removed: u64,
+}
+
+/// Wall-clock milliseconds since the Unix epoch (Kafka timestamps).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
 /// Alignment of every O_DIRECT write position and size.
 pub(crate) const BLOCK_SIZE_BYTES: u64 = 4096;
 
 /// Sanity bound on `max_write_size_bytes`.
 const MAX_WRITE_SIZE_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Sanity bound on `max_writes_in_flight`.
+const MAX_WRITES_IN_FLIGHT_LIMIT: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -116,6 +203,10 @@ pub enum LogError {
     Corrupt(String),
     #[error("log closed")]
     Closed,
+    /// The request conflicts with the topic's cleanup policy (e.g. DeleteRecords on a
+    /// compact-only topic).
+    #[error("not allowed by the cleanup policy: {0}")]
+    PolicyViolation(String),
 }
 
 /// Offsets given to one `append` call.

@@ -1,11 +1,30 @@
-//! `PartitionLog`: offset assignment, group-committed O_DIRECT appends, reads from the tail cache
-//! or disk, flush with recovery checkpoint, close and removal.
+//! `PartitionLog`: offset assignment, group-committed O_DIRECT appends with several writes in
+//! flight, group-committed fdatasync under the flush policy, reads from the batch cache or
+//! disk, recovery checkpoints, disk-fault handling, close and removal.
 //!
 //! Concurrency model: everything runs on the owning shard's executor. State lives in one
-//! `RefCell`, borrowed only between awaits. A single writer task per partition (spawned when an
-//! append finds none running) drains the queue of pending appends, one write in flight at a
-//! time: every write rewrites the partial tail block first, so two writes in flight could land
-//! out of order and clobber each other's tail.
+//! `RefCell`, borrowed only between awaits.
+//!
+//! Writes. One writer task per partition (spawned when an append finds none running) plans
+//! writes from the queue of pending appends and issues each as its own task, up to
+//! `max_writes_in_flight` at once. In-flight writes never touch the same block: a write that
+//! fills its buffer ends on a block boundary, so the next one can start at once; a write that
+//! ends mid-block carries that partial block (the tail block, kept in memory), and the write
+//! after it rewrites that block, so it waits until the first completed. Completions are
+//! committed in issue order, so the written end only ever moves over a contiguous prefix.
+//!
+//! Durability. `written_end_offset` moves when writes complete (safe against a process crash);
+//! `durable_end_offset` moves when an fdatasync that started after those writes completes (safe
+//! against power loss). One fdatasync is in flight per partition; every append it covers shares
+//! it (group commit). The flush policy (`flush_messages`, `flush_interval_ms`) decides when one
+//! starts; the sync policy (`flush_messages <= 1` or `flush_interval_ms == 0`) starts one after
+//! every write, and acks=all produces wait for it.
+//!
+//! Failures. A failed write, fallocate or roll fails the pending appends and refuses new ones
+//! (KAFKA_STORAGE_ERROR), but the written state in memory is intact, so reads go on and
+//! `try_resume` (called periodically by the shard) continues from it once the disk accepts
+//! allocations again. A failed fdatasync, or a vanished directory, is fatal for the open log:
+//! nothing can be trusted past the last checkpoint, so `try_resume` reopens it from disk.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -13,6 +32,7 @@ use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaBuffer, DmaFile};
@@ -25,9 +45,11 @@ use super::file_io::{
     write_file_atomic, WindowReader,
 };
 use super::recovery::{recover, RecoveredLog};
-use super::segment::{index_file_name, segment_file_name, IndexFile, Segment, SparseIndex};
-use super::waiters::{WaitForOffset, Waiters};
-use super::{AppendOutcome, LogConfig, LogError, ReadOutcome, BLOCK_SIZE_BYTES};
+use super::segment::{index_file_name, segment_file_name, Segment, NO_TIMESTAMP};
+use super::waiters::{Signal, WaitForOffset, WaitKind, Waiters};
+use super::{
+    now_ms, AppendOutcome, LogConfig, LogError, LogStats, ReadOutcome, BLOCK_SIZE_BYTES,
+};
 use crate::protocol::record_batch::{
     set_base_offset, set_partition_leader_epoch, RecordBatchHeader, RECORD_BATCH_HEADER_SIZE_BYTES,
 };
@@ -36,48 +58,86 @@ use crate::protocol::record_batch::{
 const READ_WINDOW_MIN_BYTES: u64 = 64 * 1024;
 
 pub struct PartitionLog {
-    dir: PathBuf,
-    config: LogConfig,
-    /// Lets `&self` methods hand an owning `Rc` to the writer task and to returned futures.
+    pub(super) dir: PathBuf,
+    pub(super) config: RefCell<LogConfig>,
+    /// Lets `&self` methods hand an owning `Rc` to tasks and to returned futures.
     self_ref: Weak<PartitionLog>,
-    state: RefCell<LogState>,
+    pub(super) state: RefCell<LogState>,
+    /// The partition's part of the shard's batch cache (its own `RefCell`: the shard budget
+    /// evicts from other partitions' caches while one partition's state is borrowed).
+    pub(super) cache: Rc<RefCell<TailCache>>,
     pub(crate) waiters: RefCell<Waiters>,
-    /// Serialises flushes, so checkpoints are written in order.
-    flush_lock: Semaphore,
+    pub(crate) durable_waiters: RefCell<Waiters>,
+    /// Wakes the writer task: new appends, write completions, roll requests, failures.
+    writer_signal: Signal,
+    /// Serialises checkpoint and metadata-file writes, so they land in order.
+    checkpoint_lock: Semaphore,
+    /// Serialises retention and compaction, which both replace segments.
+    pub(super) maintenance_lock: Semaphore,
 }
 
-struct LogState {
-    /// Ordered by base offset, contiguous in offsets; the last one is active.
-    segments: Vec<Segment>,
-    log_start_offset: i64,
+pub(super) struct LogState {
+    /// Ordered by base offset, contiguous in offset coverage; the last one is active.
+    pub(super) segments: Vec<Segment>,
+    pub(super) log_start_offset: i64,
     /// Offset the next append gets.
-    next_offset: i64,
+    pub(super) next_offset: i64,
     /// Every offset below it is written (and in `segments`).
-    written_end_offset: i64,
+    pub(super) written_end_offset: i64,
+    /// Every offset below it was covered by a completed fdatasync.
+    pub(super) durable_end_offset: i64,
+    /// Where `durable_end_offset` lies on disk: what a recovery checkpoint may claim.
+    durable_point: RecoveryCheckpoint,
+    /// Bumped when the log resumes after a failure: futures of appends from before cannot
+    /// mistake reused offsets for their own.
+    generation: u64,
     /// Appends with offsets assigned, not yet fully written, in offset order.
     pending: VecDeque<PendingAppend>,
     pending_bytes: u64,
-    writer_running: bool,
-    /// Bytes of the active segment from its last block boundary to its end; the next write
-    /// starts with them.
+    /// Active-segment position where the next planned byte goes: the committed size plus
+    /// the bytes of writes in flight.
+    planned_size_bytes: u64,
+    /// Bytes from the last block boundary to `planned_size_bytes`; the next write starts
+    /// with them.
+    planned_tail_block: Vec<u8>,
+    /// The same for the committed size (what a resume after a failure starts from).
     tail_block: Vec<u8>,
-    cache: TailCache,
+    /// Issued writes, in issue (= offset) order.
+    in_flight: VecDeque<InFlightWrite>,
+    next_write_id: u64,
+    writer_running: bool,
+    /// Retention or an operator wants the active segment sealed even without appends.
+    pub(super) roll_requested: bool,
+    sync_running: bool,
+    /// Exclusive end someone asked to make durable.
+    sync_requested_end: i64,
+    /// Records written since the last fdatasync started, and when the first of them was.
+    unflushed_records: u64,
+    unflushed_since: Option<Instant>,
     /// Sum of segment sizes.
-    size_bytes: u64,
-    /// Set by the first failed write or fdatasync; the log then refuses appends and reads.
-    failure: Option<(io::ErrorKind, String)>,
+    pub(super) size_bytes: u64,
+    failure: Option<Failure>,
     /// No new appends (close or remove in progress).
     closing: bool,
     /// Files released; every call but accessors returns `Closed`.
-    closed: bool,
+    pub(super) closed: bool,
     /// Last checkpoint written (or found at open).
     recovery_point: Option<RecoveryCheckpoint>,
     /// A segment file was created or removed since the last directory fsync.
-    directory_dirty: bool,
+    pub(super) directory_dirty: bool,
     /// Cleared if the filesystem does not support fallocate.
     preallocate_supported: bool,
-    /// O_DIRECT writes completed (appends per write shows how well group commit works).
-    write_count: u64,
+    /// Compaction rewrote segments below this offset (persisted in `cleaner-offset`).
+    pub(super) cleaner_offset: i64,
+    pub(super) stats: LogStats,
+}
+
+#[derive(Debug, Clone)]
+struct Failure {
+    kind: io::ErrorKind,
+    message: String,
+    /// The on-disk state past the last checkpoint is unknown: reopen from disk to resume.
+    fatal: bool,
 }
 
 struct PendingAppend {
@@ -85,35 +145,50 @@ struct PendingAppend {
     data: Bytes,
     base_offset: i64,
     next_offset: i64,
-    /// Bytes of `data` already written (an append larger than one write spans several).
+    record_count: u64,
+    /// Bytes of `data` in writes already issued.
+    planned_bytes: usize,
+    /// Bytes of `data` in writes completed.
     written_bytes: usize,
-    /// Position of `data` in the active segment, set when its first byte is written.
+    /// Position of `data` in the active segment, set when its first byte is planned.
     position_bytes: u64,
+}
+
+struct InFlightWrite {
+    id: u64,
+    segment_base_offset: i64,
+    /// Block-aligned end of the write.
+    end_aligned_bytes: u64,
+    /// New batch bytes in this write.
+    chunk_size_bytes: usize,
+    /// The committed tail block once this write completes.
+    new_tail_block: Vec<u8>,
+    /// `None` while in flight; the error message if it failed.
+    outcome: Option<Result<(), (io::ErrorKind, String)>>,
 }
 
 enum WriteStep {
     Idle,
+    /// Nothing can be issued until something completes (or an append arrives).
+    Wait,
     Roll { base_offset: i64 },
     Preallocate { file: Rc<DmaFile>, size_bytes: u64 },
     Write(WritePlan),
 }
 
 struct WritePlan {
+    id: u64,
     file: Rc<DmaFile>,
     buffer: DmaBuffer,
     position_bytes: u64,
-    /// New batch bytes in this write (the buffer also holds the old tail and zero padding).
-    chunk_size_bytes: usize,
-    /// The tail block after this write completes.
-    new_tail_block: Vec<u8>,
 }
 
 /// Where a read continues on disk.
-struct DiskSource {
-    file: Rc<DmaFile>,
-    size_bytes: u64,
-    next_offset: i64,
-    start_position_bytes: u64,
+pub(super) struct DiskSource {
+    pub(super) file: Rc<DmaFile>,
+    pub(super) size_bytes: u64,
+    pub(super) next_offset: i64,
+    pub(super) start_position_bytes: u64,
 }
 
 impl PartitionLog {
@@ -122,51 +197,92 @@ impl PartitionLog {
     pub async fn open(dir: PathBuf, config: LogConfig) -> Result<Rc<PartitionLog>, LogError> {
         config.validate()?;
         let recovered = recover(&dir, &config).await?;
-        let RecoveredLog {
-            segments,
-            tail_block,
-            checkpoint,
-            needs_flush,
-            directory_dirty,
-        } = recovered;
-        assert!(!segments.is_empty());
-        let log_start_offset = segments[0].base_offset;
-        let end_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
-        let size_bytes = segments.iter().map(|s| s.size_bytes).sum();
-        let cache = TailCache::new(config.cache_size_bytes);
+        let cache = TailCache::new_shared(config.cache_size_bytes);
         let log = Rc::new_cyclic(|self_ref| PartitionLog {
             dir,
-            config,
+            config: RefCell::new(config),
             self_ref: self_ref.clone(),
-            state: RefCell::new(LogState {
-                segments,
-                log_start_offset,
-                next_offset: end_offset,
-                written_end_offset: end_offset,
-                pending: VecDeque::new(),
-                pending_bytes: 0,
-                writer_running: false,
-                tail_block,
-                cache,
-                size_bytes,
-                failure: None,
-                closing: false,
-                closed: false,
-                recovery_point: checkpoint,
-                directory_dirty,
-                preallocate_supported: true,
-                write_count: 0,
-            }),
+            state: RefCell::new(LogState::placeholder()),
+            cache,
             waiters: RefCell::new(Waiters::default()),
-            flush_lock: Semaphore::new(1),
+            durable_waiters: RefCell::new(Waiters::default()),
+            writer_signal: Signal::default(),
+            checkpoint_lock: Semaphore::new(1),
+            maintenance_lock: Semaphore::new(1),
         });
+        let needs_flush = log.install_recovered(recovered, 0);
         if needs_flush {
             log.flush().await?;
         }
         Ok(log)
     }
 
-    fn rc(&self) -> Rc<PartitionLog> {
+    /// Replaces the state with a freshly recovered one; returns whether a checkpoint is due.
+    fn install_recovered(&self, recovered: RecoveredLog, generation: u64) -> bool {
+        let RecoveredLog {
+            mut segments,
+            tail_block,
+            checkpoint,
+            needs_flush,
+            directory_dirty,
+            log_start_offset,
+            cleaner_offset,
+        } = recovered;
+        assert!(!segments.is_empty());
+        let end_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        assert!(log_start_offset <= end_offset);
+        let size_bytes = segments.iter().map(|s| s.size_bytes).sum();
+        // Everything past the checkpoint was read back from disk, but may not have been
+        // synced before the crash: sync it before claiming it durable.
+        let durable_from_segment = checkpoint.map_or(i64::MIN, |c| c.segment_base_offset);
+        for segment in &mut segments {
+            if segment.base_offset >= durable_from_segment {
+                segment.dirty = true;
+            }
+        }
+        let active = segments.last().expect("at least one segment");
+        let durable_point = checkpoint.unwrap_or(RecoveryCheckpoint {
+            offset: segments[0].base_offset,
+            segment_base_offset: segments[0].base_offset,
+            position_bytes: 0,
+        });
+        let planned_size_bytes = active.size_bytes;
+        self.cache.borrow_mut().clear();
+        *self.state.borrow_mut() = LogState {
+            segments,
+            log_start_offset,
+            next_offset: end_offset,
+            written_end_offset: end_offset,
+            durable_end_offset: durable_point.offset,
+            durable_point,
+            generation,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            planned_size_bytes,
+            planned_tail_block: tail_block.clone(),
+            tail_block,
+            in_flight: VecDeque::new(),
+            next_write_id: 0,
+            writer_running: false,
+            roll_requested: false,
+            sync_running: false,
+            sync_requested_end: 0,
+            unflushed_records: 0,
+            unflushed_since: None,
+            size_bytes,
+            failure: None,
+            closing: false,
+            closed: false,
+            recovery_point: checkpoint,
+            directory_dirty,
+            preallocate_supported: true,
+            cleaner_offset,
+            stats: LogStats::default(),
+        };
+        needs_flush || checkpoint.is_none_or(|c| c.offset != end_offset)
+    }
+
+    pub(super) fn rc(&self) -> Rc<PartitionLog> {
         self.self_ref
             .upgrade()
             .expect("a PartitionLog is only reachable through its Rc")
@@ -176,8 +292,29 @@ impl PartitionLog {
         &self.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    /// Applies changed topic or broker settings (flush policy, retention, segment size, ...).
+    /// Takes effect from the next write, sync or maintenance pass.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        self.cache
+            .borrow_mut()
+            .set_max_size_bytes(config.cache_size_bytes);
+        let became_sync = config.is_sync() && !self.config.borrow().is_sync();
+        *self.config.borrow_mut() = config;
+        if became_sync {
+            let end = self.state.borrow().written_end_offset;
+            self.request_sync(end);
+        }
+        Ok(())
+    }
+
+    /// True under the sync flush policy: acks=all produces wait for `wait_durable`.
+    pub fn is_sync_policy(&self) -> bool {
+        self.config.borrow().is_sync()
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -192,6 +329,11 @@ impl PartitionLog {
     /// Every offset below it is written and readable.
     pub fn written_end_offset(&self) -> i64 {
         self.state.borrow().written_end_offset
+    }
+
+    /// Every offset below it was made durable by an fdatasync.
+    pub fn durable_end_offset(&self) -> i64 {
+        self.state.borrow().durable_end_offset
     }
 
     /// Offset below which everything was fdatasync'ed and checkpointed (0 if never).
@@ -212,27 +354,32 @@ impl PartitionLog {
         self.state.borrow().pending_bytes
     }
 
-    /// Bytes held by the tail cache.
+    /// Bytes held by this partition in the shard's batch cache.
     pub fn cached_bytes(&self) -> u64 {
-        self.state.borrow().cache.size_bytes()
+        self.cache.borrow().size_bytes()
     }
 
     /// O_DIRECT writes completed since open.
     pub fn write_count(&self) -> u64 {
-        self.state.borrow().write_count
+        self.state.borrow().stats.writes
     }
 
-    /// Tasks waiting in `append` or `wait_for_offset`.
+    /// Counters since open (writes, fdatasyncs, retention, compaction).
+    pub fn stats(&self) -> LogStats {
+        self.state.borrow().stats
+    }
+
+    /// Tasks waiting in `append`, `wait_for_offset` or `wait_durable`.
     pub fn waiter_count(&self) -> usize {
-        self.waiters.borrow().len()
+        self.waiters.borrow().len() + self.durable_waiters.borrow().len()
     }
 
     pub fn segment_count(&self) -> usize {
         self.state.borrow().segments.len()
     }
 
-    /// True after a failed write or fdatasync: the log refuses appends and reads until
-    /// reopened (which recovers it from disk).
+    /// True after a failed write, fdatasync or roll: the log refuses appends (and after a
+    /// fatal failure, reads) until `try_resume` succeeds.
     pub fn is_failed(&self) -> bool {
         self.state.borrow().failure.is_some()
     }
@@ -242,9 +389,10 @@ impl PartitionLog {
     ///
     /// Offsets are assigned when this is called (not when the future is first polled), in call
     /// order; the stored copy of each batch gets its base offset and `leader_epoch` stamped.
-    /// The future resolves when the O_DIRECT write holding the last byte has completed
-    /// (durable against a process crash; fdatasync is `flush`). Dropping the future does not
-    /// cancel the append. Appends arriving while a write is in flight share the next write.
+    /// The future resolves when the O_DIRECT writes holding its bytes have completed (safe
+    /// against a process crash; `wait_durable` waits for the fdatasync). Dropping the future
+    /// does not cancel the append. Appends arriving while a write is in flight share the next
+    /// write.
     pub fn append(
         &self,
         batches: Bytes,
@@ -254,15 +402,43 @@ impl PartitionLog {
         let enqueued = self.enqueue(batches, record_count, leader_epoch);
         let log = self.rc();
         async move {
-            let outcome = enqueued?;
+            let (outcome, generation) = enqueued?;
             WaitForOffset::new(log.clone(), outcome.last_offset).await;
             let state = log.state.borrow();
-            if state.written_end_offset > outcome.last_offset {
+            if state.generation == generation && state.written_end_offset > outcome.last_offset {
                 Ok(outcome)
             } else if let Some(failure) = &state.failure {
-                Err(failure_error(failure))
-            } else {
+                Err(failure.error())
+            } else if state.closed || state.closing {
                 Err(LogError::Closed)
+            } else {
+                Err(LogError::Io(io::Error::other(
+                    "append lost to a storage failure",
+                )))
+            }
+        }
+    }
+
+    /// Resolves once every offset up to `offset` is durable (fdatasync completed), starting
+    /// an fdatasync if none is due. Fails if the log fails or closes first.
+    pub fn wait_durable(
+        &self,
+        offset: i64,
+    ) -> impl Future<Output = Result<(), LogError>> + 'static {
+        self.request_sync(offset + 1);
+        let generation = self.state.borrow().generation;
+        let log = self.rc();
+        async move {
+            WaitForOffset::with_kind(log.clone(), offset, WaitKind::Durable).await;
+            let state = log.state.borrow();
+            if state.generation == generation && state.durable_end_offset > offset {
+                Ok(())
+            } else if let Some(failure) = &state.failure {
+                Err(failure.error())
+            } else if state.closed {
+                Err(LogError::Closed)
+            } else {
+                Err(LogError::Io(io::Error::other("sync lost to a storage failure")))
             }
         }
     }
@@ -273,18 +449,29 @@ impl PartitionLog {
         WaitForOffset::new(self.rc(), offset)
     }
 
-    pub(crate) fn is_offset_written_or_stopped(&self, offset: i64) -> bool {
+    pub(crate) fn is_offset_reached_or_stopped(&self, offset: i64, kind: WaitKind) -> bool {
         let state = self.state.borrow();
-        state.written_end_offset > offset || state.closed || state.failure.is_some()
+        if state.closed {
+            return true;
+        }
+        match kind {
+            WaitKind::Written => state.written_end_offset > offset || state.failure.is_some(),
+            WaitKind::Durable => {
+                state.durable_end_offset > offset
+                    || state.failure.as_ref().is_some_and(|failure| {
+                        failure.fatal || offset >= state.written_end_offset
+                    })
+            }
+        }
     }
 
-    /// The synchronous half of `append`: stamp, assign offsets, queue, start the writer.
+    /// The synchronous half of `append`: stamp, assign offsets, queue, wake the writer.
     fn enqueue(
         &self,
         batches: Bytes,
         record_count: u32,
         leader_epoch: i32,
-    ) -> Result<AppendOutcome, LogError> {
+    ) -> Result<(AppendOutcome, u64), LogError> {
         self.state.borrow().check_appendable()?;
         if batches.len() < RECORD_BATCH_HEADER_SIZE_BYTES || record_count == 0 {
             return Err(invalid_input("append of no batches"));
@@ -306,75 +493,141 @@ impl PartitionLog {
             data: data.freeze(),
             base_offset,
             next_offset,
+            record_count: u64::from(record_count),
+            planned_bytes: 0,
             written_bytes: 0,
             position_bytes: 0,
         });
-        let start_writer = !state.writer_running;
-        state.writer_running = true;
+        let generation = state.generation;
         drop(state);
-        if start_writer {
-            glommio::spawn_local(self.rc().run_writer()).detach();
-        }
-        Ok(AppendOutcome {
-            base_offset,
-            last_offset: next_offset - 1,
-        })
+        self.ensure_writer();
+        Ok((
+            AppendOutcome {
+                base_offset,
+                last_offset: next_offset - 1,
+            },
+            generation,
+        ))
     }
 
-    /// The partition's writer task: runs while appends are pending, one step at a time.
+    /// Starts the writer task if it is not running, and wakes it.
+    pub(super) fn ensure_writer(&self) {
+        let start = {
+            let mut state = self.state.borrow_mut();
+            let start = !state.writer_running;
+            state.writer_running = true;
+            start
+        };
+        if start {
+            glommio::spawn_local(self.rc().run_writer()).detach();
+        }
+        self.writer_signal.notify();
+    }
+
+    /// The partition's writer task: plans and issues writes while there is work.
     async fn run_writer(self: Rc<Self>) {
         loop {
-            let step = self.state.borrow_mut().next_write_step(&self.config);
+            let step = {
+                let config = self.config.borrow();
+                self.state
+                    .borrow_mut()
+                    .next_write_step(&config, now_ms())
+            };
             let result = match step {
                 WriteStep::Idle => return,
+                WriteStep::Wait => {
+                    self.writer_signal.wait().await;
+                    Ok(())
+                }
                 WriteStep::Roll { base_offset } => self.roll(base_offset).await,
                 WriteStep::Preallocate { file, size_bytes } => {
                     self.preallocate_active(file, size_bytes).await
                 }
-                WriteStep::Write(plan) => self.write(plan).await,
+                WriteStep::Write(plan) => {
+                    self.issue_write(plan);
+                    Ok(())
+                }
             };
             if let Err(error) = result {
-                self.fail(error);
-                let mut state = self.state.borrow_mut();
-                state.discard_pending();
-                state.writer_running = false;
-                return;
+                self.fail(error, false);
             }
         }
     }
 
-    async fn write(&self, plan: WritePlan) -> Result<(), LogError> {
+    fn issue_write(&self, plan: WritePlan) {
         let WritePlan {
+            id,
             file,
             buffer,
             position_bytes,
-            chunk_size_bytes,
-            new_tail_block,
         } = plan;
-        let buffer_size_bytes = buffer.len();
-        let written_bytes = file
-            .write_at(buffer, position_bytes)
-            .await
-            .map_err(io_error)?;
-        if written_bytes != buffer_size_bytes {
-            return Err(LogError::Io(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written_bytes} of {buffer_size_bytes} bytes"),
-            )));
-        }
-        let written_end_offset = {
+        let log = self.rc();
+        glommio::spawn_local(async move {
+            let buffer_size_bytes = buffer.len();
+            let result = match super::file_io::write_at(&file, buffer, position_bytes).await {
+                Ok(written) if written == buffer_size_bytes => Ok(()),
+                Ok(written) => Err((
+                    io::ErrorKind::WriteZero,
+                    format!("short write: {written} of {buffer_size_bytes} bytes"),
+                )),
+                Err(error) => Err((error.kind(), error.to_string())),
+            };
+            log.complete_write(id, result);
+        })
+        .detach();
+    }
+
+    /// Records a write's outcome and commits every completed write at the front, in order.
+    fn complete_write(&self, id: u64, result: Result<(), (io::ErrorKind, String)>) {
+        let mut failed: Option<(io::ErrorKind, String)> = None;
+        let (written_end_offset, start_sync) = {
             let mut state = self.state.borrow_mut();
-            if state.closed {
-                // Released while the write was in flight (remove, or close after a failure):
-                // the segments are gone, nothing to account.
-                return Ok(());
+            let config = self.config.borrow();
+            let write = state
+                .in_flight
+                .iter_mut()
+                .find(|write| write.id == id)
+                .expect("a completed write is in flight");
+            write.outcome = Some(result);
+            let mut committed_records = 0u64;
+            while state
+                .in_flight
+                .front()
+                .is_some_and(|write| write.outcome.is_some())
+            {
+                let mut write = state.in_flight.pop_front().expect("front exists");
+                match write.outcome.take().expect("checked above") {
+                    Err(error) => {
+                        failed.get_or_insert(error);
+                    }
+                    Ok(()) if state.failure.is_none() && failed.is_none() && !state.closed => {
+                        committed_records += state.commit_write(write, &self.cache, &config);
+                    }
+                    Ok(()) => {} // After a failure: its appends were discarded.
+                }
             }
-            state.commit_write(chunk_size_bytes, new_tail_block, &self.config);
-            state.written_end_offset
+            let mut start_sync = false;
+            if committed_records > 0 {
+                state.unflushed_records += committed_records;
+                state.unflushed_since.get_or_insert_with(Instant::now);
+                let due = config.is_sync() || state.unflushed_records >= config.flush_messages;
+                if due {
+                    state.sync_requested_end =
+                        state.sync_requested_end.max(state.written_end_offset);
+                }
+                start_sync = state.sync_requested_end > state.durable_end_offset;
+            }
+            (state.written_end_offset, start_sync)
         };
+        if let Some((kind, message)) = failed {
+            self.fail(LogError::Io(io::Error::new(kind, message)), false);
+        }
         let wakers = self.waiters.borrow_mut().take_satisfied(written_end_offset);
         wakers.into_iter().for_each(|waker| waker.wake());
-        Ok(())
+        if start_sync {
+            self.start_syncer();
+        }
+        self.writer_signal.notify();
     }
 
     async fn preallocate_active(&self, file: Rc<DmaFile>, size_bytes: u64) -> Result<(), LogError> {
@@ -395,7 +648,8 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Seals the active segment and starts a new one at `base_offset`.
+    /// Seals the active segment and starts a new one at `base_offset`. Runs with no write in
+    /// flight.
     async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
         let path = self.dir.join(segment_file_name(base_offset));
         let file = Rc::new(open_segment_file(&path, true).await?);
@@ -407,15 +661,10 @@ impl PartitionLog {
             if state.closed {
                 return Ok(());
             }
+            assert!(state.in_flight.is_empty());
             let sealed = state.active();
             assert_eq!(sealed.next_offset, base_offset);
-            let index_file = IndexFile {
-                base_offset: sealed.base_offset,
-                next_offset: sealed.next_offset,
-                size_bytes: sealed.size_bytes,
-                entries: sealed.index.entries.clone(),
-            };
-            (sealed.file.clone(), sealed.size_bytes, index_file)
+            (sealed.file.clone(), sealed.size_bytes, sealed.index_file())
         };
         // Give back the unused preallocated tail; recovery of sealed segments then knows
         // their exact size.
@@ -423,8 +672,8 @@ impl PartitionLog {
             .truncate(sealed_size_bytes)
             .await
             .map_err(io_error)?;
-        // Best effort and not synced: recovery uses it only behind a checkpoint and checks its
-        // CRC and sizes, and rebuilds the index by scanning otherwise.
+        // Best effort and not synced: recovery checks its CRC and sizes against the segment,
+        // and rebuilds the index by scanning otherwise.
         let index_name = index_file_name(index_file.base_offset);
         if let Err(error) =
             write_file_atomic(&self.dir, &index_name, index_file.encode(), false).await
@@ -436,40 +685,176 @@ impl PartitionLog {
         if state.closed {
             return Ok(());
         }
-        state.segments.push(Segment {
-            base_offset,
-            file,
-            size_bytes: 0,
-            next_offset: base_offset,
-            allocated_size_bytes: 0,
-            index: SparseIndex::default(),
-            dirty: false,
-        });
+        let prefix_max = state.active().prefix_max_timestamp_ms;
+        let mut segment = Segment::new_empty(base_offset, file, now_ms());
+        segment.prefix_max_timestamp_ms = prefix_max;
+        state.segments.push(segment);
         state.tail_block.clear();
+        state.planned_tail_block.clear();
+        state.planned_size_bytes = 0;
+        state.roll_requested = false;
         state.directory_dirty = true;
+        state.stats.rolls += 1;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
         Ok(())
     }
 
     /// Marks the log failed and wakes every waiter (they see the failure).
-    fn fail(&self, error: LogError) {
+    pub(super) fn fail(&self, error: LogError, fatal: bool) {
         let (kind, message) = match &error {
             LogError::Io(io_error) => (io_error.kind(), io_error.to_string()),
             other => (io::ErrorKind::Other, other.to_string()),
         };
-        tracing::error!(dir = %self.dir.display(), %error, "partition log failed");
         {
             let mut state = self.state.borrow_mut();
-            if state.failure.is_none() {
-                state.failure = Some((kind, message));
+            if state.closed {
+                return;
+            }
+            match &mut state.failure {
+                Some(existing) => existing.fatal |= fatal,
+                None => {
+                    tracing::error!(dir = %self.dir.display(), %error, fatal,
+                        "partition log failed: appends refused until the disk recovers");
+                    state.failure = Some(Failure {
+                        kind,
+                        message,
+                        fatal,
+                    });
+                    state.stats.failures += 1;
+                }
             }
         }
         self.wake_all();
+        self.writer_signal.notify();
     }
 
     fn wake_all(&self) {
         let wakers = self.waiters.borrow_mut().take_all();
         wakers.into_iter().for_each(|waker| waker.wake());
+        let wakers = self.durable_waiters.borrow_mut().take_all();
+        wakers.into_iter().for_each(|waker| waker.wake());
+    }
+
+    /// Asks for everything below `end_offset` to become durable; starts the syncer if needed.
+    pub(super) fn request_sync(&self, end_offset: i64) {
+        let start = {
+            let mut state = self.state.borrow_mut();
+            state.sync_requested_end = state.sync_requested_end.max(end_offset);
+            state.sync_requested_end > state.durable_end_offset
+                && state.written_end_offset > state.durable_end_offset
+        };
+        if start {
+            self.start_syncer();
+        }
+    }
+
+    fn start_syncer(&self) {
+        let start = {
+            let mut state = self.state.borrow_mut();
+            let start = !state.sync_running && !state.closed;
+            state.sync_running |= start;
+            start
+        };
+        if start {
+            glommio::spawn_local(self.rc().run_syncer()).detach();
+        }
+    }
+
+    /// The partition's syncer: one fdatasync round at a time, each covering every write
+    /// completed before it started, until nothing more is requested.
+    async fn run_syncer(self: Rc<Self>) {
+        loop {
+            let job = {
+                let mut state = self.state.borrow_mut();
+                let fatal = state.failure.as_ref().is_some_and(|f| f.fatal);
+                let wanted = state.sync_requested_end.min(state.written_end_offset);
+                if state.closed || fatal || wanted <= state.durable_end_offset {
+                    state.sync_running = false;
+                    return;
+                }
+                let target = state.written_end_offset;
+                let active = state.active();
+                assert_eq!(active.next_offset, target);
+                let point = RecoveryCheckpoint {
+                    offset: target,
+                    segment_base_offset: active.base_offset,
+                    position_bytes: active.size_bytes,
+                };
+                let files: Vec<Rc<DmaFile>> = state
+                    .segments
+                    .iter_mut()
+                    .filter(|segment| segment.dirty)
+                    .map(|segment| {
+                        segment.dirty = false;
+                        segment.file.clone()
+                    })
+                    .collect();
+                let sync_dir = std::mem::take(&mut state.directory_dirty);
+                state.unflushed_records = 0;
+                state.unflushed_since = None;
+                (point, files, sync_dir, state.generation)
+            };
+            let (point, files, sync_dir, generation) = job;
+            let started = Instant::now();
+            let results =
+                futures::future::join_all(files.iter().map(|file| file.fdatasync())).await;
+            let mut error = results
+                .into_iter()
+                .find_map(|result| result.err())
+                .map(|error| LogError::Io(io_error(error)));
+            if error.is_none() && sync_dir {
+                error = sync_directory(&self.dir).await.err();
+            }
+            if let Some(error) = error {
+                // The durability of everything since the last sync is unknown now.
+                self.fail(error, true);
+                self.state.borrow_mut().sync_running = false;
+                return;
+            }
+            let durable_end_offset = {
+                let mut state = self.state.borrow_mut();
+                if state.generation == generation && point.offset > state.durable_end_offset {
+                    state.durable_end_offset = point.offset;
+                    state.durable_point = point;
+                }
+                state.stats.syncs += 1;
+                state.stats.sync_micros_total += started.elapsed().as_micros() as u64;
+                state.durable_end_offset
+            };
+            let wakers = self
+                .durable_waiters
+                .borrow_mut()
+                .take_satisfied(durable_end_offset);
+            wakers.into_iter().for_each(|waker| waker.wake());
+        }
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn sync(&self) -> Result<(), LogError> {
+        let end = self.state.borrow().written_end_offset;
+        if end == 0 || self.state.borrow().durable_end_offset >= end {
+            return self.state.borrow().check_readable();
+        }
+        self.wait_durable(end - 1).await
+    }
+
+    /// Starts an fdatasync if the flush policy's time bound (`flush_interval_ms`) has passed
+    /// since the oldest unsynced write. Called by the shard's maintenance tick.
+    pub fn sync_if_due(&self, now: Instant) {
+        let interval_ms = self.config.borrow().flush_interval_ms;
+        let end = {
+            let state = self.state.borrow();
+            match state.unflushed_since {
+                Some(since)
+                    if now.saturating_duration_since(since).as_millis()
+                        >= u128::from(interval_ms) =>
+                {
+                    state.written_end_offset
+                }
+                _ => return,
+            }
+        };
+        self.request_sync(end);
     }
 
     /// Whole batches from the one containing `from_offset`, in order, only batches whose last
@@ -502,46 +887,31 @@ impl PartitionLog {
                 if cursor >= state.written_end_offset || cursor >= max_offset_exclusive {
                     break;
                 }
-                if state
-                    .cache
-                    .start_offset()
-                    .is_some_and(|start| start <= cursor)
-                {
-                    read_from_cache(
-                        &state.cache,
-                        cursor,
-                        max_bytes,
-                        max_offset_exclusive,
-                        &mut outcome,
-                    )?;
+                let cache = self.cache.borrow();
+                if cache.start_offset().is_some_and(|start| start <= cursor) {
+                    read_from_cache(&cache, cursor, max_bytes, max_offset_exclusive, &mut outcome)?;
                     break;
                 }
-                let after = state
-                    .segments
-                    .partition_point(|segment| segment.base_offset <= cursor);
-                if after == 0 {
-                    // The log start moved past us while we read.
-                    return Err(LogError::OffsetOutOfRange {
-                        requested: cursor,
-                        log_start: state.log_start_offset,
-                        log_end: state.written_end_offset,
-                    });
-                }
-                let segment = &state.segments[after - 1];
-                assert!(cursor < segment.next_offset);
-                DiskSource {
-                    file: segment.file.clone(),
-                    size_bytes: segment.size_bytes,
-                    next_offset: segment.next_offset,
-                    start_position_bytes: segment.index.lookup(cursor),
+                drop(cache);
+                match state.disk_source(cursor) {
+                    Some(source) => source,
+                    None => {
+                        // The log start moved past us while we read.
+                        return Err(LogError::OffsetOutOfRange {
+                            requested: cursor,
+                            log_start: state.log_start_offset,
+                            log_end: state.written_end_offset,
+                        });
+                    }
                 }
             };
             let next_offset = source.next_offset;
             let budget_bytes = max_bytes.saturating_sub(outcome.size_bytes) as u64;
+            let config = self.config.borrow().clone();
             let window_bytes = budget_bytes
-                .saturating_add(self.config.index_interval_bytes)
+                .saturating_add(config.index_interval_bytes)
                 .max(READ_WINDOW_MIN_BYTES)
-                .min(self.config.max_write_size_bytes as u64);
+                .min(config.max_write_size_bytes as u64);
             let stopped = read_from_segment(
                 source,
                 cursor,
@@ -563,66 +933,185 @@ impl PartitionLog {
         Ok(outcome)
     }
 
-    /// fdatasyncs every segment written since the last flush, then records the recovery
-    /// checkpoint. Flushes are serialised.
-    pub async fn flush(&self) -> Result<(), LogError> {
+    /// fdatasyncs everything written, then records the recovery checkpoint (and the active
+    /// segment's index up to it, so recovery skips straight to the checkpoint). Checkpoints
+    /// are serialised. Recovery after a crash validates only what was written after the last
+    /// checkpoint, so the checkpoint interval bounds restart time.
+    pub async fn checkpoint(&self) -> Result<(), LogError> {
         let _permit = self
-            .flush_lock
+            .checkpoint_lock
             .acquire_permit(1)
             .await
             .map_err(|_| LogError::Closed)?;
-        let (checkpoint, files, sync_dir) = {
-            let mut state = self.state.borrow_mut();
-            if state.closed {
-                return Err(LogError::Closed);
-            }
-            if let Some(failure) = &state.failure {
-                return Err(failure_error(failure));
-            }
+        let (point, index_file) = {
+            let state = self.state.borrow();
+            state.check_readable()?;
             let active = state.active();
             assert_eq!(active.next_offset, state.written_end_offset);
-            let checkpoint = RecoveryCheckpoint {
+            let point = RecoveryCheckpoint {
                 offset: state.written_end_offset,
                 segment_base_offset: active.base_offset,
                 position_bytes: active.size_bytes,
             };
-            let files: Vec<Rc<DmaFile>> = state
-                .segments
-                .iter_mut()
-                .filter(|segment| segment.dirty)
-                .map(|segment| {
-                    segment.dirty = false;
-                    segment.file.clone()
-                })
-                .collect();
-            let sync_dir = std::mem::take(&mut state.directory_dirty);
-            if files.is_empty() && !sync_dir && state.recovery_point == Some(checkpoint) {
+            if state.recovery_point == Some(point) && !state.directory_dirty {
                 return Ok(());
             }
-            (checkpoint, files, sync_dir)
+            (point, active.index_file())
         };
-        let results = futures::future::join_all(files.iter().map(|file| file.fdatasync())).await;
-        for result in results {
-            if let Err(error) = result {
-                // After a failed fdatasync the page state is unknown: stop trusting the log.
-                let error = LogError::Io(io_error(error));
-                let reported = LogError::Io(io::Error::other(error.to_string()));
-                self.fail(error);
-                return Err(reported);
-            }
+        if point.offset > 0 {
+            self.wait_durable(point.offset - 1).await?;
         }
-        if sync_dir {
-            if let Err(error) = sync_directory(&self.dir).await {
-                self.state.borrow_mut().directory_dirty = true;
-                return Err(error);
-            }
+        if self.state.borrow().directory_dirty {
+            // A roll or removal not yet covered by a sync.
+            sync_directory(&self.dir).await?;
         }
-        write_checkpoint(&self.dir, checkpoint).await?;
-        self.state.borrow_mut().recovery_point = Some(checkpoint);
+        // Index first, then the checkpoint that vouches for it: recovery uses the index only
+        // if it ends exactly at the checkpoint.
+        let name = index_file_name(index_file.base_offset);
+        if let Err(error) = write_file_atomic(&self.dir, &name, index_file.encode(), false).await
+        {
+            tracing::warn!(dir = %self.dir.display(), %error, "could not write segment index");
+        }
+        if let Err(error) = write_checkpoint(&self.dir, point).await {
+            self.check_directory().await;
+            return Err(error);
+        }
+        let mut state = self.state.borrow_mut();
+        state.stats.checkpoints += 1;
+        if state.recovery_point.is_none_or(|c| c.offset <= point.offset) {
+            state.recovery_point = Some(point);
+        }
         Ok(())
     }
 
-    /// Stops appends, waits for pending writes, flushes, writes the checkpoint and releases the
+    /// Kept for callers of the first version: `checkpoint`.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        self.checkpoint().await
+    }
+
+    /// Fails the log (fatally) if its directory is gone: writes to open files would still
+    /// succeed, but nothing written from now on could be found after a restart.
+    pub async fn check_directory(&self) -> bool {
+        let dir = self.dir.clone();
+        let exists = blocking(move || dir.is_dir()).await;
+        if !exists && !self.state.borrow().closed {
+            self.fail(
+                LogError::Io(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("log directory {} was removed", self.dir.display()),
+                )),
+                true,
+            );
+        }
+        exists
+    }
+
+    /// After a failure: continues the log if the disk accepts allocations again (a write
+    /// failure), or reopens it from disk (a fatal failure). Returns true if the log accepts
+    /// appends again. Called periodically by the shard; cheap when nothing is wrong.
+    pub async fn try_resume(&self) -> Result<bool, LogError> {
+        let (fatal, file, committed_size_bytes, probe_size_bytes, preallocate_supported) = {
+            let state = self.state.borrow();
+            let Some(failure) = &state.failure else {
+                return Ok(true);
+            };
+            if state.closed || state.closing || !state.in_flight.is_empty() {
+                return Ok(false);
+            }
+            let active = state.active();
+            let step = self.config.borrow().preallocate_step_bytes;
+            (
+                failure.fatal,
+                active.file.clone(),
+                active.size_bytes,
+                align_up(active.size_bytes) + step,
+                state.preallocate_supported,
+            )
+        };
+        if fatal {
+            return self.reopen_in_place().await;
+        }
+        // Cut whatever failed writes left past the committed end, durably, so it can never
+        // be read back as batches; then check that space can be allocated again.
+        let probe = async {
+            file.truncate(committed_size_bytes).await.map_err(io_error)?;
+            file.fdatasync().await.map_err(io_error)?;
+            if preallocate_supported {
+                preallocate(&file, probe_size_bytes).await?;
+            }
+            Ok::<(), LogError>(())
+        };
+        if let Err(error) = probe.await {
+            tracing::debug!(dir = %self.dir.display(), %error, "storage still failing");
+            return Ok(false);
+        }
+        let mut state = self.state.borrow_mut();
+        if state.closed || state.failure.as_ref().is_none_or(|f| f.fatal) {
+            return Ok(false);
+        }
+        assert!(state.in_flight.is_empty() && state.pending.is_empty());
+        state.failure = None;
+        state.generation += 1;
+        state.next_offset = state.written_end_offset;
+        state.planned_size_bytes = committed_size_bytes;
+        state.planned_tail_block = state.tail_block.clone();
+        let active = state.active_mut();
+        active.allocated_size_bytes = if preallocate_supported {
+            probe_size_bytes
+        } else {
+            committed_size_bytes
+        };
+        tracing::info!(dir = %self.dir.display(), "partition log resumed after a storage failure");
+        Ok(true)
+    }
+
+    /// Recovers the log from disk in place (after a fatal failure), keeping the same
+    /// `PartitionLog` so its holders (partition table, waiting fetches) carry on.
+    async fn reopen_in_place(&self) -> Result<bool, LogError> {
+        let dir = self.dir.clone();
+        if !blocking(move || dir.is_dir()).await {
+            return Ok(false);
+        }
+        let files = {
+            let mut state = self.state.borrow_mut();
+            if state.closed || state.writer_running || state.sync_running {
+                return Ok(false);
+            }
+            state.discard_pending();
+            state
+                .segments
+                .iter()
+                .map(|segment| segment.file.clone())
+                .collect::<Vec<_>>()
+        };
+        let config = self.config.borrow().clone();
+        let recovered = match recover(&self.dir, &config).await {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                tracing::debug!(dir = %self.dir.display(), %error, "reopen failed");
+                return Ok(false);
+            }
+        };
+        let generation = {
+            let state = self.state.borrow();
+            if state.closed || state.writer_running || state.sync_running {
+                return Ok(false);
+            }
+            state.generation + 1
+        };
+        let stats = self.state.borrow().stats;
+        self.install_recovered(recovered, generation);
+        self.state.borrow_mut().stats = stats;
+        close_files(files).await;
+        tracing::warn!(dir = %self.dir.display(), end = self.written_end_offset(),
+            "partition log reopened from disk after a fatal storage failure");
+        if let Err(error) = self.checkpoint().await {
+            tracing::warn!(dir = %self.dir.display(), %error, "checkpoint after reopen failed");
+        }
+        Ok(true)
+    }
+
+    /// Stops appends, waits for pending writes, syncs, writes the checkpoint and releases the
     /// files. Later calls return `Closed` (a second `close` returns `Ok`).
     pub async fn close(&self) -> Result<(), LogError> {
         {
@@ -634,39 +1123,19 @@ impl PartitionLog {
         }
         self.drain().await;
         let failure = self.state.borrow().failure.clone();
-        let mut result = match failure {
-            Some(failure) => Err(failure_error(&failure)),
-            None => self.flush().await,
+        let result = match failure {
+            Some(failure) => Err(failure.error()),
+            None => self.checkpoint().await,
         };
-        if result.is_ok() {
-            result = self.write_active_index().await;
-        }
         let files = self.release();
         close_files(files).await;
         tracing::info!(dir = %self.dir.display(), "closed partition log");
         result
     }
 
-    /// Persists the active segment's index up to the checkpoint just written, so the next open
-    /// scans nothing that was cleanly closed. Not synced: recovery checks it against the
-    /// checkpoint and falls back to scanning.
-    async fn write_active_index(&self) -> Result<(), LogError> {
-        let index_file = {
-            let state = self.state.borrow();
-            let active = state.active();
-            IndexFile {
-                base_offset: active.base_offset,
-                next_offset: active.next_offset,
-                size_bytes: active.size_bytes,
-                entries: active.index.entries.clone(),
-            }
-        };
-        let name = index_file_name(index_file.base_offset);
-        write_file_atomic(&self.dir, &name, index_file.encode(), false).await
-    }
-
     /// Deletes the log's files and directory (topic deletion). Pending appends are written
-    /// first so no write lands in a deleted file; nothing is flushed.
+    /// first so no write lands in a deleted file; nothing is flushed. The removal runs on the
+    /// blocking pool, never on the shard.
     pub async fn remove(&self) -> Result<(), LogError> {
         self.state.borrow_mut().closing = true;
         self.drain().await;
@@ -682,10 +1151,15 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Waits until every assigned offset is written (or the log failed).
+    /// Waits until every assigned offset is written and no write is in flight (or the log
+    /// failed).
     async fn drain(&self) {
         let last_assigned = self.state.borrow().next_offset - 1;
         WaitForOffset::new(self.rc(), last_assigned).await;
+        while !self.state.borrow().in_flight.is_empty() {
+            self.writer_signal.notify();
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Marks the log closed, drops the cache, and hands back the segment files to close.
@@ -694,7 +1168,6 @@ impl PartitionLog {
             let mut state = self.state.borrow_mut();
             state.closing = true;
             state.closed = true;
-            state.cache.clear();
             state.discard_pending();
             state
                 .segments
@@ -702,14 +1175,56 @@ impl PartitionLog {
                 .map(|segment| segment.file)
                 .collect()
         };
-        self.flush_lock.close();
+        self.cache.borrow_mut().clear();
+        self.checkpoint_lock.close();
+        self.maintenance_lock.close();
         self.wake_all();
+        self.writer_signal.notify();
         files
     }
 }
 
 impl LogState {
-    fn active(&self) -> &Segment {
+    /// An empty state, replaced by `install_recovered` before the log is used.
+    fn placeholder() -> LogState {
+        LogState {
+            segments: Vec::new(),
+            log_start_offset: 0,
+            next_offset: 0,
+            written_end_offset: 0,
+            durable_end_offset: 0,
+            durable_point: RecoveryCheckpoint {
+                offset: 0,
+                segment_base_offset: 0,
+                position_bytes: 0,
+            },
+            generation: 0,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            planned_size_bytes: 0,
+            planned_tail_block: Vec::new(),
+            tail_block: Vec::new(),
+            in_flight: VecDeque::new(),
+            next_write_id: 0,
+            writer_running: false,
+            roll_requested: false,
+            sync_running: false,
+            sync_requested_end: 0,
+            unflushed_records: 0,
+            unflushed_since: None,
+            size_bytes: 0,
+            failure: None,
+            closing: false,
+            closed: true,
+            recovery_point: None,
+            directory_dirty: false,
+            preallocate_supported: true,
+            cleaner_offset: 0,
+            stats: LogStats::default(),
+        }
+    }
+
+    pub(super) fn active(&self) -> &Segment {
         self.segments
             .last()
             .expect("a log always has an active segment")
@@ -726,19 +1241,21 @@ impl LogState {
             return Err(LogError::Closed);
         }
         if let Some(failure) = &self.failure {
-            return Err(failure_error(failure));
+            return Err(failure.error());
         }
         Ok(())
     }
 
-    fn check_readable(&self) -> Result<(), LogError> {
+    /// Reads go on after a write failure (the written data is intact) but not after a fatal
+    /// one (the files may be gone or unreliable).
+    pub(super) fn check_readable(&self) -> Result<(), LogError> {
         if self.closed {
             return Err(LogError::Closed);
         }
-        if let Some(failure) = &self.failure {
-            return Err(failure_error(failure));
+        match &self.failure {
+            Some(failure) if failure.fatal => Err(failure.error()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn discard_pending(&mut self) {
@@ -746,44 +1263,100 @@ impl LogState {
         self.pending_bytes = 0;
     }
 
-    /// Decides the writer's next step and, for a write, fills the DMA buffer: the old tail
-    /// block, then as many pending bytes as fit in one write and in the active segment, then
-    /// zeros up to the block boundary.
-    fn next_write_step(&mut self, config: &LogConfig) -> WriteStep {
+    /// The segment covering `offset` and where to start scanning it; `None` below the first.
+    pub(super) fn disk_source(&self, offset: i64) -> Option<DiskSource> {
+        let after = self
+            .segments
+            .partition_point(|segment| segment.base_offset <= offset);
+        if after == 0 {
+            return None;
+        }
+        let segment = &self.segments[after - 1];
+        assert!(offset < segment.next_offset || after == self.segments.len());
+        Some(DiskSource {
+            file: segment.file.clone(),
+            size_bytes: segment.size_bytes,
+            next_offset: segment.next_offset,
+            start_position_bytes: segment.index.lookup(offset),
+        })
+    }
+
+    /// Decides the writer's next step and, for a write, fills the DMA buffer: the planned
+    /// tail block, then as many pending bytes as fit in one write and in the active segment,
+    /// then zeros up to the block boundary.
+    fn next_write_step(&mut self, config: &LogConfig, now_ms: i64) -> WriteStep {
         if self.failure.is_some() || self.closed {
             self.discard_pending();
+            if self.in_flight.is_empty() {
+                self.writer_running = false;
+                return WriteStep::Idle;
+            }
+            return WriteStep::Wait;
         }
-        if self.pending.is_empty() {
+        let first_unplanned = self
+            .pending
+            .iter()
+            .position(|append| append.planned_bytes < append.data.len());
+        let Some(first) = first_unplanned else {
+            if !self.in_flight.is_empty() {
+                return WriteStep::Wait;
+            }
+            if self.roll_requested && self.active().size_bytes > 0 {
+                return WriteStep::Roll {
+                    base_offset: self.written_end_offset,
+                };
+            }
+            self.roll_requested = false;
             self.writer_running = false;
             return WriteStep::Idle;
-        }
+        };
+
         let active = self.active();
-        let segment_size_bytes = active.size_bytes;
-        let front = self.pending.front().expect("pending is not empty");
-        if front.written_bytes == 0
-            && segment_size_bytes > 0
-            && segment_size_bytes + front.data.len() as u64 > config.segment_size_bytes
+        let front = &self.pending[first];
+        if front.planned_bytes == 0 && self.planned_size_bytes > 0 {
+            let too_big =
+                self.planned_size_bytes + front.data.len() as u64 > config.segment_size_bytes;
+            let age_ms = now_ms.saturating_sub(active.created_at_ms);
+            let too_old = age_ms >= 0 && age_ms as u64 >= config.segment_ms;
+            if too_big || too_old || self.roll_requested {
+                if !self.in_flight.is_empty() {
+                    return WriteStep::Wait;
+                }
+                return WriteStep::Roll {
+                    base_offset: front.base_offset,
+                };
+            }
+        }
+        if self.in_flight.len() >= config.max_writes_in_flight {
+            return WriteStep::Wait;
+        }
+        let position_bytes = align_down(self.planned_size_bytes);
+        let tail_size_bytes = (self.planned_size_bytes - position_bytes) as usize;
+        assert_eq!(tail_size_bytes, self.planned_tail_block.len());
+        assert!(tail_size_bytes < BLOCK_SIZE_BYTES as usize);
+        // The block holding the planned tail is being written: rewriting it now could land
+        // before that write and be overwritten by its older copy.
+        if tail_size_bytes > 0
+            && self
+                .in_flight
+                .back()
+                .is_some_and(|write| write.end_aligned_bytes > position_bytes)
         {
-            return WriteStep::Roll {
-                base_offset: front.base_offset,
-            };
+            return WriteStep::Wait;
         }
 
-        let position_bytes = align_down(segment_size_bytes);
-        let tail_size_bytes = (segment_size_bytes - position_bytes) as usize;
-        assert_eq!(tail_size_bytes, self.tail_block.len());
-        assert!(tail_size_bytes < BLOCK_SIZE_BYTES as usize);
         let capacity_bytes = config.max_write_size_bytes - tail_size_bytes;
         let mut chunk_size_bytes = 0usize;
-        for (index, append) in self.pending.iter().enumerate() {
-            if index > 0 {
-                assert_eq!(append.written_bytes, 0);
-                let end = segment_size_bytes + (chunk_size_bytes + append.data.len()) as u64;
+        for (index, append) in self.pending.iter().enumerate().skip(first) {
+            if index > first {
+                assert_eq!(append.planned_bytes, 0);
+                let end =
+                    self.planned_size_bytes + (chunk_size_bytes + append.data.len()) as u64;
                 if end > config.segment_size_bytes {
                     break; // It goes into the next segment.
                 }
             }
-            let remaining_bytes = append.data.len() - append.written_bytes;
+            let remaining_bytes = append.data.len() - append.planned_bytes;
             let take_bytes = remaining_bytes.min(capacity_bytes - chunk_size_bytes);
             chunk_size_bytes += take_bytes;
             if take_bytes < remaining_bytes || chunk_size_bytes == capacity_bytes {
@@ -792,9 +1365,12 @@ impl LogState {
         }
         assert!(chunk_size_bytes > 0);
 
-        let end_bytes = segment_size_bytes + chunk_size_bytes as u64;
+        let end_bytes = self.planned_size_bytes + chunk_size_bytes as u64;
         let aligned_end_bytes = align_up(end_bytes);
         if self.preallocate_supported && aligned_end_bytes > active.allocated_size_bytes {
+            if !self.in_flight.is_empty() {
+                return WriteStep::Wait;
+            }
             let step = config.preallocate_step_bytes;
             let stepped = end_bytes.div_ceil(step) * step;
             let segment_cap = align_up(config.segment_size_bytes.max(end_bytes));
@@ -806,17 +1382,29 @@ impl LogState {
 
         let buffer_size_bytes = (aligned_end_bytes - position_bytes) as usize;
         assert!(buffer_size_bytes <= config.max_write_size_bytes);
-        let mut buffer = active.file.alloc_dma_buffer(buffer_size_bytes);
+        let file = active.file.clone();
+        let segment_base_offset = active.base_offset;
+        if self.planned_size_bytes == 0 {
+            // segment.ms counts from the first batch, not from when the file was created.
+            self.active_mut().created_at_ms = now_ms;
+        }
+        let mut buffer = file.alloc_dma_buffer(buffer_size_bytes);
         let bytes = buffer.as_bytes_mut();
-        bytes[..tail_size_bytes].copy_from_slice(&self.tail_block);
+        bytes[..tail_size_bytes].copy_from_slice(&self.planned_tail_block);
         let mut cursor = tail_size_bytes;
         let mut left_bytes = chunk_size_bytes;
-        for append in &self.pending {
-            let start = append.written_bytes;
+        let mut segment_position = self.planned_size_bytes;
+        for append in self.pending.iter_mut().skip(first) {
+            let start = append.planned_bytes;
             let take_bytes = (append.data.len() - start).min(left_bytes);
+            if start == 0 {
+                append.position_bytes = segment_position;
+            }
             bytes[cursor..cursor + take_bytes]
                 .copy_from_slice(&append.data[start..start + take_bytes]);
+            append.planned_bytes += take_bytes;
             cursor += take_bytes;
+            segment_position += take_bytes as u64;
             left_bytes -= take_bytes;
             if left_bytes == 0 {
                 break;
@@ -826,36 +1414,47 @@ impl LogState {
         bytes[cursor..].fill(0);
         let new_tail_start = (align_down(end_bytes) - position_bytes) as usize;
         let new_tail_block = bytes[new_tail_start..cursor].to_vec();
-        WriteStep::Write(WritePlan {
-            file: active.file.clone(),
-            buffer,
-            position_bytes,
+        self.planned_size_bytes = end_bytes;
+        self.planned_tail_block.clone_from(&new_tail_block);
+        self.next_write_id += 1;
+        let id = self.next_write_id;
+        self.in_flight.push_back(InFlightWrite {
+            id,
+            segment_base_offset,
+            end_aligned_bytes: aligned_end_bytes,
             chunk_size_bytes,
             new_tail_block,
+            outcome: None,
+        });
+        WriteStep::Write(WritePlan {
+            id,
+            file,
+            buffer,
+            position_bytes,
         })
     }
 
-    /// Applies a completed write: advances the segment, hands finished appends to the index
-    /// and the cache, and moves the written end.
+    /// Applies a completed write (the oldest in flight): advances the segment, hands finished
+    /// appends to the index and the cache, and moves the written end. Returns the records of
+    /// the appends it finished.
     fn commit_write(
         &mut self,
-        chunk_size_bytes: usize,
-        new_tail_block: Vec<u8>,
+        write: InFlightWrite,
+        cache: &Rc<RefCell<TailCache>>,
         config: &LogConfig,
-    ) {
-        let mut position_bytes = self.active().size_bytes;
+    ) -> u64 {
+        assert_eq!(write.segment_base_offset, self.active().base_offset);
+        let chunk_size_bytes = write.chunk_size_bytes;
         let mut left_bytes = chunk_size_bytes;
+        let mut finished_records = 0u64;
         while left_bytes > 0 {
             let append = self
                 .pending
                 .front_mut()
                 .expect("a committed write covers pending appends");
-            if append.written_bytes == 0 {
-                append.position_bytes = position_bytes;
-            }
             let take_bytes = (append.data.len() - append.written_bytes).min(left_bytes);
             append.written_bytes += take_bytes;
-            position_bytes += take_bytes as u64;
+            assert!(append.written_bytes <= append.planned_bytes);
             left_bytes -= take_bytes;
             if append.written_bytes < append.data.len() {
                 assert_eq!(left_bytes, 0);
@@ -873,25 +1472,37 @@ impl LogState {
                     config.index_interval_bytes,
                 );
             });
+            active.prefix_max_timestamp_ms = active
+                .prefix_max_timestamp_ms
+                .max(active.index.max_timestamp_ms);
             active.next_offset = append.next_offset;
             self.written_end_offset = append.next_offset;
-            self.cache.push(CacheEntry {
-                base_offset: append.base_offset,
-                next_offset: append.next_offset,
-                data: append.data,
-            });
+            finished_records += append.record_count;
+            TailCache::push(
+                cache,
+                CacheEntry::new(append.base_offset, append.next_offset, append.data),
+            );
         }
-        self.write_count += 1;
+        self.stats.writes += 1;
+        self.stats.written_bytes += chunk_size_bytes as u64;
         let active = self.active_mut();
-        assert_eq!(position_bytes, active.size_bytes + chunk_size_bytes as u64);
-        active.size_bytes = position_bytes;
+        active.size_bytes += chunk_size_bytes as u64;
         active.dirty = true;
+        let size_bytes = active.size_bytes;
         assert_eq!(
-            new_tail_block.len() as u64,
-            position_bytes % BLOCK_SIZE_BYTES
+            write.new_tail_block.len() as u64,
+            size_bytes % BLOCK_SIZE_BYTES
         );
-        self.tail_block = new_tail_block;
+        assert!(size_bytes <= self.planned_size_bytes);
+        self.tail_block = write.new_tail_block;
         self.size_bytes += chunk_size_bytes as u64;
+        finished_records
+    }
+}
+
+impl Failure {
+    fn error(&self) -> LogError {
+        LogError::Io(io::Error::new(self.kind, self.message.clone()))
     }
 }
 
@@ -979,7 +1590,11 @@ fn read_from_cache(
 }
 
 /// KIP-74: the first batch is always taken; later ones only while they fit.
-fn batch_exceeds_budget(taken_bytes: usize, batch_size_bytes: usize, max_bytes: usize) -> bool {
+pub(super) fn batch_exceeds_budget(
+    taken_bytes: usize,
+    batch_size_bytes: usize,
+    max_bytes: usize,
+) -> bool {
     taken_bytes > 0 && taken_bytes.saturating_add(batch_size_bytes) > max_bytes
 }
 
@@ -1045,7 +1660,7 @@ async fn read_from_segment(
     Ok(stopped)
 }
 
-async fn close_files(files: Vec<Rc<DmaFile>>) {
+pub(super) async fn close_files(files: Vec<Rc<DmaFile>>) {
     for file in files {
         // Readers may still hold a clone; the last drop closes it then.
         if let Ok(file) = Rc::try_unwrap(file) {
@@ -1056,13 +1671,12 @@ async fn close_files(files: Vec<Rc<DmaFile>>) {
     }
 }
 
-fn failure_error(failure: &(io::ErrorKind, String)) -> LogError {
-    LogError::Io(io::Error::new(failure.0, failure.1.clone()))
-}
-
-fn invalid_input(message: &str) -> LogError {
+pub(super) fn invalid_input(message: &str) -> LogError {
     LogError::Io(io::Error::new(
         io::ErrorKind::InvalidInput,
         message.to_string(),
     ))
 }
+
+#[allow(dead_code)]
+const _: i64 = NO_TIMESTAMP;

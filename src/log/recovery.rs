@@ -9,8 +9,13 @@
 //! - Everything after: length, CRC-32C, record count, and a base offset equal to the expected
 //!   next offset.
 //!
+//! Segments wholly below the cleaner offset were rewritten by compaction: there, batches may
+//! skip offsets and hold fewer records than offsets (still CRC-checked when validated).
+//!
 //! At the first batch that fails, the log ends: that segment is truncated there and later
-//! segments are deleted. The last segment is always truncated to its logical end and synced,
+//! segments are deleted. The log start is the first segment's base offset, or the persisted
+//! `log-start-offset` if that is larger (DeleteRecords); if it lies past the recovered end
+//! (the data behind it was lost), the log restarts empty at it, so offsets are never reused. The last segment is always truncated to its logical end and synced,
 //! so bytes past it (a torn write, stale data after a zeroed block, preallocated space) can
 //! never be read back as batches after new appends land in front of them.
 
@@ -21,16 +26,16 @@ use std::time::Instant;
 
 use glommio::io::DmaFile;
 
-use super::checkpoint::{read_checkpoint, RecoveryCheckpoint, CHECKPOINT_FILE_NAME};
+use super::checkpoint::{read_checkpoint, OffsetFile, RecoveryCheckpoint, CHECKPOINT_FILE_NAME};
 use super::file_io::{
     align_down, blocking, io_error, open_segment_file, prime_iopoll_probe, read_aligned,
     read_file_optional, remove_files, sync_directory, write_file_atomic, WindowReader,
 };
 use super::segment::{
-    index_file_name, parse_file_name, segment_file_name, IndexFile, Segment, SparseIndex,
-    INDEX_SUFFIX, SEGMENT_SUFFIX,
+    index_file_name, parse_file_name, recompute_prefix_max, segment_file_name, IndexFile,
+    Segment, SparseIndex, INDEX_SUFFIX, SEGMENT_SUFFIX,
 };
-use super::{LogConfig, LogError, BLOCK_SIZE_BYTES};
+use super::{now_ms, LogConfig, LogError, BLOCK_SIZE_BYTES};
 use crate::protocol::record_batch::{
     validate_batch, RecordBatchHeader, RECORD_BATCH_HEADER_SIZE_BYTES,
 };
@@ -39,6 +44,8 @@ use crate::protocol::record_batch::{
 const SCAN_WINDOW_BYTES: u64 = 1024 * 1024;
 
 const TEMPORARY_SUFFIX: &str = ".tmp";
+/// Suffix of a compacted segment being written; a leftover is an interrupted compaction.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
 
 pub(crate) struct RecoveredLog {
     /// At least one; the last is active.
@@ -50,6 +57,8 @@ pub(crate) struct RecoveredLog {
     /// Recovery found data past the checkpoint or changed files: write a new checkpoint.
     pub(crate) needs_flush: bool,
     pub(crate) directory_dirty: bool,
+    pub(crate) log_start_offset: i64,
+    pub(crate) cleaner_offset: i64,
 }
 
 struct DirectoryListing {
@@ -73,6 +82,8 @@ struct ScanResult {
     index: SparseIndex,
     end: ScanEnd,
     validated_bytes: u64,
+    /// The segment's data is compacted (from its index file).
+    compacted: bool,
 }
 
 pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, LogError> {
@@ -80,6 +91,8 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
     let listing = list_directory(dir.to_path_buf()).await?;
     prime_iopoll_probe(dir).await?;
     let mut checkpoint = read_checkpoint(dir).await?;
+    let persisted_log_start = OffsetFile::LogStart.read(dir).await?.unwrap_or(0);
+    let cleaner_offset = OffsetFile::Cleaner.read(dir).await?.unwrap_or(0);
     if let Some(found) = checkpoint {
         if !listing.segment_bases.contains(&found.segment_base_offset) {
             tracing::warn!(
@@ -96,17 +109,8 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
             tracing::warn!(dir = %dir.display(), offset = found.offset,
                 "no segments but a recovery checkpoint: starting an empty log");
         }
-        let base_offset = 0;
-        let path = dir.join(segment_file_name(base_offset));
-        let file = open_segment_file(&path, true).await?;
-        tracing::info!(dir = %dir.display(), "created empty partition log");
-        return Ok(RecoveredLog {
-            segments: vec![new_segment(base_offset, Rc::new(file))],
-            tail_block: Vec::new(),
-            checkpoint: None,
-            needs_flush: false,
-            directory_dirty: true,
-        });
+        // Never restart below a persisted log start: those offsets were handed out.
+        return start_empty(dir, persisted_log_start, cleaner_offset).await;
     }
 
     let mut segments: Vec<Segment> = Vec::with_capacity(listing.segment_bases.len());
@@ -126,7 +130,15 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
             removed_paths.push(dir.join(index_file_name(base_offset)));
             continue;
         }
-        if let Some(previous) = segments.last() {
+        // This segment's coverage ends where the next file starts.
+        let next_base_offset = listing.segment_bases.get(position + 1).copied();
+        // Compaction only rewrites sealed segments starting below the cleaner offset.
+        let relaxed = next_base_offset.is_some() && base_offset < cleaner_offset;
+        if let Some(previous) = segments.last_mut() {
+            if previous.compacted && previous.next_offset < base_offset {
+                // Compaction removed the batches at the end of the previous segment.
+                previous.next_offset = base_offset;
+            }
             if previous.next_offset != base_offset {
                 let reason = format!(
                     "segment {base_offset} does not start at the expected offset {}",
@@ -161,10 +173,10 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
             position_bytes: 0,
             expected_offset: base_offset,
             index: SparseIndex::default(),
+            relaxed: false,
         };
         match (index_file, checkpoint) {
             (Some(index_file), _) if trusted_until_bytes == u64::MAX => {
-                let next_base_offset = listing.segment_bases.get(position + 1).copied();
                 if next_base_offset.is_none_or(|next| next == index_file.next_offset) {
                     loaded_from_index = true;
                     start = ScanStart::from_index_file(index_file);
@@ -179,10 +191,14 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
             }
             _ => {}
         }
+        if relaxed {
+            start.relaxed = true;
+        }
         let scan = if loaded_from_index {
             ScanResult {
                 size_bytes: start.position_bytes,
                 next_offset: start.expected_offset,
+                compacted: start.relaxed,
                 index: start.index,
                 end: ScanEnd::EndOfFile,
                 validated_bytes: 0,
@@ -224,17 +240,16 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
         if !loaded_from_index {
             scanned.push(base_offset);
         }
-        segments.push(Segment {
-            base_offset,
-            file,
-            size_bytes: scan.size_bytes,
-            next_offset: scan.next_offset,
-            allocated_size_bytes: scan.size_bytes,
-            index: scan.index,
-            dirty: false,
-        });
+        let mut segment = Segment::new_empty(base_offset, file, now_ms());
+        segment.size_bytes = scan.size_bytes;
+        segment.next_offset = scan.next_offset;
+        segment.allocated_size_bytes = scan.size_bytes;
+        segment.index = scan.index;
+        segment.compacted = relaxed || scan.compacted;
+        segments.push(segment);
     }
     assert!(!segments.is_empty());
+    recompute_prefix_max(&mut segments);
 
     // The last segment kept (the last file, or the one recovery cut) becomes active. Its index
     // is rebuilt by every recovery, so a stale index file must not outlive it; and if its file
@@ -247,12 +262,7 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
         .filter(|segment| {
             segment.base_offset != active_base_offset && scanned.contains(&segment.base_offset)
         })
-        .map(|segment| IndexFile {
-            base_offset: segment.base_offset,
-            next_offset: segment.next_offset,
-            size_bytes: segment.size_bytes,
-            entries: segment.index.entries.clone(),
-        })
+        .map(Segment::index_file)
         .collect();
 
     let mut directory_dirty = false;
@@ -284,6 +294,21 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
     if directory_dirty {
         sync_directory(dir).await?;
         directory_dirty = false;
+    }
+
+    let log_start_offset = persisted_log_start.max(segments[0].base_offset);
+    if log_start_offset > end_offset {
+        tracing::warn!(dir = %dir.display(), log_start_offset, end_offset,
+            "log start lies past the recovered end: restarting the log empty at the log start");
+        let files: Vec<Rc<DmaFile>> = segments.drain(..).map(|s| s.file).collect();
+        super::partition::close_files(files).await;
+        let paths = listing
+            .segment_bases
+            .iter()
+            .flat_map(|base| [dir.join(segment_file_name(*base)), dir.join(index_file_name(*base))])
+            .collect();
+        remove_files(paths).await?;
+        return start_empty(dir, log_start_offset, cleaner_offset).await;
     }
 
     let mut needs_flush = cut.is_some();
@@ -321,19 +346,34 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
         checkpoint,
         needs_flush,
         directory_dirty,
+        log_start_offset,
+        cleaner_offset,
     })
 }
 
-fn new_segment(base_offset: i64, file: Rc<DmaFile>) -> Segment {
-    Segment {
-        base_offset,
-        file,
-        size_bytes: 0,
-        next_offset: base_offset,
-        allocated_size_bytes: 0,
-        index: SparseIndex::default(),
-        dirty: false,
-    }
+/// A log with one empty segment at `base_offset` (a new partition, or one whose data lies
+/// wholly below its persisted log start).
+async fn start_empty(
+    dir: &Path,
+    base_offset: i64,
+    cleaner_offset: i64,
+) -> Result<RecoveredLog, LogError> {
+    let path = dir.join(segment_file_name(base_offset));
+    let file = open_segment_file(&path, true).await?;
+    file.truncate(0).await.map_err(io_error)?;
+    sync_directory(dir).await?;
+    tracing::info!(dir = %dir.display(), base_offset, "created empty partition log");
+    let mut segment = Segment::new_empty(base_offset, Rc::new(file), now_ms());
+    segment.dirty = true;
+    Ok(RecoveredLog {
+        segments: vec![segment],
+        tail_block: Vec::new(),
+        checkpoint: None,
+        needs_flush: true,
+        directory_dirty: false,
+        log_start_offset: base_offset,
+        cleaner_offset,
+    })
 }
 
 /// Creates the directory if needed, lists segments and indexes, and removes leftovers of
@@ -353,9 +393,12 @@ async fn list_directory(dir: PathBuf) -> Result<DirectoryListing, LogError> {
                 segment_bases.push(base_offset);
             } else if let Some(base_offset) = parse_file_name(name, INDEX_SUFFIX) {
                 index_bases.insert(base_offset);
-            } else if name.ends_with(TEMPORARY_SUFFIX) {
+            } else if name.ends_with(TEMPORARY_SUFFIX) || name.ends_with(CLEANED_SUFFIX) {
                 std::fs::remove_file(entry.path())?;
-            } else if name != CHECKPOINT_FILE_NAME {
+            } else if name != CHECKPOINT_FILE_NAME
+                && name != OffsetFile::LogStart.file_name()
+                && name != OffsetFile::Cleaner.file_name()
+            {
                 tracing::warn!(dir = %dir.display(), name, "ignoring unknown file in log dir");
             }
         }
@@ -397,6 +440,8 @@ struct ScanStart {
     position_bytes: u64,
     expected_offset: i64,
     index: SparseIndex,
+    /// Compacted data: offset gaps and batches with fewer records than offsets are valid.
+    relaxed: bool,
 }
 
 impl ScanStart {
@@ -409,7 +454,13 @@ impl ScanStart {
         ScanStart {
             position_bytes: index_file.size_bytes,
             expected_offset: index_file.next_offset,
-            index: SparseIndex::from_entries(index_file.entries, bytes_since_entry),
+            relaxed: index_file.compacted,
+            index: SparseIndex::from_parts(
+                index_file.entries,
+                bytes_since_entry,
+                index_file.max_timestamp_ms,
+                index_file.offset_of_max_timestamp,
+            ),
         }
     }
 }
@@ -428,6 +479,7 @@ async fn scan_segment(
     let mut position = start.position_bytes;
     let mut expected_offset = start.expected_offset;
     let mut index = start.index;
+    let relaxed = start.relaxed;
     let mut validated_bytes = 0u64;
     let end = loop {
         let remaining_bytes = file_size_bytes - position;
@@ -446,13 +498,23 @@ async fn scan_segment(
             Ok(header) => header,
             Err(error) => break ScanEnd::Invalid(format!("bad batch header: {error}")),
         };
-        if header.base_offset != expected_offset {
+        let offset_ok = if relaxed {
+            header.base_offset >= expected_offset
+        } else {
+            header.base_offset == expected_offset
+        };
+        if !offset_ok {
             break ScanEnd::Invalid(format!(
                 "batch base offset {} where {expected_offset} was expected",
                 header.base_offset
             ));
         }
-        if header.record_count < 1 || i64::from(header.record_count) != header.offset_count() {
+        let count_ok = if relaxed {
+            header.record_count >= 1 && i64::from(header.record_count) <= header.offset_count()
+        } else {
+            header.record_count >= 1 && i64::from(header.record_count) == header.offset_count()
+        };
+        if !count_ok {
             break ScanEnd::Invalid(format!(
                 "record count {} with last offset delta {}",
                 header.record_count, header.last_offset_delta
@@ -464,7 +526,16 @@ async fn scan_segment(
         }
         if position + size_bytes > trusted_until_bytes {
             let batch = reader.bytes(position, size_bytes as usize).await?;
-            if let Err(error) = validate_batch(batch, usize::MAX) {
+            let valid = if relaxed {
+                super::compaction::crc_is_valid(batch)
+                    .then_some(())
+                    .ok_or_else(|| "CRC mismatch".to_string())
+            } else {
+                validate_batch(batch, usize::MAX)
+                    .map(|_| ())
+                    .map_err(|error| error.to_string())
+            };
+            if let Err(error) = valid {
                 break ScanEnd::Invalid(format!("invalid batch: {error}"));
             }
             validated_bytes += size_bytes;
@@ -479,6 +550,7 @@ async fn scan_segment(
         index,
         end,
         validated_bytes,
+        compacted: relaxed,
     })
 }
 

@@ -39,6 +39,7 @@ fn small_config() -> LogConfig {
         cache_size_bytes: 32 * 1024,
         max_write_size_bytes: 16 * 1024,
         preallocate_step_bytes: 32 * 1024,
+        ..LogConfig::default()
     }
 }
 
@@ -670,8 +671,11 @@ fn missing_middle_segment_cuts_the_log_there() {
         assert_eq!(log.next_offset(), bases[2]);
         assert_eq!(log.recovery_point_offset(), bases[2]);
         assert!(!segment_path(&dir, bases[3]).exists());
-        // The segment that became active has no index file any more.
-        assert!(!dir.join(index_file_name(bases[1])).exists());
+        // The segment that became active has no stale index: the one written with the
+        // checkpoint after recovery ends at the recovered end.
+        let active_index = std::fs::read(dir.join(index_file_name(bases[1]))).unwrap();
+        let active_index = super::segment::IndexFile::decode(&active_index).unwrap();
+        assert_eq!(active_index.next_offset, bases[2]);
         assert!(dir.join(index_file_name(bases[0])).exists());
         for index in 0..40u64 {
             log.append(batch(1000 + index, 1, 2000), 1, 0)
@@ -777,6 +781,71 @@ fn wait_for_offset_wakes_on_append_and_is_cancel_safe() {
 }
 
 #[test]
+fn tailing_reader_sees_every_batch_while_appends_run() {
+    for cache_size_bytes in [0u64, 16 * 1024] {
+        let (_root, dir) = temp_dir();
+        run(move || async move {
+            let config = LogConfig {
+                cache_size_bytes,
+                ..small_config()
+            };
+            let log = PartitionLog::open(dir, config).await.unwrap();
+            const BATCHES: u64 = 300;
+            let reader = {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    let mut cursor = 0i64;
+                    let mut tags = Vec::new();
+                    while tags.len() < BATCHES as usize {
+                        log.wait_for_offset(cursor).await;
+                        let end = log.written_end_offset();
+                        let outcome = log.read(cursor, 5_000, end).await.unwrap();
+                        for batch in decode(&outcome) {
+                            assert_eq!(batch.0, cursor);
+                            assert!(batch.1 < end);
+                            cursor = batch.1 + 1;
+                            tags.push(batch.3);
+                        }
+                    }
+                    tags
+                })
+            };
+            let writers: Vec<_> = (0..4u64)
+                .map(|writer| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move {
+                        for index in 0..BATCHES / 4 {
+                            let tag = writer * 1000 + index;
+                            let records = 1 + (tag % 3) as usize;
+                            log.append(batch(tag, records, 300), records as u32, 0)
+                                .await
+                                .unwrap();
+                        }
+                    })
+                })
+                .collect();
+            futures::future::join_all(writers).await;
+            let tags = reader.await;
+            assert_eq!(tags.len(), BATCHES as usize);
+            for writer in 0..4u64 {
+                let mine: Vec<u64> = tags
+                    .iter()
+                    .copied()
+                    .filter(|t| t / 1000 == writer)
+                    .collect();
+                assert_eq!(
+                    mine,
+                    (0..BATCHES / 4)
+                        .map(|i| writer * 1000 + i)
+                        .collect::<Vec<_>>()
+                );
+            }
+            log.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
 fn appends_resolve_even_if_earlier_futures_are_dropped() {
     let (_root, dir) = temp_dir();
     run(move || async move {
@@ -869,4 +938,562 @@ fn config_validation() {
         ..LogConfig::default()
     };
     assert!(bad.validate().is_err());
+}
+
+// ---- Flush policy, pipelined writes, timestamps, retention, compaction, faults ----
+
+fn timed_batch(tag: u64, record_count: usize, value_size_bytes: usize, timestamp_ms: i64) -> Bytes {
+    let values: Vec<Vec<u8>> = (0..record_count)
+        .map(|_| {
+            let mut value = vec![7u8; value_size_bytes.max(8)];
+            value[..8].copy_from_slice(&tag.to_be_bytes());
+            value
+        })
+        .collect();
+    let slices: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+    Bytes::from(build_uncompressed_batch(
+        BatchParams {
+            base_timestamp_ms: timestamp_ms,
+            ..BatchParams::default()
+        },
+        &slices,
+    ))
+}
+
+/// A batch of keyed records (`None` value = tombstone), timestamps `timestamp_ms` + index.
+fn keyed_batch(entries: &[(&[u8], Option<&[u8]>)], timestamp_ms: i64) -> Bytes {
+    use crate::protocol::record_batch::test_support::{build_batch_raw, write_varint};
+    let mut records = Vec::new();
+    for (index, (key, value)) in entries.iter().enumerate() {
+        let mut body = vec![0u8];
+        write_varint(&mut body, index as i64);
+        write_varint(&mut body, index as i64);
+        write_varint(&mut body, key.len() as i64);
+        body.extend_from_slice(key);
+        match value {
+            Some(value) => {
+                write_varint(&mut body, value.len() as i64);
+                body.extend_from_slice(value);
+            }
+            None => write_varint(&mut body, -1),
+        }
+        write_varint(&mut body, 0);
+        write_varint(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    Bytes::from(build_batch_raw(
+        BatchParams {
+            base_timestamp_ms: timestamp_ms,
+            ..BatchParams::default()
+        },
+        entries.len() as i32,
+        &records,
+    ))
+}
+
+/// Every (offset, key, value) stored, decoding records with the protocol crate.
+async fn read_records(log: &PartitionLog) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut cursor = log.log_start_offset();
+    let end = log.written_end_offset();
+    while cursor < end {
+        let outcome = log.read(cursor, 1 << 20, i64::MAX).await.unwrap();
+        if outcome.size_bytes == 0 {
+            break;
+        }
+        let mut all = BytesMut::new();
+        for chunk in &outcome.chunks {
+            all.extend_from_slice(chunk);
+        }
+        let mut all = all.freeze();
+        while !all.is_empty() {
+            let header = RecordBatchHeader::parse(&all).unwrap();
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut all).unwrap();
+            for record in set.records {
+                out.push((
+                    record.offset,
+                    record.key.map(|k| k.to_vec()),
+                    record.value.map(|v| v.to_vec()),
+                ));
+            }
+            cursor = header.last_offset() + 1;
+        }
+    }
+    out
+}
+
+use bytes::BytesMut;
+
+#[test]
+fn sync_policy_shares_fdatasyncs_and_acknowledges_durable_appends() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = LogConfig {
+            flush_messages: 1,
+            ..small_config()
+        };
+        assert!(config.is_sync());
+        let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+        let syncs_before = log.stats().syncs;
+        // 200 concurrent producers, each waiting for its own fdatasync.
+        let tasks: Vec<_> = (0..200u64)
+            .map(|index| {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    let appended = log.append(batch(index, 2, 300), 2, 0).await.unwrap();
+                    log.wait_durable(appended.last_offset).await.unwrap();
+                    assert!(log.durable_end_offset() > appended.last_offset);
+                    appended.last_offset
+                })
+            })
+            .collect();
+        let lasts = futures::future::join_all(tasks).await;
+        assert_eq!(lasts.iter().max(), Some(&399));
+        assert_eq!(log.durable_end_offset(), 400);
+        let syncs = log.stats().syncs - syncs_before;
+        assert!(syncs >= 1 && syncs < 100, "{syncs} fdatasyncs for 200 appends");
+        // The durable end never passes the written end.
+        assert!(log.durable_end_offset() <= log.written_end_offset());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn flush_messages_and_flush_interval_trigger_syncs() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = LogConfig {
+            flush_messages: 10,
+            ..small_config()
+        };
+        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        for index in 0..4u64 {
+            log.append(batch(index, 2, 100), 2, 0).await.unwrap();
+        }
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        assert_eq!(log.durable_end_offset(), 0, "8 records < flush_messages");
+        log.append(batch(4, 2, 100), 2, 0).await.unwrap();
+        // 10 records: a sync starts without anyone waiting for it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while log.durable_end_offset() < 10 {
+            assert!(std::time::Instant::now() < deadline);
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        // flush.ms: the maintenance tick syncs once the oldest unsynced write is old enough.
+        log.set_config(LogConfig {
+            flush_interval_ms: 30,
+            ..config
+        })
+        .unwrap();
+        log.append(batch(5, 1, 100), 1, 0).await.unwrap();
+        log.sync_if_due(std::time::Instant::now());
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+        assert_eq!(log.durable_end_offset(), 10, "not due yet");
+        glommio::timer::sleep(Duration::from_millis(40)).await;
+        log.sync_if_due(std::time::Instant::now());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while log.durable_end_offset() < 11 {
+            assert!(std::time::Instant::now() < deadline);
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn pipelined_writes_keep_order_and_survive_reopen() {
+    for in_flight in [1usize, 2, 8] {
+        let (_root, dir) = temp_dir();
+        run(move || async move {
+            let config = LogConfig {
+                max_writes_in_flight: in_flight,
+                segment_size_bytes: 1024 * 1024,
+                max_write_size_bytes: 16 * 1024,
+                cache_size_bytes: 0,
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+            // A backlog of odd-sized appends much larger than one write.
+            let futures: Vec<_> = (0..400u64)
+                .map(|index| {
+                    let records = 1 + (index % 4) as usize;
+                    log.append(batch(index, records, 500 + (index as usize * 37) % 3000), records as u32, 0)
+                })
+                .collect();
+            let outcomes: Vec<_> = futures::future::join_all(futures)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            let expected: Vec<_> = outcomes
+                .iter()
+                .enumerate()
+                .map(|(index, o)| (o.base_offset, o.last_offset, 0, index as u64))
+                .collect();
+            assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+            log.close().await.unwrap();
+            let log = PartitionLog::open(dir, config).await.unwrap();
+            assert_eq!(read_all(&log, 0, 100_000).await, expected);
+            log.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn timestamp_lookups_match_a_full_scan() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = LogConfig {
+            index_interval_bytes: 1024,
+            ..small_config()
+        };
+        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        // Mostly increasing timestamps with some out-of-order ones, over several segments.
+        let mut seed = 7u64;
+        let mut stored = Vec::new(); // (base, last, record timestamps)
+        for index in 0..300u64 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let jitter = ((seed >> 33) % 50) as i64 - 25;
+            let timestamp = 1_000_000 + index as i64 * 10 + jitter;
+            let records = 1 + (index % 3) as usize;
+            let appended = log
+                .append(timed_batch(index, records, 400, timestamp), records as u32, 0)
+                .await
+                .unwrap();
+            // build_uncompressed_batch gives record i the timestamp base + i.
+            let timestamps: Vec<i64> = (0..records as i64).map(|i| timestamp + i).collect();
+            stored.push((appended.base_offset, appended.last_offset, timestamps));
+        }
+        assert!(log.segment_count() >= 3);
+        let end = log.written_end_offset();
+        let brute = |target: i64| {
+            stored.iter().find_map(|(base, _, timestamps)| {
+                if timestamps.iter().max().unwrap() < &target {
+                    return None;
+                }
+                let (i, ts) = timestamps.iter().enumerate().find(|(_, ts)| **ts >= target)?;
+                Some((base + i as i64, *ts))
+            })
+        };
+        for target in (999_000..1_004_000).step_by(37) {
+            let hit = log.offset_for_timestamp(target, end).await.unwrap();
+            assert_eq!(hit.map(|h| (h.offset, h.timestamp_ms)), brute(target), "target {target}");
+        }
+        // Max timestamp: the first record holding the largest timestamp.
+        let max = stored.iter().flat_map(|s| s.2.iter()).max().copied().unwrap();
+        let expected_max = brute(max).unwrap();
+        let hit = log.offset_of_max_timestamp(end).await.unwrap().unwrap();
+        assert_eq!((hit.offset, hit.timestamp_ms), expected_max);
+        // Nothing is visible past the high watermark.
+        assert_eq!(log.offset_for_timestamp(max, expected_max.0).await.unwrap(), None);
+        // The same answers after a reopen from index files, and after rebuilding them.
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        for target in (999_000..1_004_000).step_by(301) {
+            let hit = log.offset_for_timestamp(target, end).await.unwrap();
+            assert_eq!(hit.map(|h| (h.offset, h.timestamp_ms)), brute(target));
+        }
+        log.close().await.unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "index") {
+                std::fs::write(&path, b"corrupt").unwrap();
+            }
+        }
+        std::fs::remove_file(dir.join("recovery-checkpoint")).unwrap();
+        let log = PartitionLog::open(dir, config).await.unwrap();
+        for target in (999_000..1_004_000).step_by(301) {
+            let hit = log.offset_for_timestamp(target, end).await.unwrap();
+            assert_eq!(hit.map(|h| (h.offset, h.timestamp_ms)), brute(target));
+        }
+        let hit = log.offset_of_max_timestamp(end).await.unwrap().unwrap();
+        assert_eq!((hit.offset, hit.timestamp_ms), expected_max);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_by_time_size_and_delete_records() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = LogConfig {
+            retention_ms: None,
+            ..small_config()
+        };
+        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let now = super::now_ms();
+        // Old data (a day ago), then fresh data.
+        for index in 0..60u64 {
+            let timestamp = if index < 40 { now - 86_400_000 } else { now };
+            log.append(timed_batch(index, 1, 3000, timestamp), 1, 0).await.unwrap();
+        }
+        let segments = log.segment_count();
+        assert!(segments >= 3);
+        // No retention configured: nothing goes.
+        let outcome = log.enforce_retention(super::now_ms()).await.unwrap();
+        assert_eq!(outcome.segments_deleted, 0);
+        // Time retention of an hour: the old segments go, the log start moves to a segment
+        // boundary, and reads below it are out of range.
+        log.set_config(LogConfig {
+            retention_ms: Some(3_600_000),
+            ..config.clone()
+        })
+        .unwrap();
+        let outcome = log.enforce_retention(super::now_ms()).await.unwrap();
+        assert!(outcome.segments_deleted >= 1, "{outcome:?}");
+        let start = log.log_start_offset();
+        assert!(start > 0 && start <= 40, "{start}");
+        assert!(matches!(log.read(0, 100, i64::MAX).await, Err(LogError::OffsetOutOfRange { .. })));
+        assert_eq!(read_all(&log, start, 1 << 20).await.len() as i64, 60 - start);
+        assert!(!segment_path(&dir, 0).exists());
+
+        // DeleteRecords inside a segment: log start moves exactly there, persisted.
+        let low = log.delete_records_before(45, log.written_end_offset()).await.unwrap();
+        assert_eq!(low, 45);
+        assert!(matches!(
+            log.delete_records_before(61, 60).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(log.delete_records_before(10, 60).await.unwrap(), 45);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        assert_eq!(log.log_start_offset(), 45);
+        assert_eq!(read_all(&log, 45, 1 << 20).await.len(), 15);
+
+        // Size retention: keep at least 10 KB; the active segment always stays.
+        log.set_config(LogConfig {
+            retention_bytes: Some(10_000),
+            ..config.clone()
+        })
+        .unwrap();
+        log.enforce_retention(super::now_ms()).await.unwrap();
+        assert!(log.size_bytes() >= 10_000);
+        assert!(log.segment_count() <= 2);
+
+        // Everything below the log start: the active segment rolls, then goes; appends go on
+        // at the same offsets.
+        log.delete_records_before(-1, 60).await.unwrap();
+        let outcome = log.enforce_retention(super::now_ms()).await.unwrap();
+        assert!(outcome.roll_requested);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let outcome = log.enforce_retention(super::now_ms()).await.unwrap();
+            if log.segment_count() == 1 && log.size_bytes() == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{outcome:?}");
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(log.log_start_offset(), 60);
+        let appended = log.append(batch(99, 1, 10), 1, 0).await.unwrap();
+        assert_eq!(appended.base_offset, 60);
+        log.close().await.unwrap();
+        // A crash that loses every segment file still cannot reuse offsets.
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log" || e == "index") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        let log = PartitionLog::open(dir, config).await.unwrap();
+        assert_eq!(log.next_offset(), 60);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn compaction_keeps_latest_per_key_and_survives_reopen() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = LogConfig {
+            cleanup_compact: true,
+            cleanup_delete: false,
+            retention_ms: None,
+            cache_size_bytes: 0,
+            delete_retention_ms: 0,
+            ..small_config()
+        };
+        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let old = super::now_ms() - 1000;
+        let value = vec![b'v'; 1500];
+        let mut latest: std::collections::BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)> =
+            std::collections::BTreeMap::new();
+        for round in 0..8u8 {
+            for key in 0..10u8 {
+                let key_bytes = vec![b'k', key];
+                let mut own_value = value.clone();
+                own_value[0] = round;
+                let tombstone = round == 7 && key % 3 == 0;
+                let entry_value = if tombstone { None } else { Some(own_value.as_slice()) };
+                let appended = log
+                    .append(keyed_batch(&[(&key_bytes, entry_value)], old), 1, 0)
+                    .await
+                    .unwrap();
+                latest.insert(key_bytes, (appended.base_offset, entry_value.map(<[u8]>::to_vec)));
+            }
+        }
+        // Something after, so the last keyed segment is sealed.
+        for filler in 0..40u8 {
+            log.append(keyed_batch(&[(&[b'f', filler], Some(&value))], old), 1, 0)
+                .await
+                .unwrap();
+        }
+        log.sync().await.unwrap();
+        let size_before = log.size_bytes();
+        let limits = super::CompactionLimits {
+            slice_bytes: 8 * 1024,
+            max_keys: 1000,
+        };
+        let outcome = log.compact(super::now_ms(), &limits).await.unwrap().unwrap();
+        assert!(outcome.records_removed >= 60, "{outcome:?}");
+        assert!(log.size_bytes() < size_before);
+        type Latest = std::collections::BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)>;
+        let check = |records: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>, latest: &Latest| {
+            let keyed: Vec<_> = records
+                .iter()
+                .filter(|r| r.1.as_ref().is_some_and(|k| k[0] == b'k'))
+                .map(|r| (r.1.clone().unwrap(), (r.0, r.2.clone())))
+                .collect();
+            let want: Vec<_> = latest
+                .iter()
+                .filter(|(_, (_, value))| value.is_some()) // expired tombstones removed
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let mut sorted = keyed.clone();
+            sorted.sort_by_key(|(_, (offset, _))| *offset);
+            assert_eq!(keyed, sorted, "offset order");
+            let mut keyed = keyed;
+            keyed.sort();
+            assert_eq!(keyed, want);
+            // Offsets strictly increase across everything.
+            assert!(records.windows(2).all(|w| w[0].0 < w[1].0));
+        };
+        check(read_records(&log).await, &latest);
+        // Nothing new: a second pass does nothing.
+        assert!(log.compact(super::now_ms(), &limits).await.unwrap().is_none());
+        // Appends continue after compaction; reopen (recovery of compacted segments, with and
+        // without their index files and the checkpoint) keeps the same content.
+        let next = log.next_offset();
+        log.append(keyed_batch(&[(b"k\x0a", Some(b"new"))], super::now_ms()), 1, 0)
+            .await
+            .unwrap();
+        latest.insert(b"k\x0a".to_vec(), (next, Some(b"new".to_vec())));
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        check(read_records(&log).await, &latest);
+        log.close().await.unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "index") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        std::fs::remove_file(dir.join("recovery-checkpoint")).unwrap();
+        let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+        check(read_records(&log).await, &latest);
+        assert_eq!(log.next_offset(), next + 1);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn write_failures_fail_appends_then_resume_without_losing_anything() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = small_config();
+        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let mut expected = Vec::new();
+        for index in 0..10u64 {
+            let o = log.append(batch(index, 1, 700), 1, 0).await.unwrap();
+            expected.push((o.base_offset, o.last_offset, 0, index));
+        }
+        super::file_io::inject_write_failures(1);
+        let error = log.append(batch(100, 1, 700), 1, 0).await.unwrap_err();
+        assert!(matches!(error, LogError::Io(_)), "{error:?}");
+        assert!(log.is_failed());
+        // Refused while failed, but the written data is still served.
+        assert!(log.append(batch(101, 1, 700), 1, 0).await.is_err());
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        // The disk is back: resume continues at the written end.
+        assert!(log.try_resume().await.unwrap());
+        assert!(!log.is_failed());
+        for index in 20..30u64 {
+            let o = log.append(batch(index, 1, 700), 1, 0).await.unwrap();
+            expected.push((o.base_offset, o.last_offset, 0, index));
+        }
+        assert_eq!(expected[10].0, 10, "offsets continue without a gap");
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir, config).await.unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        log.close().await.unwrap();
+    });
+}
+
+/// Property: random torn tails (cuts, garbage, flipped bytes past the last checkpoint) always
+/// recover to a prefix that contains everything checkpointed, and the log stays writable.
+#[test]
+fn random_torn_tails_recover_to_a_valid_prefix() {
+    let mut seed = 0xdead_beef_cafe_f00du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..25 {
+        let (_root, dir) = temp_dir();
+        let cut_choice = next();
+        let noise = next();
+        run(move || async move {
+            let config = small_config();
+            let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+            let mut expected = Vec::new();
+            for index in 0..30u64 {
+                let o = log.append(batch(index, 2, 300 + (index as usize * 91) % 2000), 2, 0).await.unwrap();
+                expected.push((o.base_offset, o.last_offset, 0, index));
+            }
+            log.flush().await.unwrap();
+            let durable = log.recovery_point_offset();
+            for index in 30..60u64 {
+                let o = log.append(batch(index, 2, 300 + (index as usize * 53) % 2000), 2, 0).await.unwrap();
+                expected.push((o.base_offset, o.last_offset, 0, index));
+            }
+            drop(log); // crash
+            // Damage the last segment somewhere after its start.
+            let mut bases: Vec<i64> = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter_map(|e| super::segment::parse_file_name(&e.unwrap().file_name().into_string().unwrap(), ".log"))
+                .collect();
+            bases.sort_unstable();
+            let last = segment_path(&dir, *bases.last().unwrap());
+            let mut contents = std::fs::read(&last).unwrap();
+            let used = contents.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+            if used > 0 {
+                let at = (cut_choice as usize) % used;
+                match noise % 3 {
+                    0 => contents.truncate(at),
+                    1 => contents[at] ^= 0x40,
+                    _ => {
+                        for (i, byte) in contents[at..].iter_mut().enumerate().take(500) {
+                            *byte = (noise >> (i % 56)) as u8 | 1;
+                        }
+                    }
+                }
+                std::fs::write(&last, &contents).unwrap();
+            }
+            let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+            let recovered = read_all(&log, 0, 1 << 20).await;
+            assert!(recovered.len() <= expected.len());
+            assert_eq!(recovered[..], expected[..recovered.len()], "round {round}: a prefix");
+            let end = log.next_offset();
+            assert!(end >= durable.min(bases.last().copied().unwrap()), "round {round}");
+            let o = log.append(batch(999, 1, 10), 1, 0).await.unwrap();
+            assert_eq!(o.base_offset, end);
+            log.close().await.unwrap();
+            let log = PartitionLog::open(dir, config).await.unwrap();
+            assert_eq!(log.next_offset(), end + 1);
+            log.close().await.unwrap();
+        });
+    }
 }

@@ -1,6 +1,9 @@
-//! Wakers of tasks waiting for the written end offset to pass an offset: appenders waiting for
-//! their write, and long-polling fetches. Woken by write completion, never by polling.
+//! Wakers of tasks waiting for the written end offset (appenders waiting for their write,
+//! long-polling fetches) or the durable end offset (acks=all produces under the sync flush
+//! policy) to pass an offset. Woken by write and fdatasync completion, never by polling.
+//! Also [`Signal`], the wake-up of a partition's writer task.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -56,21 +59,41 @@ impl Waiters {
     }
 }
 
-/// Resolves once `written_end_offset() > offset`, or the log is closed or failed (the caller
-/// then finds out from its next call). Cancel-safe: dropping it deregisters the waker.
+/// Which end offset a [`WaitForOffset`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitKind {
+    /// Written (O_DIRECT write completed).
+    Written,
+    /// Durable (fdatasync completed).
+    Durable,
+}
+
+/// Resolves once `written_end_offset() > offset` (or the durable end, for
+/// [`WaitKind::Durable`]), or the log is closed or failed (the caller then finds out from its
+/// next call). Cancel-safe: dropping it deregisters the waker.
 pub struct WaitForOffset {
     log: Rc<PartitionLog>,
     offset: i64,
+    kind: WaitKind,
     key: Option<WaiterKey>,
 }
 
 impl WaitForOffset {
     pub(crate) fn new(log: Rc<PartitionLog>, offset: i64) -> Self {
+        Self::with_kind(log, offset, WaitKind::Written)
+    }
+
+    pub(crate) fn with_kind(log: Rc<PartitionLog>, offset: i64, kind: WaitKind) -> Self {
         WaitForOffset {
             log,
             offset,
+            kind,
             key: None,
         }
+    }
+
+    fn waiters(&self) -> &std::cell::RefCell<Waiters> {
+        waiters_of(&self.log, self.kind)
     }
 }
 
@@ -79,8 +102,9 @@ impl Future for WaitForOffset {
 
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let mut waiters = this.log.waiters.borrow_mut();
-        if this.log.is_offset_written_or_stopped(this.offset) {
+        let reached = this.log.is_offset_reached_or_stopped(this.offset, this.kind);
+        let mut waiters = waiters_of(&this.log, this.kind).borrow_mut();
+        if reached {
             if let Some(key) = this.key.take() {
                 waiters.deregister(key);
             }
@@ -91,10 +115,54 @@ impl Future for WaitForOffset {
     }
 }
 
+fn waiters_of(log: &PartitionLog, kind: WaitKind) -> &std::cell::RefCell<Waiters> {
+    match kind {
+        WaitKind::Written => &log.waiters,
+        WaitKind::Durable => &log.durable_waiters,
+    }
+}
+
 impl Drop for WaitForOffset {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.log.waiters.borrow_mut().deregister(key);
+            self.waiters().borrow_mut().deregister(key);
         }
+    }
+}
+
+/// A one-slot wake-up for one task (the partition's writer): `notify` before or during `wait`
+/// makes the wait return; notifications while nobody waits are remembered once.
+#[derive(Default)]
+pub(crate) struct Signal {
+    notified: Cell<bool>,
+    waker: Cell<Option<std::task::Waker>>,
+}
+
+impl Signal {
+    pub(crate) fn notify(&self) {
+        self.notified.set(true);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    pub(crate) fn wait(&self) -> SignalWait<'_> {
+        SignalWait { signal: self }
+    }
+}
+
+pub(crate) struct SignalWait<'a> {
+    signal: &'a Signal,
+}
+
+impl Future for SignalWait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        if self.signal.notified.replace(false) {
+            return Poll::Ready(());
+        }
+        self.signal.waker.set(Some(context.waker().clone()));
+        Poll::Pending
     }
 }

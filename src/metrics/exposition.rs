@@ -100,8 +100,12 @@ where
 {
     let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
     for (labels, sample) in samples {
-        let mut sample_encoder = metric.encode_family(&labels)?;
-        sample.encode(&mut sample_encoder)?;
+        if labels.is_empty() {
+            sample.encode(&mut metric)?;
+        } else {
+            let mut sample_encoder = metric.encode_family(&labels)?;
+            sample.encode(&mut sample_encoder)?;
+        }
     }
     Ok(())
 }
@@ -456,7 +460,7 @@ mod tests {
         assert!(body.ends_with("# EOF\n"), "{body}");
         for line in [
             "riptide_requests_total{shard=\"0\",api=\"Produce\"} 3",
-            "riptide_request_latency_seconds_bucket{shard=\"0\",api=\"Produce\",le=\"0.00025\"} 3",
+            "riptide_request_latency_seconds_bucket{le=\"0.00025\",shard=\"0\",api=\"Produce\"} 3",
             "riptide_request_latency_seconds_count{shard=\"0\",api=\"Produce\"} 3",
             "riptide_request_errors_total{shard=\"0\",api=\"Produce\",error=\"UNKNOWN_TOPIC_OR_PARTITION\",code=\"3\"} 2",
             "riptide_connections{shard=\"0\"} 2",
@@ -464,6 +468,7 @@ mod tests {
             "riptide_io_queue_depth{shard=\"0\"} 1.5",
             "riptide_partition_log_end_offset{shard=\"0\",topic=\"orders \\\"eu\\\"\",partition=\"1\"} 42",
             "riptide_shard_heartbeat_age_seconds{shard=\"1\"} -1.0",
+            "riptide_request_latency_seconds_bucket{le=\"+Inf\",shard=\"0\",api=\"Produce\"} 3",
             "riptide_ready 1",
         ] {
             assert!(body.lines().any(|l| l == line), "missing {line:?} in\n{body}");

@@ -53,13 +53,12 @@ impl HistogramSnapshot {
         self.counts.iter().sum()
     }
 
-    /// `(upper bound in seconds, count)` per bucket, +Inf as `f64::MAX` (the exposition
-    /// encoder's convention).
+    /// `(upper bound in seconds, count)` per bucket, the last one `+Inf`.
     pub fn buckets_seconds(&self) -> Vec<(f64, u64)> {
         LATENCY_BUCKET_BOUNDS_US
             .iter()
             .map(|&us| us as f64 / 1e6)
-            .chain(std::iter::once(f64::MAX))
+            .chain(std::iter::once(f64::INFINITY))
             .zip(self.counts.iter().copied())
             .collect()
     }
@@ -85,6 +84,6 @@ mod tests {
         let buckets = snapshot.buckets_seconds();
         assert_eq!(buckets.len(), BUCKETS);
         assert_eq!(buckets[0], (0.00005, 2));
-        assert_eq!(buckets.last().unwrap().0, f64::MAX);
+        assert_eq!(buckets.last().unwrap().0, f64::INFINITY);
     }
 }

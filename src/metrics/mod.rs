@@ -367,14 +367,28 @@ fn sample_executor_io() {
     });
 }
 
-/// Gathers a snapshot from every shard, one explicit hop each (on shard 0 for a scrape).
+/// A shard that does not answer a scrape's hop within this is left out (and
+/// `/v1/cluster/health` says so) rather than hanging the scrape.
+pub const SNAPSHOT_TIMEOUT_MS: u64 = 2_000;
+
+/// Gathers a snapshot from every shard, one explicit hop each (on shard 0 for a scrape). A
+/// shard that is shutting down or does not answer within [`SNAPSHOT_TIMEOUT_MS`] is missing.
 pub async fn snapshot_all(shard: &std::rc::Rc<Shard>) -> Vec<ShardSnapshot> {
-    let hops = (0..shard.count)
-        .map(|target| shard.invoke_on(target, |owner| async move { snapshot_local(&owner) }));
+    let hops = (0..shard.count).map(|target| async move {
+        let hop =
+            std::pin::pin!(shard.invoke_on(target, |owner| async move { snapshot_local(&owner) }));
+        let timer = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(
+            SNAPSHOT_TIMEOUT_MS
+        )));
+        match futures::future::select(hop, timer).await {
+            futures::future::Either::Left((Ok(snapshot), _)) => Some(snapshot),
+            _ => None,
+        }
+    });
     futures::future::join_all(hops)
         .await
         .into_iter()
-        .filter_map(Result::ok)
+        .flatten()
         .collect()
 }
 

@@ -42,6 +42,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::InitProducerId, 0, 5),
 ];
 
 pub fn supported_api(key: ApiKey) -> Option<&'static SupportedApi> {

@@ -82,10 +82,10 @@ pub fn wait_for_termination(signals: &SigSet, liveness: &Liveness) -> Signal {
         if let Some(signal) = timed_wait(signals, slice) {
             return signal;
         }
-        let mut all_alive = true;
-        for (shard, age) in liveness.heartbeat_ages().into_iter().enumerate() {
-            let alive = age.is_some_and(|age| age <= alive_within);
-            all_alive &= alive;
+        let ages = liveness.heartbeat_ages();
+        let alive_now = shards_alive(&ages, alive_within);
+        let all_alive = alive_now.iter().all(|alive| *alive);
+        for (shard, (age, alive)) in ages.into_iter().zip(alive_now).enumerate() {
             if !alive && !stalled_reported[shard] {
                 tracing::warn!(
                     shard,
@@ -105,6 +105,13 @@ pub fn wait_for_termination(signals: &SigSet, liveness: &Liveness) -> Signal {
     }
 }
 
+/// Which shards stamped their heartbeat within `within` (a shard that never did is not alive).
+pub fn shards_alive(ages: &[Option<Duration>], within: Duration) -> Vec<bool> {
+    ages.iter()
+        .map(|age| age.is_some_and(|age| age <= within))
+        .collect()
+}
+
 /// `sigtimedwait` for the blocked termination signals; `None` when the time ran out.
 fn timed_wait(signals: &SigSet, timeout: Duration) -> Option<Signal> {
     let timespec = libc::timespec {
@@ -117,4 +124,55 @@ fn timed_wait(signals: &SigSet, timeout: Duration) -> Option<Signal> {
         return None; // EAGAIN (timeout) or EINTR: the caller loops.
     }
     Signal::try_from(number).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_or_silent_shard_withholds_the_watchdog_ping() {
+        let within = Duration::from_millis(200);
+        let fresh = Some(Duration::from_millis(20));
+        assert_eq!(shards_alive(&[fresh, fresh], within), vec![true, true]);
+        assert_eq!(
+            shards_alive(&[fresh, Some(Duration::from_secs(3))], within),
+            vec![true, false]
+        );
+        assert_eq!(shards_alive(&[fresh, None], within), vec![true, false]);
+    }
+
+    #[test]
+    fn the_default_config_file_parses_and_documents_the_defaults() {
+        let text = include_str!("../../scripts/riptide.toml");
+        let config = crate::config::BrokerConfig::from_toml_str(text).unwrap();
+        assert_eq!(
+            config.data_dir,
+            std::path::PathBuf::from("/var/lib/riptide/data")
+        );
+        assert_eq!(config.admin_listen, "127.0.0.1:9644");
+        config.validate().unwrap();
+        // Every commented `# key = value` line is the built-in default of that key.
+        let mut documented = 0;
+        for line in text.lines() {
+            let Some(setting) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let Some((key, _)) = setting.split_once(" = ") else {
+                continue;
+            };
+            if !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') || key == "advertise" {
+                continue;
+            }
+            let parsed = crate::config::BrokerConfig::from_toml_str(setting)
+                .unwrap_or_else(|e| panic!("{setting}: {e}"));
+            assert_eq!(
+                parsed,
+                crate::config::BrokerConfig::default(),
+                "{setting} is not the default"
+            );
+            documented += 1;
+        }
+        assert!(documented >= 10, "only {documented} defaults documented");
+    }
 }

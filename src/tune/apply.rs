@@ -22,7 +22,7 @@ pub struct Change {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ChangeKind {
-    /// Write a value into an existing kernel file (never created, never truncated).
+    /// Write a value into an existing kernel file (never created).
     Knob,
     /// Create or replace a regular file (its parent directories are created).
     File,
@@ -37,15 +37,25 @@ pub struct Blocked {
 
 /// What is needed to undo a change already made.
 enum Undo {
-    Knob { path: PathBuf, value: String },
-    Restore { path: PathBuf, content: String },
-    Remove { path: PathBuf, created_dirs: Vec<PathBuf> },
+    Knob {
+        path: PathBuf,
+        value: String,
+    },
+    Restore {
+        path: PathBuf,
+        content: String,
+    },
+    Remove {
+        path: PathBuf,
+        created_dirs: Vec<PathBuf>,
+    },
 }
 
 fn describe(error: &std::io::Error) -> String {
     match error.raw_os_error() {
         Some(libc::EROFS) => {
-            "read-only file system (in a container /proc/sys and /sys are read-only: tune the host)".into()
+            "read-only file system (in a container /proc/sys and /sys are read-only: tune the host)"
+                .into()
         }
         Some(libc::EACCES) | Some(libc::EPERM) => "permission denied (run as root)".into(),
         Some(libc::ENOENT) => "does not exist on this host".into(),
@@ -109,7 +119,12 @@ pub fn preflight(changes: &[Change]) -> Vec<Blocked> {
 fn write_one(change: &Change) -> std::io::Result<Undo> {
     match change.kind {
         ChangeKind::Knob => {
-            let mut file = std::fs::OpenOptions::new().write(true).open(&change.path)?;
+            // Like `echo value > file`: kernel files take the write whole; O_TRUNC makes a
+            // fixture tree of regular files behave the same.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&change.path)?;
             file.write_all(format!("{}\n", change.after).as_bytes())?;
             Ok(Undo::Knob {
                 path: change.path.clone(),
@@ -159,6 +174,7 @@ fn undo(step: Undo) -> Result<(), String> {
     let result = match &step {
         Undo::Knob { path, value } => std::fs::OpenOptions::new()
             .write(true)
+            .truncate(true)
             .open(path)
             .and_then(|mut f| f.write_all(format!("{value}\n").as_bytes())),
         Undo::Restore { path, content } => std::fs::write(path, content),
@@ -187,7 +203,10 @@ pub fn apply(changes: &[Change]) -> Applied {
     apply_with(changes, write_one)
 }
 
-fn apply_with(changes: &[Change], mut write: impl FnMut(&Change) -> std::io::Result<Undo>) -> Applied {
+fn apply_with(
+    changes: &[Change],
+    mut write: impl FnMut(&Change) -> std::io::Result<Undo>,
+) -> Applied {
     let mut done: Vec<(Change, Undo)> = Vec::new();
     for change in changes {
         match write(change) {
@@ -261,7 +280,10 @@ mod tests {
         assert!(applied.rollback_failures.is_empty());
         assert_eq!(std::fs::read_to_string(&first.path).unwrap(), "128\n");
         assert!(!file.path.exists(), "created file removed");
-        assert!(!dir.path().join("etc").exists(), "created directories removed");
+        assert!(
+            !dir.path().join("etc").exists(),
+            "created directories removed"
+        );
         assert_eq!(std::fs::read_to_string(&third.path).unwrap(), "60\n");
     }
 

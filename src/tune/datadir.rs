@@ -1,8 +1,8 @@
 //! Data directory checks: filesystem type, O_DIRECT support, free space. Report only (they
 //! change nothing but a probe file that is removed at once).
 
-use super::{Finding, Status};
 use super::profile::DataDirSection;
+use super::{Finding, Status};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -27,20 +27,28 @@ pub fn filesystem_name(magic: i64) -> &'static str {
 
 /// The nearest existing ancestor of `dir` (the data directory may not exist yet).
 fn existing(dir: &Path) -> &Path {
-    dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"))
+    dir.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
 }
 
 pub fn check(dir: &Path, profile: &DataDirSection) -> Vec<Finding> {
     let probe_dir = existing(dir);
     let note = (probe_dir != dir).then(|| {
-        format!("{} does not exist yet: checked {}", dir.display(), probe_dir.display())
+        format!(
+            "{} does not exist yet: checked {}",
+            dir.display(),
+            probe_dir.display()
+        )
     });
     let setting = |name: &str| format!("{} {name}", dir.display());
     let mut findings = Vec::new();
 
-    let fs = nix::sys::statfs::statfs(probe_dir).map(|s| filesystem_name(s.filesystem_type().0 as i64));
+    let fs = nix::sys::statfs::statfs(probe_dir).map(|s| filesystem_name(s.filesystem_type().0));
     let (current, status) = match fs {
-        Ok(name) if profile.filesystems.iter().any(|f| f == name) => (Some(name.to_string()), Status::Ok),
+        Ok(name) if profile.filesystems.iter().any(|f| f == name) => {
+            (Some(name.to_string()), Status::Ok)
+        }
         Ok(name @ ("btrfs" | "zfs" | "f2fs")) => (Some(name.to_string()), Status::Warn),
         Ok(name) => (Some(name.to_string()), Status::Fail),
         Err(error) => (Some(format!("error: {error}")), Status::Fail),
@@ -73,8 +81,8 @@ pub fn check(dir: &Path, profile: &DataDirSection) -> Vec<Finding> {
 
     let (current, status) = match nix::sys::statvfs::statvfs(probe_dir) {
         Ok(stat) => {
-            let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
-            let total = (stat.blocks() as u64 * stat.fragment_size() as u64).max(1);
+            let free = stat.blocks_available() * stat.fragment_size();
+            let total = (stat.blocks() * stat.fragment_size()).max(1);
             let percent = free * 100 / total;
             let ok = free >= profile.min_free_bytes && percent >= profile.min_free_percent;
             (
@@ -94,7 +102,8 @@ pub fn check(dir: &Path, profile: &DataDirSection) -> Vec<Finding> {
             profile.min_free_percent
         ),
         status,
-        why: "a full disk stops every partition's appends: leave room for retention to catch up".into(),
+        why: "a full disk stops every partition's appends: leave room for retention to catch up"
+            .into(),
         note,
         changes: Vec::new(),
     });
@@ -178,7 +187,11 @@ mod tests {
         assert_eq!(findings.len(), 3);
         assert!(findings.iter().all(|f| f.note.is_some()));
         assert_eq!(findings[2].status, Status::Ok, "{:?}", findings[2]);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "probe file removed");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "probe file removed"
+        );
         assert_eq!(human_bytes(10 * 1024 * 1024 * 1024), "10.0 GiB");
         assert_eq!(filesystem_name(0xEF53), "ext4");
     }

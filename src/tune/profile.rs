@@ -6,10 +6,22 @@ use std::path::{Path, PathBuf};
 
 /// The profile shipped in `tuning/`, compiled in so `riptide tune` works anywhere.
 const BUILT_IN: &[(&str, &str)] = &[
-    ("production.toml", include_str!("../../tuning/production.toml")),
-    ("sysctl.d/60-riptide.conf", include_str!("../../tuning/sysctl.d/60-riptide.conf")),
-    ("udev/60-riptide-disk.rules", include_str!("../../tuning/udev/60-riptide-disk.rules")),
-    ("limits.d/99-riptide.conf", include_str!("../../tuning/limits.d/99-riptide.conf")),
+    (
+        "production.toml",
+        include_str!("../../tuning/production.toml"),
+    ),
+    (
+        "sysctl.d/60-riptide.conf",
+        include_str!("../../tuning/sysctl.d/60-riptide.conf"),
+    ),
+    (
+        "udev/60-riptide-disk.rules",
+        include_str!("../../tuning/udev/60-riptide-disk.rules"),
+    ),
+    (
+        "limits.d/99-riptide.conf",
+        include_str!("../../tuning/limits.d/99-riptide.conf"),
+    ),
 ];
 
 /// Where `install.sh` puts the profile; used when present (under `--root`).
@@ -122,15 +134,19 @@ impl LoadedProfile {
     /// Reads `path` and the files it names from its directory; `None`: the built-in profile.
     pub fn load(path: Option<&Path>) -> anyhow::Result<LoadedProfile> {
         let (source, dir) = match path {
-            Some(path) => (path.display().to_string(), Some(path.parent().unwrap_or(Path::new(".")).to_path_buf())),
+            Some(path) => (
+                path.display().to_string(),
+                Some(path.parent().unwrap_or(Path::new(".")).to_path_buf()),
+            ),
             None => ("built-in".to_string(), None),
         };
         let read = |name: &str| -> anyhow::Result<String> {
             match &dir {
                 Some(dir) => {
                     let file: PathBuf = dir.join(name);
-                    std::fs::read_to_string(&file)
-                        .map_err(|e| anyhow::anyhow!("cannot read profile file {}: {e}", file.display()))
+                    std::fs::read_to_string(&file).map_err(|e| {
+                        anyhow::anyhow!("cannot read profile file {}: {e}", file.display())
+                    })
                 }
                 None => BUILT_IN
                     .iter()
@@ -144,8 +160,8 @@ impl LoadedProfile {
                 .map_err(|e| anyhow::anyhow!("cannot read profile {}: {e}", path.display()))?,
             None => read("production.toml")?,
         };
-        let profile: Profile =
-            toml::from_str(&main_text).map_err(|e| anyhow::anyhow!("invalid profile {source}: {e}"))?;
+        let profile: Profile = toml::from_str(&main_text)
+            .map_err(|e| anyhow::anyhow!("invalid profile {source}: {e}"))?;
         let mut sysctl_files = Vec::new();
         for name in &profile.sysctl.files {
             let entries = parse_sysctl_file(name, &read(name)?)
@@ -165,7 +181,9 @@ impl LoadedProfile {
 
     /// Every sysctl of every file, in file order.
     pub fn sysctls(&self) -> impl Iterator<Item = &SysctlEntry> {
-        self.sysctl_files.iter().flat_map(|(_, entries)| entries.iter())
+        self.sysctl_files
+            .iter()
+            .flat_map(|(_, entries)| entries.iter())
     }
 }
 
@@ -224,8 +242,12 @@ fn numbers(value: &str) -> Option<Vec<i64>> {
 pub fn satisfies(current: &str, recommended: &str, mode: CheckMode) -> bool {
     let normalize = |v: &str| v.split_whitespace().collect::<Vec<_>>().join(" ");
     match (mode, numbers(current), numbers(recommended)) {
-        (CheckMode::AtLeast, Some(c), Some(r)) if c.len() == r.len() => c.iter().zip(&r).all(|(c, r)| c >= r),
-        (CheckMode::AtMost, Some(c), Some(r)) if c.len() == r.len() => c.iter().zip(&r).all(|(c, r)| c <= r),
+        (CheckMode::AtLeast, Some(c), Some(r)) if c.len() == r.len() => {
+            c.iter().zip(&r).all(|(c, r)| c >= r)
+        }
+        (CheckMode::AtMost, Some(c), Some(r)) if c.len() == r.len() => {
+            c.iter().zip(&r).all(|(c, r)| c <= r)
+        }
         _ => normalize(current) == normalize(recommended),
     }
 }
@@ -237,8 +259,12 @@ pub fn target_value(current: Option<&str>, recommended: &str, mode: CheckMode) -
         return recommended.to_string();
     };
     match (mode, numbers(current), numbers(recommended)) {
-        (CheckMode::AtLeast, Some(c), Some(r)) if c.len() == r.len() => join(c.iter().zip(&r).map(|(c, r)| *c.max(r))),
-        (CheckMode::AtMost, Some(c), Some(r)) if c.len() == r.len() => join(c.iter().zip(&r).map(|(c, r)| *c.min(r))),
+        (CheckMode::AtLeast, Some(c), Some(r)) if c.len() == r.len() => {
+            join(c.iter().zip(&r).map(|(c, r)| *c.max(r)))
+        }
+        (CheckMode::AtMost, Some(c), Some(r)) if c.len() == r.len() => {
+            join(c.iter().zip(&r).map(|(c, r)| *c.min(r)))
+        }
         _ => recommended.to_string(),
     }
 }
@@ -255,10 +281,18 @@ mod tests {
     fn built_in_profile_loads() {
         let loaded = LoadedProfile::load(None).unwrap();
         let keys: Vec<&str> = loaded.sysctls().map(|e| e.key.as_str()).collect();
-        for key in ["net.core.somaxconn", "fs.aio-max-nr", "vm.swappiness", "net.core.busy_poll"] {
+        for key in [
+            "net.core.somaxconn",
+            "fs.aio-max-nr",
+            "vm.swappiness",
+            "net.core.busy_poll",
+        ] {
             assert!(keys.contains(&key), "{key} missing from {keys:?}");
         }
-        assert!(loaded.sysctls().all(|e| !e.why.is_empty()), "every sysctl says why");
+        assert!(
+            loaded.sysctls().all(|e| !e.why.is_empty()),
+            "every sysctl says why"
+        );
         assert!(loaded.udev_template.contains("{device}"));
         assert_eq!(loaded.profile.cpu.governor, "performance");
     }
@@ -284,10 +318,22 @@ mod tests {
         assert!(!satisfies("128", "4096", CheckMode::AtLeast));
         assert!(satisfies("0", "1", CheckMode::AtMost));
         assert!(!satisfies("60", "1", CheckMode::AtMost));
-        assert!(satisfies("4096\t87380   16777216", "4096 87380 16777216", CheckMode::Exact));
-        assert!(!satisfies("4096 131072 6291456", "4096 87380 16777216", CheckMode::AtLeast));
+        assert!(satisfies(
+            "4096\t87380   16777216",
+            "4096 87380 16777216",
+            CheckMode::Exact
+        ));
+        assert!(!satisfies(
+            "4096 131072 6291456",
+            "4096 87380 16777216",
+            CheckMode::AtLeast
+        ));
         assert_eq!(
-            target_value(Some("4096 131072 6291456"), "4096 87380 16777216", CheckMode::AtLeast),
+            target_value(
+                Some("4096 131072 6291456"),
+                "4096 87380 16777216",
+                CheckMode::AtLeast
+            ),
             "4096 131072 16777216"
         );
         assert_eq!(target_value(Some("60"), "1", CheckMode::AtMost), "1");

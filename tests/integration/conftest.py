@@ -6,7 +6,8 @@
 
 Every broker a test started is stopped at teardown with SIGTERM, and the teardown asserts it
 exited with code 0 within 10 s. A failing test (or teardown) gets each broker's log attached to
-its report. Data dirs are removed after passing tests and kept after failures.
+its report. Data dirs are removed after passing tests (unless RIPTIDE_KEEP_DATA=1) and kept
+after failures.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def broker_factory(request, riptide_bin, data_root):
     if errors:
         pytest.fail("broker did not shut down cleanly:\n" + "\n".join(errors), pytrace=False)
     rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.passed:
+    if rep is not None and rep.passed and os.environ.get("RIPTIDE_KEEP_DATA") != "1":
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -30,6 +30,18 @@ def default_binary() -> Path:
     return root / "target" / "release" / "riptide"
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL the broker if the test process dies (a pytest crash or
+    hard timeout must not leave brokers running)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -143,7 +155,7 @@ class BrokerProcess:
             env.setdefault("RUST_BACKTRACE", "1")
             env.setdefault("NO_COLOR", "1")
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
+                                         env=env, start_new_session=True, preexec_fn=_die_with_parent)
         if wait:
             self.wait_ready(ready_timeout)
         return self

@@ -1,0 +1,819 @@
+//! Log compaction (`cleanup.policy=compact`): keep the latest record per key.
+//!
+//! One pass:
+//! 1. The cleanable range is the prefix of sealed segments that are durable (below the durable
+//!    end) and older than `min.compaction.lag.ms`. Its part past the cleaner offset is dirty.
+//! 2. The dirty part is scanned into a map key hash → latest offset (128-bit SipHash of the
+//!    key, so a collision that would drop a live record is out of reach), bounded by
+//!    `max_keys`; where it fills, the pass ends (`map_end`, a batch boundary).
+//! 3. The cleaner offset is set to `map_end` (durably: recovery relaxes its checks for
+//!    segments starting below it), then every segment starting below `map_end` is rewritten
+//!    into `<base>.log.cleaned`: a record is dropped if the map holds a later offset for its
+//!    key, and a tombstone (null value) that is the latest for its key is dropped once its
+//!    batch is older than `delete.retention.ms`. Kept batches keep their base offset, last
+//!    offset delta, timestamps and producer fields, so offsets are preserved; a batch losing
+//!    some records is rebuilt (records copied verbatim, recompressed with the batch's codec),
+//!    one losing all is dropped. Control batches are kept as they are.
+//! 4. The rewritten file is synced, the old index removed, the file renamed over the old
+//!    segment, its index written, the directory synced; then the in-memory segment swaps
+//!    files. Readers holding the old file finish reading it.
+//!
+//! All of it runs in slices of at most `slice_bytes` of batches, with a timer yield between
+//! slices, so the shard's reactor runs and produce/fetch latency stays flat. Records without
+//! a key are kept (Kafka refuses them on compacted topics at produce time; we keep what came).
+//! Tombstones expire only in passes that have new dirty data to clean.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::compression::{Compressor, Decompressor};
+
+use super::checkpoint::OffsetFile;
+use super::file_io::{
+    align_down, align_up, io_error, open_segment_file, preallocate, remove_files,
+    sync_directory, write_file_atomic, WindowReader,
+};
+use super::partition::{close_files, PartitionLog};
+use super::recovery::CLEANED_SUFFIX;
+use super::segment::{index_file_name, recompute_prefix_max, segment_file_name, SparseIndex};
+use super::{LogError, BLOCK_SIZE_BYTES};
+use crate::protocol::record_batch::{
+    RecordBatchHeader, BATCH_LENGTH_OVERHEAD_BYTES, COMPRESSION_GZIP, COMPRESSION_LZ4,
+    COMPRESSION_NONE, COMPRESSION_SNAPPY, COMPRESSION_ZSTD, RECORD_BATCH_HEADER_SIZE_BYTES,
+};
+
+/// Bounds of one compaction pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionLimits {
+    /// Batch bytes read and filtered between two yields to the shard.
+    pub slice_bytes: u64,
+    /// Distinct keys one pass tracks (about 40 bytes of memory each).
+    pub max_keys: usize,
+}
+
+impl Default for CompactionLimits {
+    fn default() -> Self {
+        CompactionLimits {
+            slice_bytes: 256 * 1024,
+            max_keys: 500_000,
+        }
+    }
+}
+
+/// What a compaction pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionOutcome {
+    pub segments_rewritten: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub records_removed: u64,
+    /// The new cleaner offset: everything below it is compacted.
+    pub cleaned_up_to: i64,
+}
+
+/// How long compaction sleeps between slices: long enough that the executor polls its
+/// reactor (network and disk completions) before the next slice.
+const SLICE_PAUSE: Duration = Duration::from_micros(50);
+
+/// Read window of compaction scans.
+const SCAN_WINDOW_BYTES: u64 = 1024 * 1024;
+
+/// Output is written in chunks of this size.
+const OUTPUT_CHUNK_BYTES: usize = 1024 * 1024;
+
+const CRC_OFFSET: usize = 17;
+const ATTRIBUTES_OFFSET: usize = 21;
+const BATCH_LENGTH_OFFSET: usize = 8;
+const RECORD_COUNT_OFFSET: usize = 57;
+
+type KeyHash = u128;
+type KeyMap = HashMap<KeyHash, i64>;
+
+/// The batch's stored CRC-32C matches its content (the only check a compacted batch can
+/// pass: it may hold fewer records than its offset range).
+pub(crate) fn crc_is_valid(batch: &[u8]) -> bool {
+    if batch.len() < RECORD_BATCH_HEADER_SIZE_BYTES {
+        return false;
+    }
+    let stored = u32::from_be_bytes([
+        batch[CRC_OFFSET],
+        batch[CRC_OFFSET + 1],
+        batch[CRC_OFFSET + 2],
+        batch[CRC_OFFSET + 3],
+    ]);
+    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]) == stored
+}
+
+fn key_hash(key: &[u8]) -> KeyHash {
+    // Two independent SipHash-1-3 runs: deterministic within the process, 128 bits.
+    let mut first = std::hash::DefaultHasher::new();
+    key.hash(&mut first);
+    let mut second = std::hash::DefaultHasher::new();
+    0x9e37_79b9_7f4a_7c15u64.hash(&mut second);
+    key.hash(&mut second);
+    (u128::from(first.finish()) << 64) | u128::from(second.finish())
+}
+
+/// A zigzag varint of at most `max_size_bytes`; returns (value, bytes used).
+fn read_zigzag(buf: &[u8], max_size_bytes: usize) -> Option<(i64, usize)> {
+    let mut raw = 0u64;
+    for index in 0..max_size_bytes {
+        let byte = *buf.get(index)?;
+        raw |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), index + 1));
+        }
+    }
+    None
+}
+
+/// What compaction needs of one record, and its raw bytes (length prefix included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordView<'a> {
+    pub(crate) raw: &'a [u8],
+    pub(crate) offset_delta: i64,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value_is_null: bool,
+}
+
+/// Splits an uncompressed records section into records.
+pub(crate) fn parse_records(records: &[u8]) -> Result<Vec<RecordView<'_>>, String> {
+    let mut views = Vec::new();
+    let mut position = 0usize;
+    while position < records.len() {
+        let (length, prefix) = read_zigzag(&records[position..], 5).ok_or("bad record length")?;
+        let length = usize::try_from(length).map_err(|_| "negative record length")?;
+        let body_start = position + prefix;
+        let body = records
+            .get(body_start..body_start + length)
+            .ok_or("record overruns the batch")?;
+        let mut at = 1usize; // attributes
+        let (_, used) = read_zigzag(body.get(at..).ok_or("short record")?, 10)
+            .ok_or("bad timestamp delta")?;
+        at += used;
+        let (offset_delta, used) =
+            read_zigzag(body.get(at..).ok_or("short record")?, 5).ok_or("bad offset delta")?;
+        at += used;
+        let (key_length, used) =
+            read_zigzag(body.get(at..).ok_or("short record")?, 5).ok_or("bad key length")?;
+        at += used;
+        let key = if key_length < 0 {
+            None
+        } else {
+            let key_length = key_length as usize;
+            let key = body.get(at..at + key_length).ok_or("key overruns the record")?;
+            at += key_length;
+            Some(key)
+        };
+        let (value_length, _) =
+            read_zigzag(body.get(at..).ok_or("short record")?, 5).ok_or("bad value length")?;
+        views.push(RecordView {
+            raw: &records[position..body_start + length],
+            offset_delta,
+            key,
+            value_is_null: value_length < 0,
+        });
+        position = body_start + length;
+    }
+    Ok(views)
+}
+
+/// The records section of a batch, decompressed if needed.
+fn records_section(batch: &[u8], codec: u8) -> Result<Bytes, String> {
+    let section = &batch[RECORD_BATCH_HEADER_SIZE_BYTES..];
+    let mut compressed = Bytes::copy_from_slice(section);
+    let take_all = |buf: &mut Bytes| Ok(std::mem::take(buf));
+    let result = match codec {
+        COMPRESSION_NONE => return Ok(compressed),
+        COMPRESSION_GZIP => kafka_protocol::compression::Gzip::decompress(&mut compressed, take_all),
+        COMPRESSION_SNAPPY => {
+            kafka_protocol::compression::Snappy::decompress(&mut compressed, take_all)
+        }
+        COMPRESSION_LZ4 => kafka_protocol::compression::Lz4::decompress(&mut compressed, take_all),
+        COMPRESSION_ZSTD => kafka_protocol::compression::Zstd::decompress(&mut compressed, take_all),
+        other => return Err(format!("unknown compression codec {other}")),
+    };
+    result.map_err(|error| format!("decompression failed: {error}"))
+}
+
+fn compress_records(codec: u8, records: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(records.len() / 2 + 64);
+    let fill = |buf: &mut bytes::BytesMut| {
+        buf.extend_from_slice(records);
+        Ok(())
+    };
+    let result = match codec {
+        COMPRESSION_NONE => return Ok(records.to_vec()),
+        COMPRESSION_GZIP => kafka_protocol::compression::Gzip::compress(&mut out, fill),
+        COMPRESSION_SNAPPY => kafka_protocol::compression::Snappy::compress(&mut out, fill),
+        COMPRESSION_LZ4 => kafka_protocol::compression::Lz4::compress(&mut out, fill),
+        COMPRESSION_ZSTD => kafka_protocol::compression::Zstd::compress(&mut out, fill),
+        other => return Err(format!("unknown compression codec {other}")),
+    };
+    result
+        .map(|()| out)
+        .map_err(|error| format!("compression failed: {error}"))
+}
+
+/// Adds the keys of one batch to the map (later offsets win).
+fn map_batch(batch: &[u8], header: &RecordBatchHeader, map: &mut KeyMap) -> Result<(), String> {
+    if header.is_control() {
+        return Ok(());
+    }
+    let section = records_section(batch, header.compression_codec())?;
+    for record in parse_records(&section)? {
+        if let Some(key) = record.key {
+            map.insert(key_hash(key), header.base_offset + record.offset_delta);
+        }
+    }
+    Ok(())
+}
+
+/// What to do with one batch.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BatchFate {
+    Keep,
+    Drop,
+    /// The batch rebuilt with the records kept.
+    Rebuild(Vec<u8>),
+}
+
+/// Decides one batch's fate against the key map. Returns the fate and the records removed.
+pub(crate) fn filter_batch(
+    batch: &[u8],
+    map: &KeyMap,
+    map_end_offset: i64,
+    tombstone_horizon_ms: i64,
+) -> Result<(BatchFate, u64), String> {
+    let header = RecordBatchHeader::parse(batch).map_err(|error| error.to_string())?;
+    assert_eq!(header.total_size_bytes(), batch.len());
+    if header.is_control() {
+        return Ok((BatchFate::Keep, 0));
+    }
+    let codec = header.compression_codec();
+    let section = records_section(batch, codec)?;
+    let records = parse_records(&section)?;
+    let tombstones_expire = header.max_timestamp_ms < tombstone_horizon_ms;
+    let keep: Vec<bool> = records
+        .iter()
+        .map(|record| {
+            let offset = header.base_offset + record.offset_delta;
+            let Some(key) = record.key else {
+                return true;
+            };
+            let superseded = map
+                .get(&key_hash(key))
+                .is_some_and(|&latest| latest > offset);
+            let expired_tombstone =
+                record.value_is_null && offset < map_end_offset && tombstones_expire;
+            !superseded && !expired_tombstone
+        })
+        .collect();
+    let kept = keep.iter().filter(|&&k| k).count();
+    let removed = (records.len() - kept) as u64;
+    if kept == records.len() {
+        return Ok((BatchFate::Keep, 0));
+    }
+    if kept == 0 {
+        return Ok((BatchFate::Drop, removed));
+    }
+    let mut section_out = Vec::with_capacity(section.len());
+    for (record, keep) in records.iter().zip(&keep) {
+        if *keep {
+            section_out.extend_from_slice(record.raw);
+        }
+    }
+    let section_out = compress_records(codec, &section_out)?;
+    let mut rebuilt = Vec::with_capacity(RECORD_BATCH_HEADER_SIZE_BYTES + section_out.len());
+    rebuilt.extend_from_slice(&batch[..RECORD_BATCH_HEADER_SIZE_BYTES]);
+    rebuilt.extend_from_slice(&section_out);
+    let batch_length = (rebuilt.len() - BATCH_LENGTH_OVERHEAD_BYTES) as i32;
+    rebuilt[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4]
+        .copy_from_slice(&batch_length.to_be_bytes());
+    rebuilt[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4]
+        .copy_from_slice(&(kept as i32).to_be_bytes());
+    let crc = crc32c::crc32c(&rebuilt[ATTRIBUTES_OFFSET..]);
+    rebuilt[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok((BatchFate::Rebuild(rebuilt), removed))
+}
+
+/// A sealed segment as the pass sees it.
+#[derive(Clone)]
+struct SegmentRef {
+    base_offset: i64,
+    file: Rc<glommio::io::DmaFile>,
+    size_bytes: u64,
+    next_offset: i64,
+}
+
+async fn pause() {
+    glommio::timer::sleep(SLICE_PAUSE).await;
+}
+
+impl PartitionLog {
+    /// Runs one compaction pass if the topic is compacted and there is dirty data old enough
+    /// to clean; `Ok(None)` if there was nothing to do (or another maintenance task runs).
+    pub async fn compact(
+        &self,
+        now_ms: i64,
+        limits: &CompactionLimits,
+    ) -> Result<Option<CompactionOutcome>, LogError> {
+        assert!(limits.slice_bytes > 0 && limits.max_keys > 0);
+        let config = self.config();
+        if !config.cleanup_compact {
+            return Ok(None);
+        }
+        let Ok(_permit) = self.maintenance_lock.try_acquire_permit(1) else {
+            return Ok(None);
+        };
+        let lag_horizon_ms = now_ms.saturating_sub(config.min_compaction_lag_ms as i64);
+        let (segments, dirty_start) = {
+            let state = self.state.borrow();
+            state.check_readable()?;
+            let sealed = &state.segments[..state.segments.len() - 1];
+            let mut cleanable: Vec<SegmentRef> = Vec::new();
+            for segment in sealed {
+                if segment.next_offset > state.durable_end_offset
+                    || segment.retention_timestamp_ms() > lag_horizon_ms
+                {
+                    break;
+                }
+                cleanable.push(SegmentRef {
+                    base_offset: segment.base_offset,
+                    file: segment.file.clone(),
+                    size_bytes: segment.size_bytes,
+                    next_offset: segment.next_offset,
+                });
+            }
+            let dirty_start = state
+                .cleaner_offset
+                .max(state.log_start_offset)
+                .max(state.segments[0].base_offset);
+            (cleanable, dirty_start)
+        };
+        let cleanable_end = segments.last().map_or(dirty_start, |s| s.next_offset);
+        if cleanable_end <= dirty_start {
+            return Ok(None);
+        }
+
+        // Build the key map over the dirty range.
+        let mut map = KeyMap::new();
+        let mut map_end_offset = dirty_start;
+        let mut sliced_bytes = 0u64;
+        'segments: for segment in segments.iter().filter(|s| s.next_offset > dirty_start) {
+            let mut reader =
+                WindowReader::new(segment.file.clone(), segment.size_bytes, SCAN_WINDOW_BYTES);
+            let mut position = 0u64;
+            while position < segment.size_bytes {
+                let header = read_header(&mut reader, position, segment.size_bytes).await?;
+                let size_bytes = header.total_size_bytes();
+                if header.last_offset() >= dirty_start {
+                    if map.len() + header.record_count.max(0) as usize > limits.max_keys {
+                        break 'segments;
+                    }
+                    let batch = reader.bytes(position, size_bytes).await?;
+                    map_batch(batch, &header, &mut map).map_err(|error| {
+                        LogError::Corrupt(format!("compaction of {}: {error}", header.base_offset))
+                    })?;
+                    map_end_offset = header.last_offset() + 1;
+                }
+                position += size_bytes as u64;
+                sliced_bytes += size_bytes as u64;
+                if sliced_bytes >= limits.slice_bytes {
+                    sliced_bytes = 0;
+                    pause().await;
+                }
+            }
+            map_end_offset = map_end_offset.max(segment.next_offset);
+        }
+        if map_end_offset <= dirty_start {
+            tracing::warn!(dir = %self.dir.display(), max_keys = limits.max_keys,
+                "compaction key map too small for one batch; raise compaction_max_keys");
+            return Ok(None);
+        }
+
+        // Recovery must accept gaps below the new cleaner offset before any rewritten
+        // segment can appear on disk.
+        OffsetFile::Cleaner.write(&self.dir, map_end_offset).await?;
+        self.state.borrow_mut().cleaner_offset = map_end_offset;
+
+        let tombstone_horizon_ms = now_ms.saturating_sub(config.delete_retention_ms as i64);
+        let mut outcome = CompactionOutcome {
+            cleaned_up_to: map_end_offset,
+            ..CompactionOutcome::default()
+        };
+        for segment in segments.iter().filter(|s| s.base_offset < map_end_offset) {
+            let rewritten = self
+                .rewrite_segment(
+                    segment,
+                    &map,
+                    map_end_offset,
+                    tombstone_horizon_ms,
+                    limits,
+                    config.index_interval_bytes,
+                )
+                .await?;
+            if let Some((size_after, removed)) = rewritten {
+                outcome.segments_rewritten += 1;
+                outcome.bytes_before += segment.size_bytes;
+                outcome.bytes_after += size_after;
+                outcome.records_removed += removed;
+            }
+        }
+        {
+            let mut state = self.state.borrow_mut();
+            state.stats.compactions += 1;
+            state.stats.compaction_bytes_removed += outcome.bytes_before - outcome.bytes_after;
+        }
+        tracing::info!(dir = %self.dir.display(), segments = outcome.segments_rewritten,
+            bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after,
+            records_removed = outcome.records_removed, cleaned_up_to = map_end_offset,
+            "compacted");
+        Ok(Some(outcome))
+    }
+
+    /// Rewrites one segment without the records the map supersedes; swaps it in if anything
+    /// changed. Returns (new size, records removed), or `None` if it was left as it was.
+    async fn rewrite_segment(
+        &self,
+        segment: &SegmentRef,
+        map: &KeyMap,
+        map_end_offset: i64,
+        tombstone_horizon_ms: i64,
+        limits: &CompactionLimits,
+        index_interval_bytes: u64,
+    ) -> Result<Option<(u64, u64)>, LogError> {
+        let cleaned_name = format!("{}{CLEANED_SUFFIX}", segment_file_name(segment.base_offset));
+        let cleaned_path = self.dir.join(&cleaned_name);
+        let output = open_segment_file(&cleaned_path, true).await?;
+        output.truncate(0).await.map_err(io_error)?;
+        let _ = preallocate(&output, align_up(segment.size_bytes.max(BLOCK_SIZE_BYTES))).await;
+        let mut reader =
+            WindowReader::new(segment.file.clone(), segment.size_bytes, SCAN_WINDOW_BYTES);
+        let mut index = SparseIndex::default();
+        let mut staged: Vec<u8> = Vec::with_capacity(OUTPUT_CHUNK_BYTES + 64 * 1024);
+        let mut written_bytes = 0u64; // flushed to `output` (block-aligned)
+        let mut output_size_bytes = 0u64;
+        let mut removed_records = 0u64;
+        let mut changed = false;
+        let mut position = 0u64;
+        let mut sliced_bytes = 0u64;
+        let result: Result<(), LogError> = async {
+            while position < segment.size_bytes {
+                let header = read_header(&mut reader, position, segment.size_bytes).await?;
+                let size_bytes = header.total_size_bytes();
+                let batch = reader.bytes(position, size_bytes).await?;
+                let (fate, removed) =
+                    filter_batch(batch, map, map_end_offset, tombstone_horizon_ms).map_err(
+                        |error| LogError::Corrupt(format!("compaction: {error}")),
+                    )?;
+                removed_records += removed;
+                let kept: Option<&[u8]> = match &fate {
+                    BatchFate::Keep => Some(batch),
+                    BatchFate::Rebuild(rebuilt) => Some(rebuilt),
+                    BatchFate::Drop => None,
+                };
+                changed |= fate != BatchFate::Keep;
+                if let Some(kept) = kept {
+                    let kept_header =
+                        RecordBatchHeader::parse(kept).expect("kept batches are well formed");
+                    index.on_batch(&kept_header, output_size_bytes, index_interval_bytes);
+                    staged.extend_from_slice(kept);
+                    output_size_bytes += kept.len() as u64;
+                }
+                if staged.len() >= OUTPUT_CHUNK_BYTES {
+                    let aligned = align_down(staged.len() as u64) as usize;
+                    write_staged(&output, &staged[..aligned], written_bytes).await?;
+                    written_bytes += aligned as u64;
+                    staged.drain(..aligned);
+                }
+                position += size_bytes as u64;
+                sliced_bytes += size_bytes as u64;
+                if sliced_bytes >= limits.slice_bytes {
+                    sliced_bytes = 0;
+                    pause().await;
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+            if !staged.is_empty() {
+                let padded = align_up(staged.len() as u64) as usize;
+                staged.resize(padded, 0);
+                write_staged(&output, &staged, written_bytes).await?;
+            }
+            output
+                .truncate(output_size_bytes)
+                .await
+                .map_err(io_error)?;
+            output.fdatasync().await.map_err(io_error)?;
+            Ok(())
+        }
+        .await;
+        let _ = output.close().await;
+        if let Err(error) = result {
+            let _ = remove_files(vec![cleaned_path]).await;
+            return Err(error);
+        }
+        if !changed {
+            remove_files(vec![cleaned_path]).await?;
+            return Ok(None);
+        }
+
+        // Swap: no index may describe the wrong file at any point a crash could observe.
+        let segment_path = self.dir.join(segment_file_name(segment.base_offset));
+        let index_name = index_file_name(segment.base_offset);
+        remove_files(vec![self.dir.join(&index_name)]).await?;
+        sync_directory(&self.dir).await?;
+        let (from, to) = (cleaned_path.clone(), segment_path.clone());
+        super::file_io::blocking(move || std::fs::rename(from, to))
+            .await
+            .map_err(LogError::Io)?;
+        let new_file = Rc::new(open_segment_file(&segment_path, false).await?);
+        let old_file = {
+            let mut state = self.state.borrow_mut();
+            let Some(live) = state
+                .segments
+                .iter_mut()
+                .find(|s| s.base_offset == segment.base_offset)
+            else {
+                drop(state);
+                close_files(vec![new_file]).await;
+                return Ok(None);
+            };
+            assert_eq!(live.next_offset, segment.next_offset);
+            let old_file = std::mem::replace(&mut live.file, new_file);
+            live.size_bytes = output_size_bytes;
+            live.allocated_size_bytes = output_size_bytes;
+            live.index = index;
+            live.compacted = true;
+            live.dirty = false;
+            let index_file = live.index_file();
+            state.size_bytes = state.size_bytes - segment.size_bytes + output_size_bytes;
+            recompute_prefix_max(&mut state.segments);
+            (old_file, index_file)
+        };
+        let (old_file, index_file) = old_file;
+        if let Err(error) =
+            write_file_atomic(&self.dir, &index_name, index_file.encode(), false).await
+        {
+            tracing::warn!(dir = %self.dir.display(), %error, "could not write segment index");
+        }
+        sync_directory(&self.dir).await?;
+        close_files(vec![old_file]).await;
+        Ok(Some((output_size_bytes, removed_records)))
+    }
+}
+
+async fn read_header(
+    reader: &mut WindowReader,
+    position: u64,
+    end_bytes: u64,
+) -> Result<RecordBatchHeader, LogError> {
+    if end_bytes - position < RECORD_BATCH_HEADER_SIZE_BYTES as u64 {
+        return Err(LogError::Corrupt(format!(
+            "partial batch header at position {position}"
+        )));
+    }
+    let bytes = reader
+        .bytes(position, RECORD_BATCH_HEADER_SIZE_BYTES)
+        .await?;
+    let header = RecordBatchHeader::parse(bytes)
+        .map_err(|error| LogError::Corrupt(format!("batch at position {position}: {error}")))?;
+    if position + header.total_size_bytes() as u64 > end_bytes {
+        return Err(LogError::Corrupt(format!(
+            "batch at position {position} overruns the segment"
+        )));
+    }
+    Ok(header)
+}
+
+/// Writes block-aligned `bytes` at the aligned `position_bytes` of `file`.
+async fn write_staged(
+    file: &glommio::io::DmaFile,
+    bytes: &[u8],
+    position_bytes: u64,
+) -> Result<(), LogError> {
+    assert!(position_bytes.is_multiple_of(BLOCK_SIZE_BYTES));
+    assert!((bytes.len() as u64).is_multiple_of(BLOCK_SIZE_BYTES));
+    let mut buffer = file.alloc_dma_buffer(bytes.len());
+    buffer.as_bytes_mut().copy_from_slice(bytes);
+    let written = super::file_io::write_at(file, buffer, position_bytes).await?;
+    if written != bytes.len() {
+        return Err(LogError::Io(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            "short compaction write",
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::test_support::{build_batch_raw, write_varint, BatchParams};
+    use crate::protocol::record_batch::validate_batch;
+
+    /// An uncompressed records section of (key, value) records; offset delta = index.
+    fn records(entries: &[(Option<&[u8]>, Option<&[u8]>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (index, (key, value)) in entries.iter().enumerate() {
+            let mut body = vec![0u8];
+            write_varint(&mut body, index as i64);
+            write_varint(&mut body, index as i64);
+            match key {
+                Some(key) => {
+                    write_varint(&mut body, key.len() as i64);
+                    body.extend_from_slice(key);
+                }
+                None => write_varint(&mut body, -1),
+            }
+            match value {
+                Some(value) => {
+                    write_varint(&mut body, value.len() as i64);
+                    body.extend_from_slice(value);
+                }
+                None => write_varint(&mut body, -1),
+            }
+            write_varint(&mut body, 0);
+            write_varint(&mut out, body.len() as i64);
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    fn batch(
+        base_offset: i64,
+        codec: u8,
+        entries: &[(Option<&[u8]>, Option<&[u8]>)],
+    ) -> Vec<u8> {
+        let section = compress_records(codec, &records(entries)).unwrap();
+        build_batch_raw(
+            BatchParams {
+                base_offset,
+                attributes: i16::from(codec),
+                ..BatchParams::default()
+            },
+            entries.len() as i32,
+            &section,
+        )
+    }
+
+    fn keys_of(batch: &[u8]) -> Vec<(i64, Option<Vec<u8>>, bool)> {
+        let header = RecordBatchHeader::parse(batch).unwrap();
+        let section = records_section(batch, header.compression_codec()).unwrap();
+        parse_records(&section)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    header.base_offset + r.offset_delta,
+                    r.key.map(<[u8]>::to_vec),
+                    r.value_is_null,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keeps_latest_per_key_and_preserves_offsets_for_every_codec() {
+        for codec in [
+            COMPRESSION_NONE,
+            COMPRESSION_GZIP,
+            COMPRESSION_SNAPPY,
+            COMPRESSION_LZ4,
+            COMPRESSION_ZSTD,
+        ] {
+            let first = batch(
+                10,
+                codec,
+                &[
+                    (Some(b"a"), Some(b"1")),
+                    (Some(b"b"), Some(b"1")),
+                    (None, Some(b"keyless")),
+                    (Some(b"a"), Some(b"2")),
+                ],
+            );
+            let second = batch(14, codec, &[(Some(b"b"), Some(b"2")), (Some(b"c"), None)]);
+            let mut map = KeyMap::new();
+            for batch in [&first, &second] {
+                let header = RecordBatchHeader::parse(batch).unwrap();
+                map_batch(batch, &header, &mut map).unwrap();
+            }
+            assert_eq!(map.len(), 3);
+            // Not yet expired tombstone: kept.
+            let (fate, removed) = filter_batch(&first, &map, 16, i64::MIN).unwrap();
+            assert_eq!(removed, 2);
+            let BatchFate::Rebuild(rebuilt) = fate else {
+                panic!("codec {codec}: expected a rebuilt batch");
+            };
+            assert!(crc_is_valid(&rebuilt));
+            let header = RecordBatchHeader::parse(&rebuilt).unwrap();
+            assert_eq!(header.base_offset, 10);
+            assert_eq!(header.last_offset(), 13, "offsets preserved");
+            assert_eq!(header.record_count, 2);
+            assert_eq!(header.total_size_bytes(), rebuilt.len());
+            assert_eq!(
+                keys_of(&rebuilt),
+                vec![(12, None, false), (13, Some(b"a".to_vec()), false)]
+            );
+            // A strict validator rejects it (fewer records than offsets): recovery must relax.
+            assert!(validate_batch(&rebuilt, usize::MAX).is_err());
+            assert_eq!(
+                filter_batch(&second, &map, 16, i64::MIN).unwrap(),
+                (BatchFate::Keep, 0)
+            );
+            // Expired tombstone: removed; the live record of the batch stays.
+            let (fate, removed) = filter_batch(&second, &map, 16, i64::MAX).unwrap();
+            assert_eq!(removed, 1);
+            let BatchFate::Rebuild(rebuilt) = fate else {
+                panic!("expected a rebuilt batch");
+            };
+            assert_eq!(keys_of(&rebuilt), vec![(14, Some(b"b".to_vec()), false)]);
+            // A tombstone past the map end is not expired by this pass.
+            let (fate, _) = filter_batch(&second, &map, 15, i64::MAX).unwrap();
+            assert_eq!(fate, BatchFate::Keep);
+            // All records superseded: dropped.
+            let old = batch(0, codec, &[(Some(b"a"), Some(b"0")), (Some(b"c"), Some(b"0"))]);
+            assert_eq!(
+                filter_batch(&old, &map, 16, i64::MIN).unwrap(),
+                (BatchFate::Drop, 2)
+            );
+        }
+    }
+
+    #[test]
+    fn control_batches_are_kept() {
+        let mut control = batch(0, COMPRESSION_NONE, &[(Some(b"\0\0\0\0"), Some(b"x"))]);
+        control[21..23].copy_from_slice(&0x0020i16.to_be_bytes());
+        crate::protocol::record_batch::test_support::rewrite_crc(&mut control);
+        let mut map = KeyMap::new();
+        map.insert(key_hash(b"\0\0\0\0"), 100);
+        assert_eq!(
+            filter_batch(&control, &map, 200, i64::MAX).unwrap(),
+            (BatchFate::Keep, 0)
+        );
+    }
+
+    /// Property: compaction of a random key stream keeps exactly the last record per key
+    /// (tombstones expired), at their original offsets.
+    #[test]
+    fn random_streams_compact_to_the_latest_values() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..30 {
+            let key_count = 1 + next() % 20;
+            let mut batches = Vec::new();
+            let mut expected: HashMap<Vec<u8>, (i64, bool)> = HashMap::new();
+            let mut offset = 0i64;
+            for _ in 0..(1 + next() % 20) {
+                let count = 1 + next() % 8;
+                let mut owned = Vec::new();
+                for _ in 0..count {
+                    let key = format!("k{}", next() % key_count).into_bytes();
+                    let tombstone = next() % 5 == 0;
+                    owned.push((key, tombstone));
+                }
+                let entries: Vec<(Option<&[u8]>, Option<&[u8]>)> = owned
+                    .iter()
+                    .map(|(k, t)| (Some(k.as_slice()), if *t { None } else { Some(&b"v"[..]) }))
+                    .collect();
+                for (index, (key, tombstone)) in owned.iter().enumerate() {
+                    expected.insert(key.clone(), (offset + index as i64, *tombstone));
+                }
+                let codec = [COMPRESSION_NONE, COMPRESSION_LZ4][(next() % 2) as usize];
+                batches.push(batch(offset, codec, &entries));
+                offset += count as i64;
+            }
+            let mut map = KeyMap::new();
+            for batch in &batches {
+                map_batch(batch, &RecordBatchHeader::parse(batch).unwrap(), &mut map).unwrap();
+            }
+            let mut survivors = Vec::new();
+            for batch in &batches {
+                let kept = match filter_batch(batch, &map, offset, i64::MAX).unwrap().0 {
+                    BatchFate::Keep => batch.clone(),
+                    BatchFate::Rebuild(rebuilt) => rebuilt,
+                    BatchFate::Drop => continue,
+                };
+                assert!(crc_is_valid(&kept));
+                survivors.extend(keys_of(&kept));
+            }
+            let mut want: Vec<(i64, Option<Vec<u8>>, bool)> = expected
+                .into_iter()
+                .filter(|(_, (_, tombstone))| !tombstone)
+                .map(|(key, (offset, _))| (offset, Some(key), false))
+                .collect();
+            want.sort();
+            assert_eq!(survivors, want);
+        }
+    }
+}
