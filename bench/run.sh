@@ -17,6 +17,8 @@
 #   FIO_SIZE                 bytes fio writes/reads per baseline (default 4g)
 #   SKIP_FIO=1               no fio baselines
 #   EXTRA_BROKER_ARGS        appended to `riptide serve`
+#   MIN_FREE_GB              skip a workload when the data filesystem has less free (default 40:
+#                            W5's 1,000 partitions reserve 32 MiB of fallocate each)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -221,8 +223,20 @@ fio_read_baseline() { # sequential O_DIRECT reads after dropping the cache
 # --- the workloads ----------------------------------------------------------------------------
 FIO=no
 have_fio && FIO=yes
+MIN_FREE_GB=${MIN_FREE_GB:-40}
+
+enough_disk() {
+    local free_gb
+    free_gb=$(df -Pk "$DATA_ROOT" | awk 'NR==2 {print int($4 / 1048576)}')
+    if (( free_gb < MIN_FREE_GB )); then
+        echo "run.sh: skipping $1: only $free_gb GB free under $DATA_ROOT (MIN_FREE_GB=$MIN_FREE_GB)" \
+            | tee -a "$OUT/skipped.txt" >&2
+        return 1
+    fi
+}
 
 for id in $WORKLOADS; do
+    enough_disk "$id" || continue
     case "$id" in
         w6)
             data="$DATA_ROOT/broker-$id"

@@ -111,6 +111,39 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:9644].
     #[arg(long)]
     pub admin_listen: Option<String>,
+    /// Partitions of `__consumer_offsets` when it is created [default: 50].
+    #[arg(long)]
+    pub offsets_topic_num_partitions: Option<i32>,
+    /// Wait of an empty group's first rebalance for more members, milliseconds [default: 3000].
+    #[arg(long)]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Smallest session timeout of classic group members, milliseconds [default: 6000].
+    #[arg(long)]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout of classic group members, milliseconds [default: 1800000].
+    #[arg(long)]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// Members per group [default: 1000].
+    #[arg(long)]
+    pub group_max_size: Option<usize>,
+    /// Groups per broker, split over the shards [default: 100000].
+    #[arg(long)]
+    pub group_max_groups: Option<usize>,
+    /// Retention of committed offsets of empty groups, minutes [default: 10080].
+    #[arg(long)]
+    pub offsets_retention_minutes: Option<u64>,
+    /// Interval of the offset expiry pass, milliseconds [default: 600000].
+    #[arg(long)]
+    pub offsets_retention_check_interval_ms: Option<u64>,
+    /// Largest metadata of one committed offset, bytes [default: 4096].
+    #[arg(long)]
+    pub offset_metadata_max_bytes: Option<usize>,
+    /// Session timeout of KIP-848 consumer-protocol members, milliseconds [default: 45000].
+    #[arg(long)]
+    pub group_consumer_session_timeout_ms: Option<u64>,
+    /// Heartbeat interval given to KIP-848 members, milliseconds [default: 5000].
+    #[arg(long)]
+    pub group_consumer_heartbeat_interval_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -154,7 +187,18 @@ impl ServeArgs {
             shard_channel_capacity,
             max_topics,
             max_partitions_per_topic,
-            admin_listen
+            admin_listen,
+            offsets_topic_num_partitions,
+            group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
+            group_max_size,
+            group_max_groups,
+            offsets_retention_minutes,
+            offsets_retention_check_interval_ms,
+            offset_metadata_max_bytes,
+            group_consumer_session_timeout_ms,
+            group_consumer_heartbeat_interval_ms
         );
         if self.advertise.is_some() {
             config.advertise = self.advertise.clone();

@@ -82,6 +82,33 @@ pub struct BrokerConfig {
     /// Admin HTTP listener on shard 0 (`/metrics`, `/v1/status/ready`, `/v1/cluster/health`),
     /// HOST:PORT; empty to run without it.
     pub admin_listen: String,
+    /// Partitions of `__consumer_offsets`, fixed when it is created (Kafka's
+    /// `offsets.topic.num.partitions`); a group's coordinator is the shard owning its partition.
+    pub offsets_topic_num_partitions: i32,
+    /// How long the first rebalance of an empty group waits for more members, milliseconds
+    /// (Kafka's `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Smallest `session.timeout.ms` a classic group member may ask for, milliseconds.
+    pub group_min_session_timeout_ms: i32,
+    /// Largest `session.timeout.ms` a classic group member may ask for, milliseconds.
+    pub group_max_session_timeout_ms: i32,
+    /// Members one group may hold (classic or consumer protocol); more get GROUP_MAX_SIZE_REACHED.
+    pub group_max_size: usize,
+    /// Groups the broker may coordinate, split evenly over the shards; past it new groups are
+    /// refused (GROUP_MAX_SIZE_REACHED).
+    pub group_max_groups: usize,
+    /// Committed offsets of a group without members expire this long after the group became
+    /// empty (or after their commit, if later), minutes (Kafka's `offsets.retention.minutes`).
+    pub offsets_retention_minutes: u64,
+    /// How often expired offsets are looked for, milliseconds.
+    pub offsets_retention_check_interval_ms: u64,
+    /// Longest metadata string of one committed offset, bytes (larger: OFFSET_METADATA_TOO_LARGE).
+    pub offset_metadata_max_bytes: usize,
+    /// Session timeout of KIP-848 (`group.protocol=consumer`) members, milliseconds: the
+    /// broker, not the client, sets it.
+    pub group_consumer_session_timeout_ms: u64,
+    /// Heartbeat interval the broker gives KIP-848 members, milliseconds.
+    pub group_consumer_heartbeat_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -116,6 +143,17 @@ impl Default for BrokerConfig {
             max_topics: 10_000,
             max_partitions_per_topic: 10_000,
             admin_listen: "127.0.0.1:9644".to_string(),
+            offsets_topic_num_partitions: 50,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: 1_000,
+            group_max_groups: 100_000,
+            offsets_retention_minutes: 10_080,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4_096,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -201,6 +239,35 @@ impl BrokerConfig {
             split_host_port(&self.admin_listen)?;
         }
         anyhow::ensure!(self.node_id >= 0, "node_id must not be negative");
+        anyhow::ensure!(
+            (1..=self.max_partitions_per_topic.max(1)).contains(&self.offsets_topic_num_partitions),
+            "offsets_topic_num_partitions must be in 1..=max_partitions_per_topic"
+        );
+        anyhow::ensure!(
+            self.group_min_session_timeout_ms >= 1
+                && self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms,
+            "group_min_session_timeout_ms must be at least 1 and at most group_max_session_timeout_ms"
+        );
+        anyhow::ensure!(self.group_max_size >= 1, "group_max_size must be at least 1");
+        anyhow::ensure!(self.group_max_groups >= 1, "group_max_groups must be at least 1");
+        anyhow::ensure!(
+            self.offsets_retention_minutes >= 1,
+            "offsets_retention_minutes must be at least 1"
+        );
+        anyhow::ensure!(
+            self.offsets_retention_check_interval_ms >= 1,
+            "offsets_retention_check_interval_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.offset_metadata_max_bytes <= i16::MAX as usize,
+            "offset_metadata_max_bytes must be at most 32767"
+        );
+        anyhow::ensure!(
+            self.group_consumer_session_timeout_ms >= 1
+                && self.group_consumer_heartbeat_interval_ms >= 1
+                && self.group_consumer_heartbeat_interval_ms < self.group_consumer_session_timeout_ms,
+            "group_consumer_heartbeat_interval_ms must be positive and below group_consumer_session_timeout_ms"
+        );
         anyhow::ensure!(
             self.shard_channel_capacity >= 1,
             "shard_channel_capacity must be at least 1"

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod metrics;
 pub mod net;

@@ -732,6 +732,10 @@ impl Worker {
                         let batch = p.open[slot].take().expect("present");
                         p.open_order.remove(position);
                         in_flight.batches.push(batch);
+                        if config.keys == Keys::None && slot == p.sticky_slot {
+                            // Sticky partitioning moves on once a batch is sent, as Kafka's does.
+                            p.sticky_slot = (slot + 1) % p.open.len();
+                        }
                     } else {
                         position += 1;
                     }

@@ -357,6 +357,18 @@ fn seek(
         .collect();
     let previous = committed_offsets(cluster.coordinator(group)?, group)?;
     if !dry_run {
+        let connection = cluster.coordinator(group)?;
+        if connection.supports(kafka_protocol::messages::ApiKey::DescribeGroups) {
+            let described = connection
+                .send(&DescribeGroupsRequest::default().with_groups(vec![group_id(group)]))?;
+            if let Some(active) = described.groups.first().filter(|g| !g.members.is_empty()) {
+                return Err(ClientError::Protocol(format!(
+                    "group {group} is {} with {} active member(s): stop its consumers before seeking (or use --dry-run)",
+                    active.group_state,
+                    active.members.len()
+                )));
+            }
+        }
         // Generation -1 and no member id: an admin commit, accepted only while the group has
         // no active members (Kafka answers UNKNOWN_MEMBER_ID / ILLEGAL_GENERATION otherwise).
         let request = OffsetCommitRequest::default()

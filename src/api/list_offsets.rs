@@ -1,4 +1,5 @@
-//! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3) and offset for a timestamp.
+//! ListOffsets (key 2): earliest (-2), earliest local (-4), latest (-1), max timestamp (-3) and
+//! offset for a timestamp, the last two through the log's time index.
 
 use super::RequestContext;
 use kafka_protocol::error::ResponseError;
@@ -11,6 +12,8 @@ use std::collections::BTreeMap;
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// KIP-405: the earliest offset on local storage (the log start here: no tiered storage).
+const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 const READ_COMMITTED: i8 = 1;
 
 struct Lookup {
@@ -124,13 +127,23 @@ async fn lookup_on_owner(
             };
         }
         EARLIEST_TIMESTAMP => found.offset = partition.log.log_start_offset(),
+        EARLIEST_LOCAL_TIMESTAMP => found.offset = partition.log.log_start_offset(),
         MAX_TIMESTAMP | 0.. => {
+            // Through the segments' time index: O(log n) in segments and index entries, then
+            // one index interval of headers and one batch decoded.
             let high_watermark = partition.high_watermark();
-            let result = scan_timestamps(&partition.log, lookup.timestamp, high_watermark).await;
+            let result = if lookup.timestamp == MAX_TIMESTAMP {
+                partition.log.offset_of_max_timestamp(high_watermark).await
+            } else {
+                partition
+                    .log
+                    .offset_for_timestamp(lookup.timestamp, high_watermark)
+                    .await
+            };
             match result {
-                Ok(Some((offset, timestamp))) => {
-                    found.offset = offset;
-                    found.timestamp = timestamp;
+                Ok(Some(hit)) => {
+                    found.offset = hit.offset;
+                    found.timestamp = hit.timestamp_ms;
                 }
                 // No record at or after the timestamp: Kafka answers offset -1.
                 Ok(None) => {}
@@ -143,84 +156,4 @@ async fn lookup_on_owner(
         _ => found.error = Some(ResponseError::InvalidRequest),
     }
     found
-}
-
-/// Bytes read per step of a timestamp scan.
-const TIMESTAMP_SCAN_STEP_BYTES: usize = 1024 * 1024;
-
-/// Finds, by reading batch headers from the log start, the batch that answers the lookup (the
-/// first whose max timestamp is at or after `timestamp`, or for [`MAX_TIMESTAMP`] the one with
-/// the largest), then the record inside it, as Kafka answers: the first record at or after the
-/// timestamp, or the first record carrying the largest timestamp. Linear in the log size.
-async fn scan_timestamps(
-    log: &crate::log::PartitionLog,
-    timestamp: i64,
-    high_watermark: i64,
-) -> Result<Option<(i64, i64)>, crate::log::LogError> {
-    use crate::protocol::record_batch::RecordBatchHeader;
-    let mut offset = log.log_start_offset();
-    // (batch bytes, its max timestamp) of the best candidate so far.
-    let mut best: Option<(bytes::Bytes, i64)> = None;
-    'scan: while offset < high_watermark {
-        let read = log.read(offset, TIMESTAMP_SCAN_STEP_BYTES, high_watermark).await?;
-        if read.size_bytes == 0 {
-            break;
-        }
-        for chunk in &read.chunks {
-            let mut position = 0;
-            while position < chunk.len() {
-                let Ok(header) = RecordBatchHeader::parse(&chunk[position..]) else {
-                    return Err(crate::log::LogError::Corrupt(format!(
-                        "unparseable batch at offset {offset}"
-                    )));
-                };
-                let end = position + header.total_size_bytes();
-                let batch = chunk.slice(position..end.min(chunk.len()));
-                if timestamp == MAX_TIMESTAMP {
-                    if best.as_ref().is_none_or(|(_, max)| header.max_timestamp_ms > *max) {
-                        best = Some((batch, header.max_timestamp_ms));
-                    }
-                } else if header.max_timestamp_ms >= timestamp && !header.is_control() {
-                    best = Some((batch, header.max_timestamp_ms));
-                    break 'scan;
-                }
-                offset = header.last_offset() + 1;
-                position = end;
-            }
-        }
-    }
-    let Some((batch, max_timestamp_ms)) = best else {
-        return Ok(None);
-    };
-    let target = if timestamp == MAX_TIMESTAMP {
-        max_timestamp_ms
-    } else {
-        timestamp
-    };
-    Ok(Some(record_at_or_after(batch, target, timestamp == MAX_TIMESTAMP)?))
-}
-
-/// The first record of `batch` whose timestamp is at or after `target` (or equal to it, when
-/// `exact`). Decodes the batch, decompressing if needed.
-fn record_at_or_after(
-    mut batch: bytes::Bytes,
-    target: i64,
-    exact: bool,
-) -> Result<(i64, i64), crate::log::LogError> {
-    let base_offset = crate::protocol::record_batch::RecordBatchHeader::parse(&batch)
-        .map(|header| (header.base_offset, header.max_timestamp_ms))
-        .map_err(|e| crate::log::LogError::Corrupt(e.to_string()))?;
-    let records = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch)
-        .map_err(|e| crate::log::LogError::Corrupt(format!("cannot decode batch: {e}")))?;
-    let found = records.records.iter().find(|record| {
-        if exact {
-            record.timestamp == target
-        } else {
-            record.timestamp >= target
-        }
-    });
-    // The batch header promised such a record; fall back to the batch start if records disagree.
-    Ok(found
-        .map(|record| (record.offset, record.timestamp))
-        .unwrap_or(base_offset))
 }

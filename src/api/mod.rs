@@ -5,6 +5,7 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
@@ -15,6 +16,18 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
+mod delete_groups;
+mod describe_groups;
+mod heartbeat;
+mod join_group;
+mod leave_group;
+mod list_groups;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
+mod sync_group;
 
 use crate::protocol::{self, RequestPreamble};
 use crate::shard::Shard;
@@ -120,12 +133,25 @@ async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAd
         ApiKey::FindCoordinator => dispatch!(find_coordinator::handle),
         ApiKey::CreateTopics => dispatch!(create_topics::handle),
         ApiKey::DeleteTopics => dispatch!(delete_topics::handle),
+        ApiKey::DeleteRecords => dispatch!(delete_records::handle),
         ApiKey::CreatePartitions => dispatch!(create_partitions::handle),
         ApiKey::DescribeConfigs => dispatch!(describe_configs::handle),
         ApiKey::AlterConfigs => dispatch!(alter_configs::handle),
         ApiKey::IncrementalAlterConfigs => dispatch!(incremental_alter_configs::handle),
         ApiKey::DescribeCluster => dispatch!(describe_cluster::handle),
         ApiKey::InitProducerId => dispatch!(init_producer_id::handle),
+        ApiKey::JoinGroup => dispatch!(join_group::handle),
+        ApiKey::SyncGroup => dispatch!(sync_group::handle),
+        ApiKey::Heartbeat => dispatch!(heartbeat::handle),
+        ApiKey::LeaveGroup => dispatch!(leave_group::handle),
+        ApiKey::OffsetCommit => dispatch!(offset_commit::handle),
+        ApiKey::OffsetFetch => dispatch!(offset_fetch::handle),
+        ApiKey::OffsetDelete => dispatch!(offset_delete::handle),
+        ApiKey::ListGroups => dispatch!(list_groups::handle),
+        ApiKey::DescribeGroups => dispatch!(describe_groups::handle),
+        ApiKey::DeleteGroups => dispatch!(delete_groups::handle),
+        ApiKey::ConsumerGroupHeartbeat => dispatch!(consumer_group_heartbeat::handle),
+        ApiKey::ConsumerGroupDescribe => dispatch!(consumer_group_describe::handle),
         _ => Outcome::Close(format!("API {key:?} has no handler")),
     }
 }

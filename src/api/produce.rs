@@ -24,6 +24,8 @@ struct AppendWork {
     record_count: u32,
     /// Idempotent producer fields, when the batches carry a producer id.
     producer: Option<ProducerBatch>,
+    /// acks=all: under the sync flush policy, acknowledge only once fdatasync covered it.
+    acks_all: bool,
 }
 
 /// What the owner shard reports back for one partition.
@@ -111,6 +113,7 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                                 first_sequence: summary.base_sequence,
                                 record_count: summary.record_count,
                             }),
+                            acks_all: request.acks == -1,
                         }),
                         Err(error) => {
                             tracing::warn!(
@@ -243,12 +246,28 @@ async fn append_on_owner(shard: &crate::shard::Shard, work: AppendWork) -> Appen
         )
         .await
     {
-        Ok(appended) => AppendReply {
-            slot: work.slot,
-            error: None,
-            base_offset: appended.base_offset,
-            log_start_offset: partition.log.log_start_offset(),
-        },
+        Ok(appended) => {
+            // Sync flush policy: acks=all means on stable storage. The fdatasync is shared
+            // by every append it covers (group commit in the log).
+            if work.acks_all && partition.log.is_sync_policy() {
+                if let Err(error) = partition.log.wait_durable(appended.last_offset).await {
+                    tracing::error!(topic = %work.topic, partition = work.partition,
+                        "fdatasync failed: {error}");
+                    return AppendReply {
+                        slot: work.slot,
+                        error: Some(ResponseError::KafkaStorageError),
+                        base_offset: -1,
+                        log_start_offset: -1,
+                    };
+                }
+            }
+            AppendReply {
+                slot: work.slot,
+                error: None,
+                base_offset: appended.base_offset,
+                log_start_offset: partition.log.log_start_offset(),
+            }
+        }
         Err(error) => {
             if let Some(producer) = &work.producer {
                 partition.producers.borrow_mut().forget(producer);

@@ -5,6 +5,7 @@
 //! that replication fits later without changing its callers.
 
 pub mod controller;
+mod maintenance;
 pub mod metadata;
 pub mod topic_config;
 
@@ -84,14 +85,45 @@ impl PartitionTable {
     }
 }
 
+/// Smallest segment the log is given, whatever `segment.bytes` says: four blocks.
+const SEGMENT_SIZE_MIN_BYTES: u64 = 16 * 1024;
+
+/// The log's settings from the topic's configs (or the broker defaults).
 fn log_config(shard: &Shard, topic: &TopicRecord) -> LogConfig {
-    let segment_bytes =
-        topic_config::effective_long(&topic.configs, &shard.config, "segment.bytes");
+    let broker = &shard.config;
+    let long = |key: &str| topic_config::effective_long(&topic.configs, broker, key);
+    // -1 (or any negative) means unlimited for the retention keys.
+    let limit = |key: &str| u64::try_from(long(key)).ok();
+    // The flush keys fall back to the broker's own defaults, not Kafka's.
+    let explicit_or = |key: &str, default: u64| {
+        topic
+            .configs
+            .get(key)
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .unwrap_or(default)
+    };
+    let policy = topic
+        .configs
+        .get("cleanup.policy")
+        .cloned()
+        .unwrap_or_else(|| topic_config::default_value("cleanup.policy", broker));
+    let cleanup_compact = policy.split(',').any(|part| part.trim() == "compact");
+    let cleanup_delete = policy.split(',').any(|part| part.trim() == "delete");
     LogConfig {
-        segment_size_bytes: u64::try_from(segment_bytes)
-            .unwrap_or(shard.config.segment_bytes)
-            .max(1024 * 1024),
-        cache_size_bytes: shard.config.partition_cache_size_bytes,
+        segment_size_bytes: limit("segment.bytes")
+            .unwrap_or(broker.segment_bytes)
+            .max(SEGMENT_SIZE_MIN_BYTES),
+        segment_ms: limit("segment.ms").unwrap_or(u64::MAX).max(1),
+        cache_size_bytes: broker.partition_cache_size_bytes,
+        max_writes_in_flight: broker.log_writes_in_flight,
+        flush_messages: explicit_or("flush.messages", broker.flush_messages).max(1),
+        flush_interval_ms: explicit_or("flush.ms", broker.flush_ms),
+        retention_ms: limit("retention.ms"),
+        retention_bytes: limit("retention.bytes"),
+        cleanup_delete,
+        cleanup_compact,
+        delete_retention_ms: limit("delete.retention.ms").unwrap_or(0),
+        min_compaction_lag_ms: limit("min.compaction.lag.ms").unwrap_or(0),
         ..LogConfig::default()
     }
 }
@@ -121,8 +153,14 @@ async fn open_partition(
     }))
 }
 
-/// Opens (and recovers) every partition the image places on this shard.
-pub async fn open_owned_partitions(shard: &Shard, image: &MetadataImage) -> anyhow::Result<()> {
+/// Opens (and recovers) every partition the image places on this shard, and starts the
+/// shard's log maintenance (flush policy, checkpoints, retention, compaction, storage retry).
+pub async fn open_owned_partitions(
+    shard: &Rc<Shard>,
+    image: &MetadataImage,
+) -> anyhow::Result<()> {
+    crate::log::set_shard_cache_max_bytes(shard.config.log_cache_size_bytes_per_shard);
+    maintenance::start(shard.clone());
     for topic in image.topics.values() {
         for (index, record) in topic.partitions.iter().enumerate() {
             if record.shard as usize == shard.id {
@@ -170,6 +208,10 @@ pub async fn apply_image(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> anyhow
                         .set(max_message_bytes(shard, topic));
                     existing.leader_epoch.set(record.leader_epoch);
                     if !Arc::ptr_eq(&existing.topic, topic) {
+                        if let Err(error) = existing.log.set_config(log_config(shard, topic)) {
+                            tracing::error!(topic = %topic.name, partition = index,
+                                "cannot apply topic config to the log: {error}");
+                        }
                         shard.partitions.insert(Rc::new(Partition {
                             topic: topic.clone(),
                             index,

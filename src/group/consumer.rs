@@ -150,7 +150,8 @@ pub fn validate(params: &HeartbeatParams, version: i16) -> Result<(), (Code, Str
                 .subscribed_topic_names
                 .as_ref()
                 .is_some_and(|names| !names.is_empty());
-            if !has_names && params.subscribed_topic_regex.is_none() {
+            let has_regex = params.subscribed_topic_regex.as_ref().is_some_and(|r| !r.is_empty());
+            if !has_names && !has_regex {
                 return invalid("SubscribedTopicNames or SubscribedTopicRegex must be set when joining.");
             }
             if params.owned.as_ref().is_some_and(|owned| !owned.is_empty()) {
@@ -177,7 +178,7 @@ pub fn validate(params: &HeartbeatParams, version: i16) -> Result<(), (Code, Str
         }
         _ => return invalid("MemberEpoch is invalid."),
     }
-    if params.subscribed_topic_regex.is_some() {
+    if params.subscribed_topic_regex.as_ref().is_some_and(|r| !r.is_empty()) {
         // Regular-expression subscriptions need a regex engine the broker does not carry.
         return invalid("SubscribedTopicRegex is not supported by this broker; subscribe by topic names.");
     }

@@ -26,8 +26,8 @@ pub mod records;
 pub use coordinator::{
     commit_offsets, consumer_group_describe, consumer_group_heartbeat, delete_groups,
     delete_offsets, describe_groups, fetch_offsets, heartbeat, join_group, leave_group,
-    list_groups, start, sync_group, CommitItem, CommitWork, FetchGroup, FetchedGroup, GroupShard,
-    ListedGroupInfo,
+    list_groups, start, sync_group, CommitItem, CommitWork, FetchGroup, FetchedGroup,
+    FetchedPartition, GroupShard, ListedGroupInfo,
 };
 
 use crate::cluster::controller::{Controller, NewTopic};

@@ -45,6 +45,8 @@ pub struct Shard {
     senders: Vec<Option<ConnectedSender<ShardTask>>>,
     /// Controller state: present on shard 0 only.
     pub controller: Option<cluster::controller::Controller>,
+    /// Group coordinator state of the `__consumer_offsets` partitions this shard owns.
+    pub groups: crate::group::GroupShard,
     /// Set when the broker is shutting down: stop accepting and reading requests.
     pub stopping: Rc<glommio::sync::Gate>,
     stop_signal: RefCell<Option<futures::future::Shared<oneshot::Receiver<()>>>>,
@@ -338,6 +340,7 @@ async fn shard_main(
         config: config.clone(),
         metadata: RefCell::new(image.clone()),
         partitions: PartitionTable::default(),
+        groups: crate::group::GroupShard::default(),
         request_memory: Rc::new(glommio::sync::Semaphore::new(
             config.max_request_memory_per_shard_bytes as u64,
         )),
@@ -359,6 +362,8 @@ async fn shard_main(
     }
 
     cluster::open_owned_partitions(&shard, &image).await?;
+    // Loads this shard's consumer groups from `__consumer_offsets` in the background.
+    crate::group::start(&shard);
     started.wait().await?;
     let listener = crate::net::bind_listener(&config.listen)?;
     if shard_id == 0 && !config.admin_listen.is_empty() {
