@@ -146,6 +146,10 @@ workload_args() { # $1 = file; prints one argument per line
     grep -v '^[[:space:]]*#' "$1" | grep -v '^[[:space:]]*$' | tr -s ' \t' '\n\n'
 }
 
+sched_totals() { # $1 = pid -> "on_cpu_ns runqueue_wait_ns" summed over its threads
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{r += $1; w += $2} END {printf "%d %d\n", r, w}'
+}
+
 run_bench() { # $1 = id (for files), $2 = workload file, $3 = override durations (yes/no)
     local id=$1 file=$2 override=$3
     local -a args
@@ -158,15 +162,31 @@ run_bench() { # $1 = id (for files), $2 = workload file, $3 = override durations
     args+=(--json "$OUT/$id.json" --hgrm "$OUT/$id-hgrm" --plot "$OUT/$id.png")
     echo "taskset -c $LOAD_CORE riptide-bench ${args[*]}" >"$OUT/$id.cmd"
     log "$id: riptide-bench ${args[*]}"
+    local t0 s0 t1 s1
+    t0=$(date +%s%N)
+    s0=$(sched_totals "$BROKER_PID")
     # A failed run (e.g. a broker bug) is recorded and the next workload still runs.
     taskset -c "$LOAD_CORE" "$BENCH_BIN" "${args[@]}" 2>&1 | tee "$OUT/$id.txt" \
         || echo "run.sh: $id failed (exit ${PIPESTATUS[0]})" | tee -a "$OUT/$id.txt" >&2
+    t1=$(date +%s%N)
+    s1=$(sched_totals "$BROKER_PID")
+    # How busy the broker's core was, and how long the broker waited for it (run-queue delay:
+    # other processes on the same core). Over the whole run, warm-up and drain included.
+    echo "$t0 $s0 $t1 $s1" | awk '{
+        elapsed = $4 - $1
+        printf "{\"on_cpu_pct\": %.1f, \"runqueue_wait_pct\": %.1f}\n", \
+            100 * ($5 - $2) / elapsed, 100 * ($6 - $3) / elapsed }' >"$OUT/$id-broker-sched.json"
+    echo "broker: $(cat "$OUT/$id-broker-sched.json")" | tee -a "$OUT/$id.txt"
 }
 
-workload_file() { # $1 = id prefix -> the file
-    local matches=("$BENCH_DIR"/workloads/"$1"-*.args)
-    [[ -e "${matches[0]}" ]] || die "no workload file for $1"
-    echo "${matches[0]}"
+workload_file() { # $1 = id or id prefix (w6-preload, w2) -> the file
+    local matches=("$BENCH_DIR/workloads/$1.args" "$BENCH_DIR"/workloads/"$1"-*.args)
+    local file
+    for file in "${matches[@]}"; do
+        [[ -e "$file" ]] && { echo "$file"; return; }
+    done
+    echo "run.sh: no workload file for $1" >&2
+    kill -TERM $$ # a typo in WORKLOADS must stop the run, not run riptide-bench without arguments
 }
 
 # --- fio baselines ----------------------------------------------------------------------------

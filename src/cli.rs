@@ -99,6 +99,9 @@ pub struct ServeArgs {
     /// Retry interval of partitions failed on storage errors, milliseconds [default: 1000].
     #[arg(long)]
     pub storage_retry_interval_ms: Option<u64>,
+    /// Send cold fetch data with splice (page cache to socket) [default: true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub fetch_zero_copy: Option<bool>,
     #[arg(long)]
     pub io_memory_bytes: Option<usize>,
     #[arg(long)]
@@ -183,6 +186,7 @@ impl ServeArgs {
             compaction_max_keys,
             log_writes_in_flight,
             storage_retry_interval_ms,
+            fetch_zero_copy,
             io_memory_bytes,
             shard_channel_capacity,
             max_topics,

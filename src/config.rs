@@ -68,6 +68,9 @@ pub struct BrokerConfig {
     pub compaction_max_keys: usize,
     /// O_DIRECT writes in flight at once per partition.
     pub log_writes_in_flight: usize,
+    /// Fetches send cold data (segments on disk) from the page cache to the socket with splice,
+    /// never through user space; false reads it into memory and writes it (for comparison).
+    pub fetch_zero_copy: bool,
     /// How often, in milliseconds, a partition that failed on a storage error retries
     /// (resumes once the disk accepts writes again, e.g. when space returns).
     pub storage_retry_interval_ms: u64,
@@ -138,6 +141,7 @@ impl Default for BrokerConfig {
             compaction_max_keys: 500_000,
             log_writes_in_flight: 4,
             storage_retry_interval_ms: 1_000,
+            fetch_zero_copy: true,
             io_memory_bytes: 4 * 1024 * 1024,
             shard_channel_capacity: 1024,
             max_topics: 10_000,
@@ -248,8 +252,14 @@ impl BrokerConfig {
                 && self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms,
             "group_min_session_timeout_ms must be at least 1 and at most group_max_session_timeout_ms"
         );
-        anyhow::ensure!(self.group_max_size >= 1, "group_max_size must be at least 1");
-        anyhow::ensure!(self.group_max_groups >= 1, "group_max_groups must be at least 1");
+        anyhow::ensure!(
+            self.group_max_size >= 1,
+            "group_max_size must be at least 1"
+        );
+        anyhow::ensure!(
+            self.group_max_groups >= 1,
+            "group_max_groups must be at least 1"
+        );
         anyhow::ensure!(
             self.offsets_retention_minutes >= 1,
             "offsets_retention_minutes must be at least 1"

@@ -333,7 +333,7 @@ impl RunArgs {
         if mode.consumes() && self.consumer_count == 0 {
             return Err("--consumers must be at least 1".into());
         }
-        if !(self.duration_s > 0.0) || self.warmup_s < 0.0 {
+        if self.duration_s.is_nan() || self.duration_s <= 0.0 || self.warmup_s < 0.0 {
             return Err("--duration must be > 0 and --warmup >= 0".into());
         }
         if self.rate_msgs_per_s < 0.0 || self.linger_ms < 0.0 {

@@ -98,6 +98,8 @@ pub struct Counters {
     pub last_consume_ns: u64,
     /// Connections lost during the run.
     pub connection_errors: u64,
+    /// When the worker's event loop ended (the latest over workers once merged).
+    pub finished_ns: u64,
 }
 
 impl Counters {
@@ -117,6 +119,7 @@ impl Counters {
         self.e2e_msgs += other.e2e_msgs;
         self.last_consume_ns = self.last_consume_ns.max(other.last_consume_ns);
         self.connection_errors += other.connection_errors;
+        self.finished_ns = self.finished_ns.max(other.finished_ns);
     }
 }
 
@@ -270,7 +273,10 @@ impl Worker {
         let slot_count = config.partitions.len();
         let max_records = config.template.max_records() as u32;
         let typical_request_batches = (config.max_request_bytes
-            / config.template.batch_size_bytes(max_records as usize).max(1))
+            / config
+                .template
+                .batch_size_bytes(max_records as usize)
+                .max(1))
         .clamp(1, slot_count);
         let per_record_times = setup.rate_msgs_per_s > 0.0;
         let producer = Producer {
@@ -283,7 +289,10 @@ impl Worker {
                 // Fixed rate: like Kafka's `buffer.memory`, room to ride out a broker stall
                 // before the schedule has to run ahead of the sender.
                 (config.buffer_memory_bytes
-                    / config.template.batch_size_bytes(max_records as usize).max(1))
+                    / config
+                        .template
+                        .batch_size_bytes(max_records as usize)
+                        .max(1))
                 .max(4)
             } else {
                 // Max rate: two requests' worth per connection, enough to keep every slot
@@ -404,8 +413,7 @@ impl Worker {
             ));
         }
         let mut next_tick_ns = start + NS_PER_S;
-        let mut events: Vec<libc::epoll_event> =
-            vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut events: Vec<libc::epoll_event> = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         loop {
             let now = now_ns();
             if !self.draining
@@ -459,7 +467,9 @@ impl Worker {
                 }
             }
         }
-        self.finish(now_ns());
+        let finished_ns = now_ns();
+        self.finish(finished_ns);
+        self.stats.counters.finished_ns = finished_ns;
         Ok(std::mem::take(&mut self.stats))
     }
 
@@ -627,7 +637,7 @@ impl Worker {
             Keys::Random | Keys::Distinct(_) => {
                 let id = match keys {
                     Keys::Distinct(count) => self.producer.rng.below(count),
-                    _ => self.producer.rng.next(),
+                    _ => self.producer.rng.next_u64(),
                 };
                 let mut key = [0u8; 32];
                 let size = keys.key_size_bytes().unwrap_or(0).min(key.len());
@@ -716,7 +726,9 @@ impl Worker {
         let mut position = 0;
         while position < p.open_order.len() {
             let (slot, batch_serial) = p.open_order[position];
-            let current = p.open[slot].as_ref().map(|b| (b.serial, b.first_ns, b.records));
+            let current = p.open[slot]
+                .as_ref()
+                .map(|b| (b.serial, b.first_ns, b.records));
             match current {
                 Some((s, first_ns, records)) if s == batch_serial => {
                     if !self.draining && first_ns + config.linger_ns > now {
@@ -1219,7 +1231,9 @@ impl Worker {
             };
             let window = self.config.window;
             let in_window = window.measures(received_ns);
-            self.stats.fetch.record_ns(received_ns.saturating_sub(sent_ns));
+            self.stats
+                .fetch
+                .record_ns(received_ns.saturating_sub(sent_ns));
             if response.error_code != 0 {
                 self.stats.counters.consume_errors += 1;
                 note_error_code(response.error_code);
@@ -1259,10 +1273,8 @@ impl Worker {
                     let Some(records) = &data.records else {
                         continue;
                     };
-                    let summary = walk_batches(
-                        records,
-                        if stamp { Some(&mut on_stamp) } else { None },
-                    )?;
+                    let summary =
+                        walk_batches(records, if stamp { Some(&mut on_stamp) } else { None })?;
                     if let Some(next) = summary.next_offset {
                         cursor.next_offset = cursor.next_offset.max(next);
                     }
@@ -1357,7 +1369,10 @@ impl Worker {
             self.config.producers_active.fetch_sub(1, Ordering::SeqCst);
         }
         // A last partial interval, so the tail of the run is not lost.
-        let second = now.saturating_sub(window.start_ns).div_ceil(NS_PER_S).max(1);
+        let second = now
+            .saturating_sub(window.start_ns)
+            .div_ceil(NS_PER_S)
+            .max(1);
         self.emit_interval(second);
     }
 }
@@ -1401,10 +1416,7 @@ pub fn pin_to_core(core: usize) -> Result<()> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(core, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!(
-                "cannot pin to core {core}: {}",
-                io::Error::last_os_error()
-            );
+            bail!("cannot pin to core {core}: {}", io::Error::last_os_error());
         }
     }
     Ok(())

@@ -33,13 +33,20 @@ pub fn host_facts() -> HostFacts {
         .lines()
         .find_map(|line| {
             let rest = line.strip_prefix("MemTotal:")?;
-            rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
         })
         .map_or(0, |kib| kib * 1024);
     let os = std::fs::read_to_string("/etc/os-release")
         .unwrap_or_default()
         .lines()
-        .find_map(|line| line.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+        .find_map(|line| {
+            line.strip_prefix("PRETTY_NAME=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
         .unwrap_or_else(|| "unknown".to_string());
     HostFacts {
         hostname: uname_field(|u| &u.nodename),

@@ -651,7 +651,11 @@ mod tests {
             RequestHeader::decode(&mut frame, ApiKey::Fetch.request_header_version(version))
                 .unwrap();
             let request = FetchRequest::decode(&mut frame, version).unwrap();
-            assert_eq!(request.topics[0].partitions.len(), 1, "finished cursors are skipped");
+            assert_eq!(
+                request.topics[0].partitions.len(),
+                1,
+                "finished cursors are skipped"
+            );
             assert_eq!(request.topics[0].partitions[0].fetch_offset, 17);
             assert_eq!(request.max_wait_ms, 100);
         }

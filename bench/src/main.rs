@@ -21,7 +21,10 @@ fn main() {
     match riptide_bench::run::execute(&cli.command, argv) {
         Ok(report) => {
             let failed = report.produce.as_ref().is_some_and(|p| p.msgs == 0)
-                || report.consume.as_ref().is_some_and(|c| c.msgs == 0 && c.errors > 0);
+                || report
+                    .consume
+                    .as_ref()
+                    .is_some_and(|c| c.msgs == 0 && c.errors > 0);
             std::process::exit(if failed { 1 } else { 0 });
         }
         Err(error) => {

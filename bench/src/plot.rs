@@ -45,8 +45,7 @@ fn register_font() -> Result<()> {
                 if let Ok(bytes) = std::fs::read(path) {
                     // Fonts live for the process: plotters wants 'static bytes.
                     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                    if plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, bytes)
-                        .is_ok()
+                    if plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, bytes).is_ok()
                     {
                         return Ok(());
                     }
@@ -170,6 +169,7 @@ where
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT_FAMILY, 24))
         .margin(20)
+        .margin_right(60)
         .x_label_area_size(50)
         .y_label_area_size(80)
         .build_cartesian_2d((1f64..x_max).log_scale(), 0f64..y_max)
@@ -229,7 +229,9 @@ mod tests {
             h.record_ns(us * 100);
         }
         let curve = percentile_curve(&h);
-        assert!(curve.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        assert!(curve
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
         let last = curve.last().unwrap();
         assert_eq!(last.0, 1e5);
         assert!((last.1 - 10.0).abs() < 0.01);

@@ -108,12 +108,19 @@ pub fn run(mode: Mode, args: &RunArgs) -> Result<Outcome> {
         warmup_end_ns,
         end_ns: warmup_end_ns + s_to_ns(args.duration_s),
     };
-    let producer_threads = if mode.produces() { args.producer_count } else { 0 };
-    let consumer_threads = if mode.consumes() { args.consumer_count } else { 0 };
+    let producer_threads = if mode.produces() {
+        args.producer_count
+    } else {
+        0
+    };
+    let consumer_threads = if mode.consumes() {
+        args.consumer_count
+    } else {
+        0
+    };
     let shared = Arc::new(Shared {
         window,
-        message_bytes: (args.message_size_bytes + args.keys.key_size_bytes().unwrap_or(0))
-            as u64,
+        message_bytes: (args.message_size_bytes + args.keys.key_size_bytes().unwrap_or(0)) as u64,
         measure_latency: args.acks != Acks::None,
         producers_active: AtomicUsize::new(producer_threads),
     });
@@ -208,7 +215,10 @@ fn produce_thread(
         .set("acks", acks)
         .set("linger.ms", args.linger_ms.to_string())
         .set("batch.size", args.batch_size_bytes.to_string())
-        .set("compression.type", format!("{:?}", args.compression).to_lowercase())
+        .set(
+            "compression.type",
+            format!("{:?}", args.compression).to_lowercase(),
+        )
         .set(
             "max.in.flight.requests.per.connection",
             args.max_in_flight_requests.to_string(),
@@ -226,14 +236,15 @@ fn produce_thread(
     let stamp = mode == Mode::E2e;
     let mut rng = XorShift::new(0xabcdef + index as u64);
     let mut payload: Vec<u8> = (0..args.message_size_bytes)
-        .map(|_| b'A' + (rng.next() % 26) as u8)
+        .map(|_| b'A' + (rng.next_u64() % 26) as u8)
         .collect();
     let key_size = args.keys.key_size_bytes().unwrap_or(0);
     let mut key = vec![0u8; key_size];
     while now_ns() < window.start_ns {
         producer.poll(Duration::from_millis(1));
     }
-    let mut schedule = (rate_msgs_per_s > 0.0).then(|| Schedule::new(window.start_ns, rate_msgs_per_s));
+    let mut schedule =
+        (rate_msgs_per_s > 0.0).then(|| Schedule::new(window.start_ns, rate_msgs_per_s));
     let mut next_tick_ns = window.start_ns + NS_PER_S;
     let mut sent_since_poll = 0u32;
     loop {
@@ -251,11 +262,15 @@ fn produce_thread(
                 Some(intended) => {
                     let lag = now - intended;
                     let mut r = producer.context().recorder.lock().unwrap();
-                    r.stats.counters.max_schedule_lag_ns = r.stats.counters.max_schedule_lag_ns.max(lag);
+                    r.stats.counters.max_schedule_lag_ns =
+                        r.stats.counters.max_schedule_lag_ns.max(lag);
                     intended
                 }
                 None => {
-                    let wait_ns = schedule.next_intended_ns().saturating_sub(now).min(1_000_000);
+                    let wait_ns = schedule
+                        .next_intended_ns()
+                        .saturating_sub(now)
+                        .min(1_000_000);
                     producer.poll(Duration::ZERO);
                     if wait_ns > 20_000 {
                         std::thread::sleep(Duration::from_nanos(wait_ns / 2));
@@ -272,11 +287,12 @@ fn produce_thread(
         if args.keys != Keys::None {
             let id = match args.keys {
                 Keys::Distinct(count) => rng.below(count),
-                _ => rng.next(),
+                _ => rng.next_u64(),
             };
             format_key(args.keys, id, &mut key);
         }
-        let mut record = BaseRecord::with_opaque_to(&args.topic, origin_ns as usize).payload(&payload[..]);
+        let mut record =
+            BaseRecord::with_opaque_to(&args.topic, origin_ns as usize).payload(&payload[..]);
         if args.keys != Keys::None {
             record = record.key(&key[..]);
         }
@@ -335,7 +351,10 @@ fn produce_thread(
     }
     let left = producer.in_flight_count().max(0) as u64;
     shared.producers_active.fetch_sub(1, Ordering::SeqCst);
-    let second = now_ns().saturating_sub(window.start_ns).div_ceil(NS_PER_S).max(1);
+    let second = now_ns()
+        .saturating_sub(window.start_ns)
+        .div_ceil(NS_PER_S)
+        .max(1);
     emit(&producer.context().recorder, &intervals, id, second);
     let mut r = producer.context().recorder.lock().unwrap();
     // Outstanding messages' origins are inside librdkafka; count them without latencies.
@@ -368,8 +387,11 @@ fn consume_thread(
     if let Some(core) = core {
         pin_to_core(core)?;
     }
+    // librdkafka refuses assign() without a group id; nothing joins or commits with it.
     let consumer: BaseConsumer = base_config(args)
+        .set("group.id", format!("riptide-bench-{}", std::process::id()))
         .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", args.fetch_max_wait_ms.to_string())
         .set("fetch.max.bytes", args.fetch_max_bytes.to_string())
         .set(
@@ -422,7 +444,8 @@ fn consume_thread(
         }
         match consumer.poll(Duration::from_millis(50)) {
             None => {
-                if drain_deadline != u64::MAX && shared.producers_active.load(Ordering::SeqCst) == 0 {
+                if drain_deadline != u64::MAX && shared.producers_active.load(Ordering::SeqCst) == 0
+                {
                     break; // producers done and nothing more arrived
                 }
             }
@@ -433,7 +456,8 @@ fn consume_thread(
             }
             Some(Ok(message)) => {
                 let received_ns = now_ns();
-                let bytes = message.payload_len() as u64 + message.key().map_or(0, |k| k.len()) as u64;
+                let bytes =
+                    message.payload_len() as u64 + message.key().map_or(0, |k| k.len()) as u64;
                 interval.consumed_msgs += 1;
                 interval.consumed_bytes += bytes;
                 if window.measures(received_ns) {
@@ -460,7 +484,12 @@ fn consume_thread(
             }
         }
     }
-    interval.second = now_ns().saturating_sub(window.start_ns).div_ceil(NS_PER_S).max(1);
+    let finished_ns = now_ns();
+    interval.second = finished_ns
+        .saturating_sub(window.start_ns)
+        .div_ceil(NS_PER_S)
+        .max(1);
     let _ = intervals.send(interval);
+    stats.counters.finished_ns = finished_ns;
     Ok(stats)
 }

@@ -74,7 +74,7 @@ impl BatchTemplate {
             write_varint(&mut body, value_size_bytes as i64);
             let value_at_in_body = body.len();
             // Upper-case letters, as Kafka's perf tool uses: realistic for compression.
-            body.extend((0..value_size_bytes).map(|_| b'A' + (rng.next() % 26) as u8));
+            body.extend((0..value_size_bytes).map(|_| b'A' + (rng.next_u64() % 26) as u8));
             write_varint(&mut body, 0); // header count
 
             let mut length_prefix = Vec::with_capacity(5);
@@ -373,7 +373,9 @@ fn decompress(codec: u8, body: &[u8]) -> Result<Vec<u8>> {
     use bytes::Buf;
     use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
     let mut input = bytes::Bytes::copy_from_slice(body);
-    let take = |buf: &mut bytes::Bytes| -> Result<Vec<u8>> { Ok(buf.copy_to_bytes(buf.remaining()).to_vec()) };
+    let take = |buf: &mut bytes::Bytes| -> Result<Vec<u8>> {
+        Ok(buf.copy_to_bytes(buf.remaining()).to_vec())
+    };
     match codec {
         1 => Gzip::decompress(&mut input, take),
         2 => Snappy::decompress(&mut input, take),
@@ -401,7 +403,8 @@ fn walk_record_stamps(
         // attributes, timestamp delta, offset delta, key, value
         let mut at = 1usize;
         for _ in 0..2 {
-            let (_, used) = read_varint(record.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
+            let (_, used) =
+                read_varint(record.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
             at += used;
         }
         let (key_length, used) =
@@ -411,7 +414,9 @@ fn walk_record_stamps(
             read_varint(record.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
         at += used;
         if value_length >= STAMP_SIZE_BYTES as i64 {
-            let value = record.get(at..at + STAMP_SIZE_BYTES).ok_or_else(malformed)?;
+            let value = record
+                .get(at..at + STAMP_SIZE_BYTES)
+                .ok_or_else(malformed)?;
             if value[..8] == STAMP_MAGIC {
                 let mut stamp = [0u8; 8];
                 stamp.copy_from_slice(&value[8..16]);
@@ -432,7 +437,7 @@ impl XorShift {
     }
 
     #[inline]
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -444,7 +449,7 @@ impl XorShift {
     /// Uniform in `0..bound` (bound > 0), by multiply-shift.
     #[inline]
     pub fn below(&mut self, bound: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(bound)) >> 64) as u64
+        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
     }
 }
 
@@ -482,7 +487,15 @@ mod tests {
         for records in 1..=template.max_records() {
             let mut out = vec![0xaa; 3]; // batches are appended after existing bytes
             let size = template
-                .write_batch(&mut out, records, 1_700_000_000_000, None, None, Keys::None, &mut scratch)
+                .write_batch(
+                    &mut out,
+                    records,
+                    1_700_000_000_000,
+                    None,
+                    None,
+                    Keys::None,
+                    &mut scratch,
+                )
                 .unwrap();
             assert_eq!(size, out.len() - 3);
             let summary = validate_batches(&out[3..], usize::MAX).unwrap();
@@ -503,7 +516,15 @@ mod tests {
             let key = |i: usize| 7 * i as u64;
             let records = 10;
             template
-                .write_batch(&mut out, records, 5, Some(&stamp), Some(&key), keys, &mut Vec::new())
+                .write_batch(
+                    &mut out,
+                    records,
+                    5,
+                    Some(&stamp),
+                    Some(&key),
+                    keys,
+                    &mut Vec::new(),
+                )
                 .unwrap();
             validate_batches(&out, usize::MAX).unwrap();
             let mut stamps = Vec::new();
@@ -534,9 +555,20 @@ mod tests {
             let stamp = |i: usize| 42 + i as u64;
             let records = template.max_records();
             template
-                .write_batch(&mut out, records, 9, Some(&stamp), None, Keys::None, &mut Vec::new())
+                .write_batch(
+                    &mut out,
+                    records,
+                    9,
+                    Some(&stamp),
+                    None,
+                    Keys::None,
+                    &mut Vec::new(),
+                )
                 .unwrap();
-            assert!(out.len() < template.batch_size_bytes(records), "{codec:?} did not shrink");
+            assert!(
+                out.len() < template.batch_size_bytes(records),
+                "{codec:?} did not shrink"
+            );
             let summary = validate_batches(&out, usize::MAX).unwrap();
             assert_eq!(summary.record_count as usize, records);
             let mut stamps = Vec::new();

@@ -133,7 +133,13 @@ pub fn mb(bytes: f64) -> f64 {
 }
 
 /// One progress line per second.
-pub fn format_progress(point: &TimelinePoint, total_s: u64, produces: bool, consumes: bool, e2e: bool) -> String {
+pub fn format_progress(
+    point: &TimelinePoint,
+    total_s: u64,
+    produces: bool,
+    consumes: bool,
+    e2e: bool,
+) -> String {
     let mut line = format!(
         "[{:>4}s/{}s{}]",
         point.second,
@@ -190,7 +196,7 @@ pub fn group_digits(value: u64) -> String {
     let digits = value.to_string();
     let mut out = String::new();
     for (index, ch) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -295,7 +301,10 @@ pub fn format_summary(report: &Report) -> String {
     }
     if let Some(produce) = &report.produce {
         if produce.latency.is_some() {
-            out += &format!("(produce latency measured from {})\n", produce.latency_origin);
+            out += &format!(
+                "(produce latency measured from {})\n",
+                produce.latency_origin
+            );
         }
     }
     if let Some(e2e) = &report.e2e {
@@ -340,7 +349,7 @@ pub fn check_schema(value: &serde_json::Value) -> Result<()> {
             bail!("missing key {key}");
         }
     }
-    if object["schema_version"] != Value::from(SCHEMA_VERSION) {
+    if object["schema_version"] != SCHEMA_VERSION {
         bail!("unexpected schema_version {}", object["schema_version"]);
     }
     for key in ["cpu_model", "cpu_count", "kernel", "allowed_cpus"] {
@@ -365,7 +374,14 @@ pub fn check_schema(value: &serde_json::Value) -> Result<()> {
     }
     let check_latency = |value: &Value, at: &str| -> Result<()> {
         for key in [
-            "count", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "p99_99_ms", "max_ms", "mean_ms",
+            "count",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "p99_9_ms",
+            "p99_99_ms",
+            "max_ms",
+            "mean_ms",
         ] {
             if !value.get(key).is_some_and(Value::is_number) {
                 bail!("{at}.{key} missing or not a number");
@@ -392,7 +408,13 @@ pub fn check_schema(value: &serde_json::Value) -> Result<()> {
         }
     }
     if let Some(consume) = object["consume"].as_object() {
-        for key in ["msgs", "bytes", "errors", "throughput_msgs_per_s", "throughput_mb_per_s"] {
+        for key in [
+            "msgs",
+            "bytes",
+            "errors",
+            "throughput_msgs_per_s",
+            "throughput_mb_per_s",
+        ] {
             if !consume.contains_key(key) {
                 bail!("consume.{key} missing");
             }
@@ -402,9 +424,17 @@ pub fn check_schema(value: &serde_json::Value) -> Result<()> {
     if let Some(e2e) = object["e2e"].as_object() {
         check_latency(&e2e["latency"], "e2e.latency")?;
     }
-    let timeline = object["timeline"].as_array().context("timeline is not an array")?;
+    let timeline = object["timeline"]
+        .as_array()
+        .context("timeline is not an array")?;
     for point in timeline {
-        for key in ["second", "warmup", "produce_msgs_per_s", "produce_p99_ms", "errors"] {
+        for key in [
+            "second",
+            "warmup",
+            "produce_msgs_per_s",
+            "produce_p99_ms",
+            "errors",
+        ] {
             if point.get(key).is_none() {
                 bail!("timeline point without {key}");
             }
@@ -449,8 +479,15 @@ pub fn write_hgrm(histogram: &LatencyHistogram, out: &mut impl Write) -> std::io
             h.max() as f64 / SCALE_NS_PER_MS,
         )
     };
-    writeln!(out, "#[Mean    = {mean:12.3}, StdDeviation   = {stddev:12.3}]")?;
-    writeln!(out, "#[Max     = {max:12.3}, Total count    = {:12}]", h.len())?;
+    writeln!(
+        out,
+        "#[Mean    = {mean:12.3}, StdDeviation   = {stddev:12.3}]"
+    )?;
+    writeln!(
+        out,
+        "#[Max     = {max:12.3}, Total count    = {:12}]",
+        h.len()
+    )?;
     // Sub-buckets per bucket: the power of two that resolves the significant digits.
     let sub_buckets = (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two();
     writeln!(
@@ -512,8 +549,14 @@ mod tests {
             assert!(percentile >= previous.0 && count >= previous.1, "{line}");
             previous = (percentile, count);
         }
-        assert!(text.contains("#[Mean    =        0.501, StdDeviation   =        0.289]"), "{text}");
-        assert!(text.contains("#[Max     =        1.000, Total count    =         1000]"), "{text}");
+        assert!(
+            text.contains("#[Mean    =        0.501, StdDeviation   =        0.289]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#[Max     =        1.000, Total count    =         1000]"),
+            "{text}"
+        );
         assert!(text.contains("SubBuckets     =         2048]"), "{text}");
     }
 
@@ -536,7 +579,10 @@ mod tests {
             false,
             false,
         );
-        assert!(line.starts_with("[   3s/12s warmup] produce   1,500,000 msg/s"), "{line}");
+        assert!(
+            line.starts_with("[   3s/12s warmup] produce   1,500,000 msg/s"),
+            "{line}"
+        );
         assert!(line.contains("p99 1.250"), "{line}");
     }
 }

@@ -85,7 +85,10 @@ pub fn prepare_topic(admin: &mut AdminClient, args: &RunArgs) -> Result<TopicLay
         let configs: Vec<(String, String)> = args
             .topic_configs
             .iter()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect();
         let created = admin.create_topic(&args.topic, args.partition_count, &configs)?;
         if !created {
@@ -101,7 +104,11 @@ pub fn prepare_topic(admin: &mut AdminClient, args: &RunArgs) -> Result<TopicLay
     let layout = admin.wait_for_topic(&args.topic, Duration::from_secs(15))?;
     for (slot, (index, _)) in layout.partitions.iter().enumerate() {
         if *index != slot as i32 {
-            bail!("topic {} has non-contiguous partitions: {:?}", args.topic, layout.partitions);
+            bail!(
+                "topic {} has non-contiguous partitions: {:?}",
+                args.topic,
+                layout.partitions
+            );
         }
     }
     if args.create && layout.partitions.len() != args.partition_count as usize {
@@ -210,8 +217,8 @@ fn run_native(mode: Mode, args: &RunArgs) -> Result<Outcome> {
             }
         }
         for setup in &mut setups {
-            setup.rate_msgs_per_s = args.rate_msgs_per_s * setup.producers.len() as f64
-                / producer_total.max(1) as f64;
+            setup.rate_msgs_per_s =
+                args.rate_msgs_per_s * setup.producers.len() as f64 / producer_total.max(1) as f64;
         }
     }
     // Consumers: consumer c reads partitions p with p % C == c, one connection per leader.
@@ -332,7 +339,13 @@ pub fn collect_timeline(
         if !args.quiet {
             eprintln!(
                 "{}",
-                format_progress(&point, total_s, mode.produces(), mode.consumes(), mode == Mode::E2e)
+                format_progress(
+                    &point,
+                    total_s,
+                    mode.produces(),
+                    mode.consumes(),
+                    mode == Mode::E2e
+                )
             );
         }
         timeline.push(point);
@@ -387,9 +400,15 @@ pub fn build_report(
     let c = &outcome.stats.counters;
     let window = outcome.window;
     let mut measured_s = window.measured_s();
-    if mode == Mode::Consume && args.until_end && c.last_consume_ns > window.warmup_end_ns {
-        // The run ended when the data did.
-        measured_s = measured_s.min((c.last_consume_ns - window.warmup_end_ns) as f64 / 1e9);
+    if mode == Mode::Consume && args.until_end {
+        // The run ended when the data did: at the last record received, or when the
+        // consumers found nothing (more) to read.
+        let end_ns = if c.last_consume_ns > window.warmup_end_ns {
+            c.last_consume_ns
+        } else {
+            c.finished_ns
+        };
+        measured_s = measured_s.min(end_ns.saturating_sub(window.warmup_end_ns) as f64 / 1e9);
     }
     let measured_s = measured_s.max(1e-9);
     let produce = mode.produces().then(|| {
@@ -506,13 +525,20 @@ fn write_outputs(args: &RunArgs, report: &Report, stats: &Stats) -> Result<()> {
     if let Some(path) = &args.plot_path {
         // The fetch round trip is a different quantity; plot it only when it is all there is.
         let plotted: Vec<(&str, &crate::hist::LatencyHistogram)> = if series.len() > 1 {
-            series.iter().filter(|(n, _)| *n != "fetch").cloned().collect()
+            series
+                .iter()
+                .filter(|(n, _)| *n != "fetch")
+                .cloned()
+                .collect()
         } else {
             series.clone()
         };
         let title = format!(
             "{} latency by percentile — {}",
-            report.label.clone().unwrap_or_else(|| report.command.clone()),
+            report
+                .label
+                .clone()
+                .unwrap_or_else(|| report.command.clone()),
             report.git_revision
         );
         match crate::plot::plot_percentiles(path, &title, &plotted) {

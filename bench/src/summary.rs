@@ -20,6 +20,8 @@ pub struct Row {
     pub goal: String,
     /// `PASS`, `MISS` or `-` (no goal / no data).
     pub status: String,
+    /// How busy the broker's core was and how long the broker waited for it during the run.
+    pub broker_core: String,
 }
 
 /// What fio measured, from its JSON output.
@@ -42,7 +44,11 @@ pub fn parse_fio(value: &Value) -> Option<FioFigures> {
             .unwrap_or(0.0)
             / 1e6
     };
-    let sync = job.get("sync").and_then(|s| s.get("lat_ns")).cloned().unwrap_or(Value::Null);
+    let sync = job
+        .get("sync")
+        .and_then(|s| s.get("lat_ns"))
+        .cloned()
+        .unwrap_or(Value::Null);
     let block_size_bytes = job
         .get("job options")
         .and_then(|o| o.get("bs"))
@@ -71,11 +77,23 @@ fn parse_size(text: &str) -> Option<u64> {
     digits.parse::<u64>().ok().map(|n| n * multiplier)
 }
 
-/// Reads the reports (`w*.json`, keyed by their label, e.g. `W1`) and fio baselines
-/// (`fio-write.json`, `fio-fdatasync.json`, `fio-read.json`) of a results directory.
-pub fn load_dir(dir: &Path) -> Result<(BTreeMap<String, Report>, BTreeMap<String, FioFigures>)> {
+/// What `load_dir` found in a results directory.
+pub struct Loaded {
+    /// Reports by label (`W1`, ...).
+    pub reports: BTreeMap<String, Report>,
+    /// fio baselines by kind (`write`, `fdatasync`, `read`).
+    pub fio: BTreeMap<String, FioFigures>,
+    /// `{on_cpu_pct, runqueue_wait_pct}` of the broker per workload id (`W1`, ...).
+    pub sched: BTreeMap<String, Value>,
+}
+
+/// Reads the reports (`w*.json`, keyed by their label, e.g. `W1`), fio baselines
+/// (`fio-write.json`, `fio-fdatasync.json`, `fio-read.json`) and broker scheduling figures
+/// (`<id>-broker-sched.json`) of a results directory.
+pub fn load_dir(dir: &Path) -> Result<Loaded> {
     let mut reports = BTreeMap::new();
     let mut fio = BTreeMap::new();
+    let mut sched = BTreeMap::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -85,7 +103,16 @@ pub fn load_dir(dir: &Path) -> Result<(BTreeMap<String, Report>, BTreeMap<String
             continue;
         }
         let text = std::fs::read_to_string(&path)?;
-        if let Some(kind) = name.strip_prefix("fio-").and_then(|n| n.strip_suffix(".json")) {
+        if let Some(id) = name.strip_suffix("-broker-sched.json") {
+            if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                sched.insert(id.to_uppercase(), value);
+            }
+            continue;
+        }
+        if let Some(kind) = name
+            .strip_prefix("fio-")
+            .and_then(|n| n.strip_suffix(".json"))
+        {
             // fio may print warnings before its JSON.
             let start = text.find('{').unwrap_or(0);
             if let Some(figures) = serde_json::from_str::<Value>(&text[start..])
@@ -104,7 +131,11 @@ pub fn load_dir(dir: &Path) -> Result<(BTreeMap<String, Report>, BTreeMap<String
             reports.insert(key, report);
         }
     }
-    Ok((reports, fio))
+    Ok(Loaded {
+        reports,
+        fio,
+        sched,
+    })
 }
 
 fn ratio(value: f64, baseline: f64) -> Option<f64> {
@@ -133,8 +164,9 @@ fn msgs(value: f64) -> String {
 }
 
 /// Builds the rows for the standard workloads W1..W6 (missing ones are skipped).
-pub fn rows(reports: &BTreeMap<String, Report>, fio: &BTreeMap<String, FioFigures>) -> Vec<Row> {
-    let mut rows = Vec::new();
+pub fn rows(loaded: &Loaded) -> Vec<Row> {
+    let (reports, fio) = (&loaded.reports, &loaded.fio);
+    let mut rows: Vec<Row> = Vec::new();
     let produce_mb = |id: &str| {
         reports
             .get(id)
@@ -143,6 +175,7 @@ pub fn rows(reports: &BTreeMap<String, Report>, fio: &BTreeMap<String, FioFigure
     };
     if let Some(produce) = reports.get("W1").and_then(|r| r.produce.as_ref()) {
         rows.push(Row {
+            broker_core: String::new(),
             workload: "W1 max produce, 100 B, acks=1, 1 partition".into(),
             metric: "throughput".into(),
             value: format!(
@@ -160,6 +193,7 @@ pub fn rows(reports: &BTreeMap<String, Report>, fio: &BTreeMap<String, FioFigure
         let baseline = fio.get("write").map(|f| f.write_mb_per_s);
         let r = baseline.and_then(|b| ratio(produce.throughput_mb_per_s, b));
         rows.push(Row {
+            broker_core: String::new(),
             workload: "W2 max produce, 1 KiB, acks=1".into(),
             metric: "throughput".into(),
             value: format!(
@@ -189,6 +223,7 @@ pub fn rows(reports: &BTreeMap<String, Report>, fio: &BTreeMap<String, FioFigure
                 produce.rate_shortfall_pct.unwrap_or(0.0)
             );
             rows.push(Row {
+                broker_core: String::new(),
                 workload: "W3 200k msg/s, 1 KiB, acks=all, sync flush".into(),
                 metric: "produce p99".into(),
                 value: format!("{:.3} ms {rate_note}", latency.p99_ms),
@@ -202,6 +237,7 @@ pub fn rows(reports: &BTreeMap<String, Report>, fio: &BTreeMap<String, FioFigure
                 )),
             });
             rows.push(Row {
+                broker_core: String::new(),
                 workload: "W3".into(),
                 metric: "produce p99.9".into(),
                 value: format!("{:.3} ms", latency.p99_9_ms),
@@ -221,6 +257,7 @@ pub fn rows(reports: &BTreeMap<String, Report>, fio: &BTreeMap<String, FioFigure
             let produce = report.produce.as_ref();
             let produce_p99 = produce.and_then(|p| p.latency.as_ref()).map(|l| l.p99_ms);
             rows.push(Row {
+                broker_core: String::new(),
                 workload: "W4 end-to-end at 200k msg/s, 1 KiB".into(),
                 metric: "e2e p99".into(),
                 value: format!(
@@ -245,6 +282,7 @@ pub fn rows(reports: &BTreeMap<String, Report>, fio: &BTreeMap<String, FioFigure
         let baseline = produce_mb("W2");
         let r = baseline.and_then(|b| ratio(produce.throughput_mb_per_s, b));
         rows.push(Row {
+            broker_core: String::new(),
             workload: "W5 1,000 partitions, 64 connections, 1 KiB".into(),
             metric: "throughput".into(),
             value: format!(
@@ -261,6 +299,7 @@ pub fn rows(reports: &BTreeMap<String, Report>, fio: &BTreeMap<String, FioFigure
     if let Some(consume) = reports.get("W6").and_then(|r| r.consume.as_ref()) {
         let baseline = fio.get("read").map(|f| f.read_mb_per_s);
         rows.push(Row {
+            broker_core: String::new(),
             workload: "W6 consume cold data (restarted broker, caches dropped)".into(),
             metric: "throughput".into(),
             value: format!(
@@ -268,11 +307,20 @@ pub fn rows(reports: &BTreeMap<String, Report>, fio: &BTreeMap<String, FioFigure
                 consume.throughput_mb_per_s,
                 msgs(consume.throughput_msgs_per_s)
             ),
-            baseline: baseline
-                .map_or("-".into(), |b| format!("fio O_DIRECT read {b:.0} MB/s")),
+            baseline: baseline.map_or("-".into(), |b| format!("fio O_DIRECT read {b:.0} MB/s")),
             ratio: pct(baseline.and_then(|b| ratio(consume.throughput_mb_per_s, b))),
             goal: "-".into(),
             status: "-".into(),
+        });
+    }
+    for row in &mut rows {
+        let id = row.workload.split_whitespace().next().unwrap_or("");
+        row.broker_core = loaded.sched.get(id).map_or("-".into(), |s| {
+            format!(
+                "busy {:.0}%, waited {:.0}%",
+                s["on_cpu_pct"].as_f64().unwrap_or(0.0),
+                s["runqueue_wait_pct"].as_f64().unwrap_or(0.0)
+            )
         });
     }
     rows
@@ -281,14 +329,21 @@ pub fn rows(reports: &BTreeMap<String, Report>, fio: &BTreeMap<String, FioFigure
 /// The rows as a Markdown table.
 pub fn markdown_table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| Workload | Metric | Measured | Baseline (same run) | Ratio | Goal | Status |\n\
-         | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| Workload | Metric | Measured | Baseline (same run) | Ratio | Goal | Status | Broker core |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for row in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            row.workload, row.metric, row.value, row.baseline, row.ratio, row.goal, row.status
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.workload,
+            row.metric,
+            row.value,
+            row.baseline,
+            row.ratio,
+            row.goal,
+            row.status,
+            row.broker_core
         );
     }
     out
@@ -296,12 +351,12 @@ pub fn markdown_table(rows: &[Row]) -> String {
 
 /// Summarizes a results directory, writes `summary.md` into it, and returns the text.
 pub fn summarize_dir(dir: &Path) -> Result<String> {
-    let (reports, fio) = load_dir(dir)?;
-    if reports.is_empty() {
+    let loaded = load_dir(dir)?;
+    if loaded.reports.is_empty() {
         anyhow::bail!("no riptide-bench reports in {}", dir.display());
     }
-    let rows = rows(&reports, &fio);
-    let any = reports.values().next().expect("not empty");
+    let rows = rows(&loaded);
+    let any = loaded.reports.values().next().expect("not empty");
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -314,7 +369,9 @@ pub fn summarize_dir(dir: &Path) -> Result<String> {
         any.host.os
     );
     text += &markdown_table(&rows);
-    text += "\nMB = 10^6 bytes of record payload (produce) or stored batch bytes (consume).\n";
+    text += "\nMB = 10^6 bytes of record payload (produce) or stored batch bytes (consume). \
+             Broker core: share of the run the broker was on its CPU, and share it was runnable \
+             but waiting for that CPU (other processes on the core).\n";
     std::fs::write(dir.join("summary.md"), &text)?;
     Ok(text)
 }
@@ -356,7 +413,8 @@ mod tests {
             ratio: "-".into(),
             goal: "g".into(),
             status: "MISS".into(),
+            broker_core: "busy 50%, waited 10%".into(),
         }]);
-        assert!(table.ends_with("| W1 | m | v | - | - | g | MISS |\n"));
+        assert!(table.ends_with("| W1 | m | v | - | - | g | MISS | busy 50%, waited 10% |\n"));
     }
 }

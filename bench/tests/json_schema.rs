@@ -104,8 +104,14 @@ fn produce_only_and_acks_zero_reports() {
     check_schema(&value).unwrap();
     assert!(value["consume"].is_null());
     assert!(value["e2e"].is_null());
-    assert!(value["produce"]["latency"].is_null(), "acks=0 has no produce latency");
-    assert!(value["produce"]["rate_shortfall_pct"].is_null(), "no target in max-rate mode");
+    assert!(
+        value["produce"]["latency"].is_null(),
+        "acks=0 has no produce latency"
+    );
+    assert!(
+        value["produce"]["rate_shortfall_pct"].is_null(),
+        "no target in max-rate mode"
+    );
 }
 
 #[test]

@@ -51,7 +51,13 @@ fn start_broker() -> Option<Broker> {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     let mut command = Command::new(&binary);
-    command.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--cores", "1"]);
+    command.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--cores",
+        "1",
+    ]);
     if help.contains("--admin-listen") {
         command.args(["--admin-listen", ""]);
     }

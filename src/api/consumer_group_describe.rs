@@ -43,7 +43,11 @@ pub async fn handle(
         }
     }
     let hops = by_owner.into_iter().map(|(owner, partitions)| {
-        let slots: Vec<usize> = partitions.values().flatten().map(|(slot, _)| *slot).collect();
+        let slots: Vec<usize> = partitions
+            .values()
+            .flatten()
+            .map(|(slot, _)| *slot)
+            .collect();
         let hop = shard.invoke_on(owner, move |owner_shard| async move {
             let mut described = Vec::new();
             for (partition, groups) in partitions {

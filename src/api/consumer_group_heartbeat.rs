@@ -68,7 +68,10 @@ pub async fn handle(
         })
         .await
         .unwrap_or_else(|_| {
-            HeartbeatResult::error(ResponseError::NotCoordinator.code(), "coordinator unreachable")
+            HeartbeatResult::error(
+                ResponseError::NotCoordinator.code(),
+                "coordinator unreachable",
+            )
         });
     response(result)
 }

@@ -8,9 +8,16 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, GroupId};
 use std::collections::BTreeMap;
 
-pub async fn handle(context: &RequestContext, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn handle(
+    context: &RequestContext,
+    request: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let shard = &context.shard;
-    let ids: Vec<String> = request.groups_names.iter().map(|g| g.0.to_string()).collect();
+    let ids: Vec<String> = request
+        .groups_names
+        .iter()
+        .map(|g| g.0.to_string())
+        .collect();
     let mut codes: Vec<i16> = vec![ResponseError::UnknownServerError.code(); ids.len()];
     let mut by_owner: BTreeMap<usize, Vec<(usize, i32, String)>> = BTreeMap::new();
     for (slot, id) in ids.iter().enumerate() {
@@ -19,10 +26,12 @@ pub async fn handle(context: &RequestContext, request: DeleteGroupsRequest) -> D
             continue;
         }
         match crate::group::route_existing(shard, id) {
-            Some(route) => by_owner
-                .entry(route.owner)
-                .or_default()
-                .push((slot, route.partition, id.clone())),
+            Some(route) => {
+                by_owner
+                    .entry(route.owner)
+                    .or_default()
+                    .push((slot, route.partition, id.clone()))
+            }
             None => codes[slot] = ResponseError::GroupIdNotFound.code(),
         }
     }

@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 /// Kafka's placeholder when authorized operations were not asked for.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub async fn handle(context: &RequestContext, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub async fn handle(
+    context: &RequestContext,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let version = context.api_version;
     let shard = &context.shard;
     let ids: Vec<String> = request.groups.iter().map(|g| g.0.to_string()).collect();

@@ -33,7 +33,10 @@ pub async fn handle(
             .await
             .map_err(|error| (error, "the group coordinator is not available yet")),
         KEY_TYPE_TRANSACTION => Ok(()),
-        _ => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
+        _ => Err((
+            ResponseError::InvalidRequest,
+            "unknown coordinator key type",
+        )),
     };
     if context.api_version >= 4 {
         let coordinators = request

@@ -17,8 +17,15 @@ pub async fn handle(context: &RequestContext, request: HeartbeatRequest) -> Hear
     let code = context
         .shard
         .invoke_on(route.owner, move |owner| async move {
-            crate::group::heartbeat(&owner, route.partition, group_id, member_id, instance_id, generation)
-                .await
+            crate::group::heartbeat(
+                &owner,
+                route.partition,
+                group_id,
+                member_id,
+                instance_id,
+                generation,
+            )
+            .await
         })
         .await
         .unwrap_or(ResponseError::NotCoordinator.code());

@@ -112,7 +112,9 @@ mod tests {
         };
         for version in 0..=9 {
             let mut buf = bytes::BytesMut::new();
-            response(version, result.clone()).encode(&mut buf, version).unwrap();
+            response(version, result.clone())
+                .encode(&mut buf, version)
+                .unwrap();
             let mut buf = bytes::BytesMut::new();
             response(version, JoinResult::error(79, "x"))
                 .encode(&mut buf, version)

@@ -8,20 +8,32 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 pub async fn handle(context: &RequestContext, request: ListGroupsRequest) -> ListGroupsResponse {
     let version = context.api_version;
     let shard = &context.shard;
-    let states: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
-    let types: Vec<String> = request.types_filter.iter().map(|s| s.to_lowercase()).collect();
-    let hops = crate::group::coordinator_shards(shard).into_iter().map(|owner| {
-        shard.invoke_on(owner, |owner_shard| async move {
-            crate::group::list_groups(&owner_shard).await
-        })
-    });
+    let states: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let types: Vec<String> = request
+        .types_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let hops = crate::group::coordinator_shards(shard)
+        .into_iter()
+        .map(|owner| {
+            shard.invoke_on(owner, |owner_shard| async move {
+                crate::group::list_groups(&owner_shard).await
+            })
+        });
     let mut error_code = 0;
     let mut groups = Vec::new();
     for outcome in futures::future::join_all(hops).await {
         match outcome {
             Ok(Ok(listed)) => groups.extend(listed),
             Ok(Err(code)) => error_code = code,
-            Err(_) => error_code = kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code(),
+            Err(_) => {
+                error_code = kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code()
+            }
         }
     }
     groups.retain(|g| {

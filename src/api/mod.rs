@@ -37,20 +37,51 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-/// A framed response, possibly in several chunks so record data can be sent without copying.
+/// A framed response, possibly in several chunks so record data can be sent without copying:
+/// cached batches as the `Bytes` they are stored in, cold batches as regions of segment files
+/// that the connection sends page cache to socket (splice), never through user space.
 pub struct Response {
-    chunks: Vec<Bytes>,
+    chunks: Vec<ResponseChunk>,
+}
+
+/// One piece of a response, written in order.
+pub enum ResponseChunk {
+    Bytes(Bytes),
+    File(crate::log::FileRegion),
+}
+
+impl ResponseChunk {
+    pub fn len(&self) -> usize {
+        match self {
+            ResponseChunk::Bytes(bytes) => bytes.len(),
+            ResponseChunk::File(region) => region.size_bytes,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Response {
     pub fn from_frame(frame: BytesMut) -> Response {
         Response {
-            chunks: vec![frame.freeze()],
+            chunks: vec![ResponseChunk::Bytes(frame.freeze())],
         }
     }
 
-    pub fn chunks(&self) -> &[Bytes] {
+    /// A response whose chunks, laid back to back, are the whole frame (size prefix included).
+    pub fn from_chunks(chunks: Vec<ResponseChunk>) -> Response {
+        Response { chunks }
+    }
+
+    pub fn chunks(&self) -> &[ResponseChunk] {
         &self.chunks
+    }
+
+    /// Bytes on the wire, size prefix included.
+    pub fn size_bytes(&self) -> usize {
+        self.chunks.iter().map(ResponseChunk::len).sum()
     }
 }
 
@@ -128,7 +159,7 @@ async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAd
         ApiKey::ApiVersions => dispatch!(api_versions::handle),
         ApiKey::Metadata => dispatch!(metadata::handle),
         ApiKey::Produce => produce::handle_frame(&context, frame).await,
-        ApiKey::Fetch => dispatch!(fetch::handle),
+        ApiKey::Fetch => fetch::handle_frame(&context, frame).await,
         ApiKey::ListOffsets => dispatch!(list_offsets::handle),
         ApiKey::FindCoordinator => dispatch!(find_coordinator::handle),
         ApiKey::CreateTopics => dispatch!(create_topics::handle),

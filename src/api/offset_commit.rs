@@ -11,7 +11,10 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-pub async fn handle(context: &RequestContext, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(
+    context: &RequestContext,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let shard = &context.shard;
     let image = shard.metadata();
     let metadata_max_bytes = shard.config.offset_metadata_max_bytes;
@@ -34,7 +37,9 @@ pub async fn handle(context: &RequestContext, request: OffsetCommitRequest) -> O
                 .unwrap_or_default();
             let code = if let Err(error) = route {
                 error.code()
-            } else if !known.is_some_and(|t| (0..t.partition_count()).contains(&partition.partition_index)) {
+            } else if !known
+                .is_some_and(|t| (0..t.partition_count()).contains(&partition.partition_index))
+            {
                 ResponseError::UnknownTopicOrPartition.code()
             } else if metadata.len() > metadata_max_bytes {
                 ResponseError::OffsetMetadataTooLarge.code()

@@ -8,7 +8,10 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-pub async fn handle(context: &RequestContext, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(
+    context: &RequestContext,
+    request: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
     let group_id = request.group_id.0.to_string();
     let topics: Vec<(String, Vec<i32>)> = request
         .topics
@@ -16,7 +19,10 @@ pub async fn handle(context: &RequestContext, request: OffsetDeleteRequest) -> O
         .map(|t| {
             (
                 t.name.0.to_string(),
-                t.partitions.into_iter().map(|p| p.partition_index).collect(),
+                t.partitions
+                    .into_iter()
+                    .map(|p| p.partition_index)
+                    .collect(),
             )
         })
         .collect();

@@ -113,23 +113,29 @@ pub async fn handle(context: &RequestContext, request: OffsetFetchRequest) -> Of
     };
     let topics = topics
         .into_iter()
-        .map(|(topic, partitions): (String, Vec<crate::group::FetchedPartition>)| {
-            OffsetFetchResponseTopic::default()
-                .with_name(topic_name(&topic))
-                .with_partitions(
-                    partitions
-                        .into_iter()
-                        .map(|p| {
-                            OffsetFetchResponsePartition::default()
-                                .with_partition_index(p.partition)
-                                .with_committed_offset(p.offset)
-                                .with_committed_leader_epoch(if version >= 5 { p.leader_epoch } else { -1 })
-                                .with_metadata(Some(str_bytes(&p.metadata)))
-                                .with_error_code(p.error)
-                        })
-                        .collect(),
-                )
-        })
+        .map(
+            |(topic, partitions): (String, Vec<crate::group::FetchedPartition>)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(topic_name(&topic))
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p.partition)
+                                    .with_committed_offset(p.offset)
+                                    .with_committed_leader_epoch(if version >= 5 {
+                                        p.leader_epoch
+                                    } else {
+                                        -1
+                                    })
+                                    .with_metadata(Some(str_bytes(&p.metadata)))
+                                    .with_error_code(p.error)
+                            })
+                            .collect(),
+                    )
+            },
+        )
         .collect();
     OffsetFetchResponse::default()
         .with_error_code(if version >= 2 { group_error } else { 0 })
@@ -137,16 +143,22 @@ pub async fn handle(context: &RequestContext, request: OffsetFetchRequest) -> Of
 }
 
 /// Routes every group, one hop per coordinator shard (all at once); answers in request order.
-async fn fetch_all(context: &RequestContext, groups: Vec<FetchGroup>, require_stable: bool) -> Vec<FetchedGroup> {
+async fn fetch_all(
+    context: &RequestContext,
+    groups: Vec<FetchGroup>,
+    require_stable: bool,
+) -> Vec<FetchedGroup> {
     let shard = &context.shard;
     let mut answers: Vec<Option<FetchedGroup>> = vec![None; groups.len()];
     let mut by_owner: BTreeMap<usize, Vec<(usize, i32, FetchGroup)>> = BTreeMap::new();
     for (slot, group) in groups.into_iter().enumerate() {
         match crate::group::route(shard, &group.group_id).await {
-            Ok(route) => by_owner
-                .entry(route.owner)
-                .or_default()
-                .push((slot, route.partition, group)),
+            Ok(route) => {
+                by_owner
+                    .entry(route.owner)
+                    .or_default()
+                    .push((slot, route.partition, group))
+            }
             Err(error) => {
                 answers[slot] = Some(FetchedGroup {
                     error: error.code(),
@@ -163,7 +175,8 @@ async fn fetch_all(context: &RequestContext, groups: Vec<FetchGroup>, require_st
                 async move {
                     (
                         slot,
-                        crate::group::fetch_offsets(&owner_shard, partition, group, require_stable).await,
+                        crate::group::fetch_offsets(&owner_shard, partition, group, require_stable)
+                            .await,
                     )
                 }
             });

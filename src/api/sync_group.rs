@@ -75,7 +75,9 @@ mod tests {
         };
         for version in 0..=5 {
             let mut buf = bytes::BytesMut::new();
-            response(version, result.clone()).encode(&mut buf, version).unwrap();
+            response(version, result.clone())
+                .encode(&mut buf, version)
+                .unwrap();
         }
     }
 }

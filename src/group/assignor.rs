@@ -47,7 +47,10 @@ pub fn count(assignment: &Assignment) -> usize {
 }
 
 /// Contiguous ranges per topic over the members subscribed to it, in member id order.
-pub fn range(members: &[MemberSpec], partitions: &BTreeMap<Uuid, i32>) -> HashMap<String, Assignment> {
+pub fn range(
+    members: &[MemberSpec],
+    partitions: &BTreeMap<Uuid, i32>,
+) -> HashMap<String, Assignment> {
     let mut result: HashMap<String, Assignment> = members
         .iter()
         .map(|m| (m.member_id.clone(), Assignment::new()))
@@ -139,7 +142,12 @@ pub fn uniform(
     while budget > 0 {
         budget -= 1;
         let mut order: Vec<usize> = (0..members.len()).collect();
-        order.sort_by_key(|&i| (std::cmp::Reverse(owned[i].len()), members[i].member_id.clone()));
+        order.sort_by_key(|&i| {
+            (
+                std::cmp::Reverse(owned[i].len()),
+                members[i].member_id.clone(),
+            )
+        });
         let mut moved = false;
         'donors: for &donor in &order {
             // Move the donor's highest partitions first so low partitions stay put.
@@ -219,7 +227,10 @@ mod tests {
     fn uniform_balances_homogeneous_members() {
         let (t1, t2) = (topic(1), topic(2));
         let partitions = BTreeMap::from([(t1, 6), (t2, 5)]);
-        let members: Vec<MemberSpec> = ["a", "b", "c"].iter().map(|id| member(id, &[t1, t2])).collect();
+        let members: Vec<MemberSpec> = ["a", "b", "c"]
+            .iter()
+            .map(|id| member(id, &[t1, t2]))
+            .collect();
         let result = uniform(&members, &partitions, &HashMap::new());
         all_once(&result, &partitions);
         let mut counts: Vec<usize> = result.values().map(count).collect();
@@ -255,13 +266,23 @@ mod tests {
     fn uniform_respects_heterogeneous_subscriptions() {
         let (t1, t2) = (topic(1), topic(2));
         let partitions = BTreeMap::from([(t1, 4), (t2, 4)]);
-        let members = [member("a", &[t1]), member("b", &[t1, t2]), member("c", &[t2])];
+        let members = [
+            member("a", &[t1]),
+            member("b", &[t1, t2]),
+            member("c", &[t2]),
+        ];
         let result = uniform(&members, &partitions, &HashMap::new());
         all_once(&result, &partitions);
         assert!(result["a"].keys().all(|t| *t == t1));
         assert!(result["c"].keys().all(|t| *t == t2));
-        let counts: Vec<usize> = ["a", "b", "c"].iter().map(|id| count(&result[*id])).collect();
-        assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1, "{counts:?}");
+        let counts: Vec<usize> = ["a", "b", "c"]
+            .iter()
+            .map(|id| count(&result[*id]))
+            .collect();
+        assert!(
+            counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1,
+            "{counts:?}"
+        );
     }
 
     #[test]

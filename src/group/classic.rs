@@ -18,8 +18,8 @@
 //! rebalance delay, the rebalance timeout that drops members which did not rejoin (a client past
 //! `max.poll.interval.ms`), and the sync timeout that drops members which joined but never synced.
 
-use super::{Code, Effect, GroupLimits, Now, NEW_MEMBER_JOIN_TIMEOUT, NONE};
 use super::records::{ClassicGroupValue, MemberValue};
+use super::{Code, Effect, GroupLimits, Now, NEW_MEMBER_JOIN_TIMEOUT, NONE};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use indexmap::IndexMap;
@@ -463,7 +463,15 @@ impl ClassicGroup {
             let new_id = new_member_id(prefix);
             if let Some(instance) = &params.instance_id {
                 if let Some(old_id) = self.static_members.get(instance).cloned() {
-                    self.replace_static_member(&old_id, new_id, params, waiter, now, limits, &mut effects);
+                    self.replace_static_member(
+                        &old_id,
+                        new_id,
+                        params,
+                        waiter,
+                        now,
+                        limits,
+                        &mut effects,
+                    );
                     return effects;
                 }
             } else if params.require_known_member_id {
@@ -533,7 +541,10 @@ impl ClassicGroup {
                 }
             }
             ClassicState::Empty | ClassicState::Dead => {
-                reply_join(waiter, JoinResult::error(E::UnknownMemberId.code(), &member_id));
+                reply_join(
+                    waiter,
+                    JoinResult::error(E::UnknownMemberId.code(), &member_id),
+                );
             }
         }
         effects
@@ -631,7 +642,10 @@ impl ClassicGroup {
             .shift_remove_index(index)
             .expect("index is in range");
         if let Some(old_waiter) = member.join_waiter.take() {
-            reply_join(old_waiter, JoinResult::error(E::FencedInstanceId.code(), old_id));
+            reply_join(
+                old_waiter,
+                JoinResult::error(E::FencedInstanceId.code(), old_id),
+            );
         }
         if let Some(old_waiter) = member.sync_waiter.take() {
             reply_sync(old_waiter, SyncResult::error(E::FencedInstanceId.code()));
@@ -692,7 +706,12 @@ impl ClassicGroup {
         }
     }
 
-    fn maybe_prepare_rebalance(&mut self, now: Now, limits: &GroupLimits, effects: &mut Vec<Effect>) {
+    fn maybe_prepare_rebalance(
+        &mut self,
+        now: Now,
+        limits: &GroupLimits,
+        effects: &mut Vec<Effect>,
+    ) {
         if matches!(
             self.state,
             ClassicState::Empty | ClassicState::Stable | ClassicState::CompletingRebalance
@@ -867,7 +886,10 @@ impl ClassicGroup {
         if protocol_type.is_some_and(|t| Some(t) != self.protocol_type.as_deref())
             || protocol_name.is_some_and(|p| Some(p) != self.protocol.as_deref())
         {
-            reply_sync(waiter, SyncResult::error(E::InconsistentGroupProtocol.code()));
+            reply_sync(
+                waiter,
+                SyncResult::error(E::InconsistentGroupProtocol.code()),
+            );
             return effects;
         }
         match self.state {
@@ -959,7 +981,12 @@ impl ClassicGroup {
     }
 
     /// Members that joined generation `generation` but never sent SyncGroup are removed.
-    pub fn on_sync_timer(&mut self, generation: i32, now: Now, limits: &GroupLimits) -> Vec<Effect> {
+    pub fn on_sync_timer(
+        &mut self,
+        generation: i32,
+        now: Now,
+        limits: &GroupLimits,
+    ) -> Vec<Effect> {
         let mut effects = Vec::new();
         if generation != self.generation
             || !matches!(
@@ -1079,7 +1106,13 @@ impl ClassicGroup {
     }
 
     /// Removes a member (left, expired, fenced) and rebalances the rest.
-    fn remove_member(&mut self, member_id: &str, now: Now, limits: &GroupLimits, effects: &mut Vec<Effect>) {
+    fn remove_member(
+        &mut self,
+        member_id: &str,
+        now: Now,
+        limits: &GroupLimits,
+        effects: &mut Vec<Effect>,
+    ) {
         self.drop_member(member_id, E::UnknownMemberId.code());
         match self.state {
             ClassicState::Stable | ClassicState::CompletingRebalance => {
@@ -1247,7 +1280,9 @@ impl ClassicGroup {
                     client_id: member.client_id,
                     client_host: member.client_host,
                     session_timeout,
-                    rebalance_timeout: Duration::from_millis(member.rebalance_timeout_ms.max(0) as u64),
+                    rebalance_timeout: Duration::from_millis(
+                        member.rebalance_timeout_ms.max(0) as u64
+                    ),
                     protocol_type: group.protocol_type.clone().unwrap_or_default(),
                     protocols: vec![(protocol.clone(), member.subscription)],
                     assignment: member.assignment,
@@ -1347,7 +1382,16 @@ mod tests {
         now: Now,
     ) -> (Receiver<SyncResult>, Vec<Effect>) {
         let (sender, receiver) = oneshot::channel();
-        let effects = group.sync(member_id, None, generation, None, None, assignments, sender, now);
+        let effects = group.sync(
+            member_id,
+            None,
+            generation,
+            None,
+            None,
+            assignments,
+            sender,
+            now,
+        );
         (receiver, effects)
     }
 
@@ -1380,7 +1424,10 @@ mod tests {
         // Initial delay: new members extend it once, then the join completes.
         let effects = group.on_join_timer(seq, now, &limits());
         let seq = join_timer_seq(&effects);
-        assert!(group.on_join_timer(seq, now, &limits()).iter().any(|e| matches!(e, Effect::SyncTimer { generation: 1, .. })));
+        assert!(group
+            .on_join_timer(seq, now, &limits())
+            .iter()
+            .any(|e| matches!(e, Effect::SyncTimer { generation: 1, .. })));
         let first = ready(&mut first);
         let second = ready(&mut second);
         assert_eq!(group.state(), ClassicState::CompletingRebalance);
@@ -1456,9 +1503,13 @@ mod tests {
         let now = Now::current();
         let (mut group, leader, follower) = stable_pair(now);
         // The follower rejoins with new metadata: rebalance; the leader must rejoin too.
-        let (mut follower_join, effects) = join(&mut group, params(&follower, &["range", "roundrobin"]), now);
+        let (mut follower_join, effects) =
+            join(&mut group, params(&follower, &["range", "roundrobin"]), now);
         assert_eq!(group.state(), ClassicState::PreparingRebalance);
-        assert_eq!(group.heartbeat(&leader, None, 1, now), E::RebalanceInProgress.code());
+        assert_eq!(
+            group.heartbeat(&leader, None, 1, now),
+            E::RebalanceInProgress.code()
+        );
         pending(&mut follower_join);
         // The leader never rejoins: at the rebalance timeout it is dropped, the follower leads.
         let seq = join_timer_seq(&effects);
@@ -1508,7 +1559,10 @@ mod tests {
         assert_eq!(group.state(), ClassicState::PreparingRebalance);
         let (mut rejoin, _) = join(&mut group, params(&follower, &["range"]), now);
         let result = ready(&mut rejoin);
-        assert_eq!((result.generation, result.leader.as_str()), (2, follower.as_str()));
+        assert_eq!(
+            (result.generation, result.leader.as_str()),
+            (2, follower.as_str())
+        );
         drop(effects);
         let (codes, effects) = group.leave(
             &[(follower.clone(), None), ("ghost".into(), None)],
@@ -1518,7 +1572,9 @@ mod tests {
         assert_eq!(codes, vec![NONE, E::UnknownMemberId.code()]);
         assert_eq!(group.state(), ClassicState::Empty);
         assert_eq!(group.generation(), 3);
-        assert!(effects.iter().any(|e| matches!(e, Effect::PersistClassic { generation: 3, .. })));
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::PersistClassic { generation: 3, .. })));
     }
 
     #[test]
@@ -1534,7 +1590,9 @@ mod tests {
         assert_eq!(check, MemberCheck::Expired);
         assert!(group.member(&follower).is_none());
         assert_eq!(group.state(), ClassicState::PreparingRebalance);
-        assert!(effects.iter().any(|e| matches!(e, Effect::JoinTimer { .. })));
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::JoinTimer { .. })));
         let (check, _) = group.check_member(&follower, incarnation, later, &limits());
         assert_eq!(check, MemberCheck::Gone);
     }
@@ -1548,7 +1606,9 @@ mod tests {
         let seq = join_timer_seq(&effects);
         let effects = group.on_join_timer(seq, now, &limits());
         let effects = group.on_join_timer(join_timer_seq(&effects), now, &limits());
-        assert!(effects.iter().any(|e| matches!(e, Effect::SyncTimer { .. })));
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::SyncTimer { .. })));
         let a = ready(&mut a);
         let b = ready(&mut b);
         let (mut a_sync, _) = sync(&mut group, &a.member_id, 1, vec![], now);
@@ -1583,7 +1643,9 @@ mod tests {
         let mut group = ClassicGroup::new(now);
         let (mut a, effects) = join(&mut group, params("", &["range"]), now);
         let effects = group.on_join_timer(join_timer_seq(&effects), now, &limits());
-        assert!(effects.iter().any(|e| matches!(e, Effect::SyncTimer { .. })));
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::SyncTimer { .. })));
         let a = ready(&mut a);
         assert_eq!(
             group.validate_commit(&a.member_id, None, 1, now),
@@ -1611,7 +1673,10 @@ mod tests {
         ];
         let leader = if ja.leader == ja.member_id { &ja } else { &jb };
         let (_s, effects) = sync(&mut group, &leader.member_id, 1, assignments, now);
-        let Some(Effect::PersistClassic { sync_assignments, .. }) = effects.into_iter().next() else {
+        let Some(Effect::PersistClassic {
+            sync_assignments, ..
+        }) = effects.into_iter().next()
+        else {
             panic!("persist");
         };
         group.on_persisted(1, sync_assignments, NONE, now, &limits());
@@ -1626,7 +1691,9 @@ mod tests {
         assert_eq!(rejoined.generation, 1);
         assert_ne!(rejoined.member_id, jb.member_id);
         assert_eq!(group.state(), ClassicState::Stable);
-        assert!(effects.iter().any(|e| matches!(e, Effect::PersistClassic { .. })));
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::PersistClassic { .. })));
         let (mut s, _) = sync(&mut group, &rejoined.member_id, 1, vec![], now);
         assert_eq!(ready(&mut s).assignment, Bytes::from_static(b"B"));
         // The old incarnation is fenced.
@@ -1639,7 +1706,11 @@ mod tests {
             Err(E::FencedInstanceId.code())
         );
         // Static leave by instance id only.
-        let (codes, _) = group.leave(&[(String::new(), Some("instance-b".into()))], now, &limits());
+        let (codes, _) = group.leave(
+            &[(String::new(), Some("instance-b".into()))],
+            now,
+            &limits(),
+        );
         assert_eq!(codes, vec![NONE]);
         assert_eq!(group.member_count(), 1);
     }
@@ -1652,10 +1723,19 @@ mod tests {
         group.on_join_timer(join_timer_seq(&effects), now, &limits());
         let a = ready(&mut a);
         let (mut s, effects) = sync(&mut group, &a.member_id, 1, vec![], now);
-        let Some(Effect::PersistClassic { sync_assignments, .. }) = effects.into_iter().next() else {
+        let Some(Effect::PersistClassic {
+            sync_assignments, ..
+        }) = effects.into_iter().next()
+        else {
             panic!("persist");
         };
-        group.on_persisted(1, sync_assignments, E::NotCoordinator.code(), now, &limits());
+        group.on_persisted(
+            1,
+            sync_assignments,
+            E::NotCoordinator.code(),
+            now,
+            &limits(),
+        );
         assert_eq!(ready(&mut s).error, E::NotCoordinator.code());
         assert_eq!(group.state(), ClassicState::PreparingRebalance);
     }

@@ -127,7 +127,10 @@ pub fn validate(params: &HeartbeatParams, version: i16) -> Result<(), (Code, Str
         return invalid("RackId can't be empty.");
     }
     if params.member_id.len() > super::MAX_MEMBER_ID_BYTES
-        || params.instance_id.as_ref().is_some_and(|i| i.len() > super::MAX_MEMBER_ID_BYTES)
+        || params
+            .instance_id
+            .as_ref()
+            .is_some_and(|i| i.len() > super::MAX_MEMBER_ID_BYTES)
     {
         return invalid("MemberId or InstanceId is too long.");
     }
@@ -150,9 +153,14 @@ pub fn validate(params: &HeartbeatParams, version: i16) -> Result<(), (Code, Str
                 .subscribed_topic_names
                 .as_ref()
                 .is_some_and(|names| !names.is_empty());
-            let has_regex = params.subscribed_topic_regex.as_ref().is_some_and(|r| !r.is_empty());
+            let has_regex = params
+                .subscribed_topic_regex
+                .as_ref()
+                .is_some_and(|r| !r.is_empty());
             if !has_names && !has_regex {
-                return invalid("SubscribedTopicNames or SubscribedTopicRegex must be set when joining.");
+                return invalid(
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set when joining.",
+                );
             }
             if params.owned.as_ref().is_some_and(|owned| !owned.is_empty()) {
                 return invalid("TopicPartitions must be empty when (re-)joining.");
@@ -178,15 +186,23 @@ pub fn validate(params: &HeartbeatParams, version: i16) -> Result<(), (Code, Str
         }
         _ => return invalid("MemberEpoch is invalid."),
     }
-    if params.subscribed_topic_regex.as_ref().is_some_and(|r| !r.is_empty()) {
+    if params
+        .subscribed_topic_regex
+        .as_ref()
+        .is_some_and(|r| !r.is_empty())
+    {
         // Regular-expression subscriptions need a regex engine the broker does not carry.
-        return invalid("SubscribedTopicRegex is not supported by this broker; subscribe by topic names.");
+        return invalid(
+            "SubscribedTopicRegex is not supported by this broker; subscribe by topic names.",
+        );
     }
     if let Some(name) = &params.server_assignor {
         if !assignor::is_supported(name) {
             return Err((
                 E::UnsupportedAssignor.code(),
-                format!("ServerAssignor {name} is not supported. Supported assignors: uniform, range."),
+                format!(
+                    "ServerAssignor {name} is not supported. Supported assignors: uniform, range."
+                ),
             ));
         }
     }
@@ -300,9 +316,11 @@ impl ConsumerGroup {
             ConsumerState::Empty
         } else if self.group_epoch > self.assignment_epoch {
             ConsumerState::Assigning
-        } else if self.members.values().any(|m| {
-            m.epoch != self.assignment_epoch || m.state != MemberState::Stable
-        }) {
+        } else if self
+            .members
+            .values()
+            .any(|m| m.epoch != self.assignment_epoch || m.state != MemberState::Stable)
+        {
             ConsumerState::Reconciling
         } else {
             ConsumerState::Stable
@@ -323,9 +341,18 @@ impl ConsumerGroup {
         });
     }
 
-    fn set_member_partitions(&mut self, member_id: &str, assigned: Assignment, pending: Assignment) {
+    fn set_member_partitions(
+        &mut self,
+        member_id: &str,
+        assigned: Assignment,
+        pending: Assignment,
+    ) {
         let member = self.members.get_mut(member_id).expect("member exists");
-        for (topic, set) in member.assigned.iter().chain(member.pending_revocation.iter()) {
+        for (topic, set) in member
+            .assigned
+            .iter()
+            .chain(member.pending_revocation.iter())
+        {
             for partition in set {
                 if self.owners.get(&(*topic, *partition)).map(String::as_str) == Some(member_id) {
                     self.owners.remove(&(*topic, *partition));
@@ -334,7 +361,8 @@ impl ConsumerGroup {
         }
         for (topic, set) in assigned.iter().chain(pending.iter()) {
             for partition in set {
-                self.owners.insert((*topic, *partition), member_id.to_string());
+                self.owners
+                    .insert((*topic, *partition), member_id.to_string());
             }
         }
         member.assigned = assigned;
@@ -360,7 +388,12 @@ impl ConsumerGroup {
     }
 
     /// Kafka's rules for OffsetCommit against a consumer group (member epoch must match).
-    pub fn validate_commit(&self, member_id: &str, member_epoch: i32, version: i16) -> Result<(), Code> {
+    pub fn validate_commit(
+        &self,
+        member_id: &str,
+        member_epoch: i32,
+        version: i16,
+    ) -> Result<(), Code> {
         if member_epoch < 0 && self.members.is_empty() {
             return Ok(());
         }
@@ -448,7 +481,10 @@ impl ConsumerGroup {
         }
 
         // Subscription and member fields (null means unchanged).
-        let member = self.members.get_mut(&member_id).expect("joined or validated");
+        let member = self
+            .members
+            .get_mut(&member_id)
+            .expect("joined or validated");
         if let Some(names) = &params.subscribed_topic_names {
             let mut names = names.clone();
             names.sort();
@@ -492,7 +528,8 @@ impl ConsumerGroup {
             || (params.rebalance_timeout_ms != -1
                 && params.subscribed_topic_names.is_some()
                 && params.owned.is_some());
-        let assignment = (full_request || member.assigned != before).then(|| member.assigned.clone());
+        let assignment =
+            (full_request || member.assigned != before).then(|| member.assigned.clone());
         (
             HeartbeatResult {
                 error: NONE,
@@ -527,7 +564,10 @@ impl ConsumerGroup {
                         ));
                     }
                     // Take over the previous incarnation: same assignment and epoch, no rebalance.
-                    let mut old = self.members.remove(&existing).expect("static member exists");
+                    let mut old = self
+                        .members
+                        .remove(&existing)
+                        .expect("static member exists");
                     let target = self.target.remove(&existing);
                     for owner in self.owners.values_mut() {
                         if *owner == existing {
@@ -574,13 +614,17 @@ impl ConsumerGroup {
         if self.members.len() >= limits.max_size {
             return Err(HeartbeatResult::error(
                 E::GroupMaxSizeReached.code(),
-                format!("The consumer group has reached its maximum capacity of {} members.", limits.max_size),
+                format!(
+                    "The consumer group has reached its maximum capacity of {} members.",
+                    limits.max_size
+                ),
             ));
         }
         let incarnation = self.next_incarnation;
         self.next_incarnation += 1;
         if let Some(instance) = &params.instance_id {
-            self.static_members.insert(instance.clone(), member_id.clone());
+            self.static_members
+                .insert(instance.clone(), member_id.clone());
         }
         self.members.insert(
             member_id.clone(),
@@ -611,7 +655,12 @@ impl ConsumerGroup {
         Ok(true)
     }
 
-    fn leave(&mut self, params: &HeartbeatParams, now: Now, effects: &mut Vec<Effect>) -> HeartbeatResult {
+    fn leave(
+        &mut self,
+        params: &HeartbeatParams,
+        now: Now,
+        effects: &mut Vec<Effect>,
+    ) -> HeartbeatResult {
         let Some(member) = self.members.get_mut(&params.member_id) else {
             return HeartbeatResult::error(
                 E::UnknownMemberId.code(),
@@ -667,13 +716,20 @@ impl ConsumerGroup {
     }
 
     /// Moves one member towards its target (see the module comment).
-    fn reconcile(&mut self, member_id: &str, owned: Option<&Assignment>, now: Now, effects: &mut Vec<Effect>) {
+    fn reconcile(
+        &mut self,
+        member_id: &str,
+        owned: Option<&Assignment>,
+        now: Now,
+        effects: &mut Vec<Effect>,
+    ) {
         let target = self.target.get(member_id).cloned().unwrap_or_default();
         let assignment_epoch = self.assignment_epoch;
         let member = &self.members[member_id];
         match member.state {
             MemberState::UnrevokedPartitions => {
-                let revoked = owned.is_some_and(|owned| !intersects(owned, &member.pending_revocation));
+                let revoked =
+                    owned.is_some_and(|owned| !intersects(owned, &member.pending_revocation));
                 if !revoked {
                     return;
                 }
@@ -683,10 +739,10 @@ impl ConsumerGroup {
                 member.state = MemberState::Stable;
                 member.revocation_deadline = None;
             }
-            MemberState::Stable if member.epoch == assignment_epoch => {
-                if member.assigned == target {
-                    return;
-                }
+            MemberState::Stable
+                if member.epoch == assignment_epoch && member.assigned == target =>
+            {
+                return;
             }
             _ => {}
         }
@@ -733,7 +789,12 @@ impl ConsumerGroup {
     }
 
     /// Session expiry (and the end of a static member's temporary leave).
-    pub fn check_member(&mut self, member_id: &str, incarnation: u64, now: Now) -> (bool, Option<Duration>, Vec<Effect>) {
+    pub fn check_member(
+        &mut self,
+        member_id: &str,
+        incarnation: u64,
+        now: Now,
+    ) -> (bool, Option<Duration>, Vec<Effect>) {
         let mut effects = Vec::new();
         let Some(member) = self.members.get(member_id) else {
             return (false, None, effects);
@@ -750,16 +811,26 @@ impl ConsumerGroup {
     }
 
     /// A member that has not revoked its partitions within its rebalance timeout is fenced.
-    pub fn on_revocation_timer(&mut self, member_id: &str, incarnation: u64, now: Now) -> Vec<Effect> {
+    pub fn on_revocation_timer(
+        &mut self,
+        member_id: &str,
+        incarnation: u64,
+        now: Now,
+    ) -> Vec<Effect> {
         let mut effects = Vec::new();
         let Some(member) = self.members.get(member_id) else {
             return effects;
         };
         let overdue = member.incarnation == incarnation
             && member.state == MemberState::UnrevokedPartitions
-            && member.revocation_deadline.is_some_and(|deadline| now.instant >= deadline);
+            && member
+                .revocation_deadline
+                .is_some_and(|deadline| now.instant >= deadline);
         if overdue {
-            tracing::info!(member = member_id, "member did not revoke its partitions in time: fenced");
+            tracing::info!(
+                member = member_id,
+                "member did not revoke its partitions in time: fenced"
+            );
             self.remove_member(member_id, now, &mut effects);
         }
         effects
@@ -860,13 +931,19 @@ mod tests {
     #[test]
     fn validation() {
         assert!(validate(&join_params("m"), 1).is_ok());
-        assert_eq!(validate(&join_params(""), 1).unwrap_err().0, E::InvalidRequest.code());
+        assert_eq!(
+            validate(&join_params(""), 1).unwrap_err().0,
+            E::InvalidRequest.code()
+        );
         let mut no_subscription = join_params("m");
         no_subscription.subscribed_topic_names = None;
         assert!(validate(&no_subscription, 1).is_err());
         let mut bad_assignor = join_params("m");
         bad_assignor.server_assignor = Some("sticky".into());
-        assert_eq!(validate(&bad_assignor, 1).unwrap_err().0, E::UnsupportedAssignor.code());
+        assert_eq!(
+            validate(&bad_assignor, 1).unwrap_err().0,
+            E::UnsupportedAssignor.code()
+        );
         let mut static_leave = beat("m", STATIC_LEAVE_EPOCH, None);
         assert!(validate(&static_leave, 1).is_err());
         static_leave.instance_id = Some("i".into());
@@ -883,7 +960,9 @@ mod tests {
         assert_eq!(a.error, NONE);
         assert_eq!(a.member_epoch, 1);
         assert_eq!(partitions(&a), BTreeSet::from([0, 1, 2, 3]));
-        assert!(effects.iter().any(|e| matches!(e, Effect::PersistConsumer { epoch: 1 })));
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::PersistConsumer { epoch: 1 })));
         assert_eq!(group.state(), ConsumerState::Stable);
 
         // b joins: epoch 2; a must first revoke two partitions; b gets them once released.
@@ -892,10 +971,15 @@ mod tests {
         assert!(partitions(&b).is_empty(), "a still holds b's partitions");
         assert_eq!(group.state(), ConsumerState::Reconciling);
         let (a2, effects) = group.heartbeat(beat("a", 1, None), &topics(), now, &limits);
-        assert_eq!(a2.member_epoch, 1, "epoch stays until revocation is confirmed");
+        assert_eq!(
+            a2.member_epoch, 1,
+            "epoch stays until revocation is confirmed"
+        );
         let kept = partitions(&a2);
         assert_eq!(kept.len(), 2);
-        assert!(effects.iter().any(|e| matches!(e, Effect::RevocationTimer { .. })));
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::RevocationTimer { .. })));
         // a confirms by heartbeating with only the kept partitions.
         let owned = Assignment::from([(orders(), kept.clone())]);
         let (a3, _) = group.heartbeat(beat("a", 1, Some(owned)), &topics(), now, &limits);
@@ -924,10 +1008,22 @@ mod tests {
         let (r, _) = group.heartbeat(beat("zz", 1, None), &topics(), now, &limits);
         assert_eq!(r.error, E::UnknownMemberId.code());
         assert_eq!(group.validate_commit("a", 1, 9), Ok(()));
-        assert_eq!(group.validate_commit("a", 0, 9), Err(E::StaleMemberEpoch.code()));
-        assert_eq!(group.validate_commit("x", 1, 9), Err(E::UnknownMemberId.code()));
-        assert_eq!(group.validate_commit("a", 1, 8), Err(E::UnsupportedVersion.code()));
-        assert_eq!(group.validate_commit("", -1, 9), Err(E::UnknownMemberId.code()));
+        assert_eq!(
+            group.validate_commit("a", 0, 9),
+            Err(E::StaleMemberEpoch.code())
+        );
+        assert_eq!(
+            group.validate_commit("x", 1, 9),
+            Err(E::UnknownMemberId.code())
+        );
+        assert_eq!(
+            group.validate_commit("a", 1, 8),
+            Err(E::UnsupportedVersion.code())
+        );
+        assert_eq!(
+            group.validate_commit("", -1, 9),
+            Err(E::UnknownMemberId.code())
+        );
     }
 
     #[test]
@@ -954,14 +1050,20 @@ mod tests {
         assert!(!expired && again.is_some());
         group.heartbeat(join_params("b"), &topics(), now, &limits);
         let (_, effects) = group.heartbeat(beat("a", 1, None), &topics(), now, &limits);
-        assert!(effects.iter().any(|e| matches!(e, Effect::RevocationTimer { .. })));
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::RevocationTimer { .. })));
         let late = now.plus(Duration::from_secs(31));
         group.on_revocation_timer("a", incarnation, late);
         assert!(!group.members.contains_key("a"));
         let (b, _) = group.heartbeat(beat("b", 2, None), &topics(), late, &limits);
         assert_eq!(partitions(&b).len(), 4);
         let b_incarnation = group.members["b"].incarnation;
-        let (expired, _, _) = group.check_member("b", b_incarnation, late.plus(limits.consumer_session_timeout));
+        let (expired, _, _) = group.check_member(
+            "b",
+            b_incarnation,
+            late.plus(limits.consumer_session_timeout),
+        );
         assert!(expired);
         assert_eq!(group.state(), ConsumerState::Empty);
     }

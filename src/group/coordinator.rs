@@ -259,7 +259,13 @@ impl Coordinator {
                         },
                     };
                     (
-                        offsets::expired_offsets(&g.offsets, &expiry, now.wall_ms, self.retention_ms, exists),
+                        offsets::expired_offsets(
+                            &g.offsets,
+                            &expiry,
+                            now.wall_ms,
+                            self.retention_ms,
+                            exists,
+                        ),
                         g.id.clone(),
                     )
                 };
@@ -322,7 +328,9 @@ fn replay_record(groups: &mut HashMap<String, Replayed>, key: &[u8], value: Opti
     };
     let entry = groups.entry(key.group().to_string()).or_default();
     let result = match key {
-        RecordKey::Offset { topic, partition, .. } => match value {
+        RecordKey::Offset {
+            topic, partition, ..
+        } => match value {
             Some(value) => records::decode_offset_value(value).map(|value| {
                 entry.offsets.insert(
                     &topic,
@@ -393,7 +401,10 @@ impl CoordPartition {
                 Ok(())
             }
             Err(error) => {
-                tracing::error!(partition = self.index, "cannot load {OFFSETS_TOPIC}: {error}");
+                tracing::error!(
+                    partition = self.index,
+                    "cannot load {OFFSETS_TOPIC}: {error}"
+                );
                 Err(E::CoordinatorNotAvailable.code())
             }
         }
@@ -421,7 +432,11 @@ impl CoordPartition {
                 let header = match validate_batch(&buffer[position..], usize::MAX) {
                     Ok(header) => header,
                     Err(error) => {
-                        tracing::warn!(partition = self.index, cursor, "stopping replay at a bad batch: {error}");
+                        tracing::warn!(
+                            partition = self.index,
+                            cursor,
+                            "stopping replay at a bad batch: {error}"
+                        );
                         position = buffer.len();
                         cursor = end;
                         continue;
@@ -435,10 +450,14 @@ impl CoordPartition {
                 }
                 cursor = header.last_offset() + 1;
                 if header.compression_codec() != 0 || header.is_control() {
-                    tracing::warn!(partition = self.index, "skipping a compressed or control batch");
+                    tracing::warn!(
+                        partition = self.index,
+                        "skipping a compressed or control batch"
+                    );
                     continue;
                 }
-                match records::decode_batch_records(batch, header.base_offset, header.record_count) {
+                match records::decode_batch_records(batch, header.base_offset, header.record_count)
+                {
                     Ok(stored) => {
                         for record in stored {
                             count += 1;
@@ -447,7 +466,9 @@ impl CoordPartition {
                             }
                         }
                     }
-                    Err(error) => tracing::warn!(partition = self.index, "skipping a bad batch: {error}"),
+                    Err(error) => {
+                        tracing::warn!(partition = self.index, "skipping a bad batch: {error}")
+                    }
                 }
             }
             if cursor <= before {
@@ -467,9 +488,10 @@ impl CoordPartition {
                         let (group, effects) = ClassicGroup::restore(value, now);
                         (Kind::Classic(group), effects)
                     }
-                    Some(ReplayedMeta::Consumer(value)) => {
-                        (Kind::Consumer(ConsumerGroup::with_epoch(value.epoch, now)), Vec::new())
-                    }
+                    Some(ReplayedMeta::Consumer(value)) => (
+                        Kind::Consumer(ConsumerGroup::with_epoch(value.epoch, now)),
+                        Vec::new(),
+                    ),
                     None => (Kind::Classic(ClassicGroup::new(now)), Vec::new()),
                 };
                 let group = Rc::new(RefCell::new(Group {
@@ -478,7 +500,9 @@ impl CoordPartition {
                     offsets: found.offsets,
                 }));
                 groups.insert(id, group.clone());
-                self.shared.group_count.set(self.shared.group_count.get() + 1);
+                self.shared
+                    .group_count
+                    .set(self.shared.group_count.get() + 1);
                 restored.push((group, effects));
             }
         }
@@ -502,7 +526,11 @@ impl CoordPartition {
             return Ok(group);
         }
         if self.shared.group_count.get() >= self.shared.max_groups {
-            tracing::warn!(group = id, limit = self.shared.max_groups, "group limit of this shard reached");
+            tracing::warn!(
+                group = id,
+                limit = self.shared.max_groups,
+                "group limit of this shard reached"
+            );
             return Err(E::GroupMaxSizeReached.code());
         }
         let now = Now::current();
@@ -516,8 +544,12 @@ impl CoordPartition {
             kind,
             offsets: GroupOffsets::default(),
         }));
-        self.groups.borrow_mut().insert(id.to_string(), group.clone());
-        self.shared.group_count.set(self.shared.group_count.get() + 1);
+        self.groups
+            .borrow_mut()
+            .insert(id.to_string(), group.clone());
+        self.shared
+            .group_count
+            .set(self.shared.group_count.get() + 1);
         Ok(group)
     }
 
@@ -536,7 +568,9 @@ impl CoordPartition {
             let mut groups = self.groups.borrow_mut();
             if groups.get(&id).is_some_and(|g| Rc::ptr_eq(g, group)) {
                 groups.remove(&id);
-                self.shared.group_count.set(self.shared.group_count.get().saturating_sub(1));
+                self.shared
+                    .group_count
+                    .set(self.shared.group_count.get().saturating_sub(1));
             }
         }
     }
@@ -559,7 +593,10 @@ impl CoordPartition {
             let offsets: Vec<(String, i32)> = if metadata_only {
                 Vec::new()
             } else {
-                g.offsets.iter().map(|(t, p, _)| (t.to_string(), p)).collect()
+                g.offsets
+                    .iter()
+                    .map(|(t, p, _)| (t.to_string(), p))
+                    .collect()
             };
             (g.id.clone(), offsets)
         };
@@ -567,7 +604,9 @@ impl CoordPartition {
             let mut groups = self.groups.borrow_mut();
             if groups.get(&id).is_some_and(|g| Rc::ptr_eq(g, group)) {
                 groups.remove(&id);
-                self.shared.group_count.set(self.shared.group_count.get().saturating_sub(1));
+                self.shared
+                    .group_count
+                    .set(self.shared.group_count.get().saturating_sub(1));
             }
         }
         let (mut records, mutations) = tombstones(&id, offsets);
@@ -617,7 +656,10 @@ impl CoordPartition {
                     Ok(())
                 }
                 Err(error) => {
-                    tracing::error!(partition = part.index, "{OFFSETS_TOPIC} write failed: {error}");
+                    tracing::error!(
+                        partition = part.index,
+                        "{OFFSETS_TOPIC} write failed: {error}"
+                    );
                     if enqueued {
                         let failed = {
                             let mut writes = part.writes.borrow_mut();
@@ -911,7 +953,11 @@ pub fn start(shard: &Rc<Shard>) {
     spawn(async move {
         for index in owned {
             if let Err(code) = open(&shard, index).await {
-                tracing::warn!(partition = index, code, "cannot load group coordinator partition");
+                tracing::warn!(
+                    partition = index,
+                    code,
+                    "cannot load group coordinator partition"
+                );
             }
         }
     });
@@ -928,7 +974,12 @@ fn check_session_timeout(limits: &GroupLimits, session_timeout_ms: i32) -> Resul
     Ok(())
 }
 
-pub async fn join_group(shard: &Rc<Shard>, index: i32, group_id: String, params: JoinParams) -> JoinResult {
+pub async fn join_group(
+    shard: &Rc<Shard>,
+    index: i32,
+    group_id: String,
+    params: JoinParams,
+) -> JoinResult {
     let part = match open(shard, index).await {
         Ok(part) => part,
         Err(code) => return JoinResult::error(code, &params.member_id),
@@ -937,11 +988,18 @@ pub async fn join_group(shard: &Rc<Shard>, index: i32, group_id: String, params:
     if let Err(code) = check_session_timeout(limits, params.session_timeout_ms) {
         return JoinResult::error(code, &params.member_id);
     }
-    let metadata_bytes: usize = params.protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
+    let metadata_bytes: usize = params
+        .protocols
+        .iter()
+        .map(|(n, m)| n.len() + m.len())
+        .sum();
     if params.protocols.len() > super::MAX_PROTOCOLS_PER_MEMBER
         || metadata_bytes > super::MAX_MEMBER_METADATA_BYTES
         || params.instance_id.as_deref() == Some("")
-        || params.instance_id.as_ref().is_some_and(|i| i.len() > super::MAX_MEMBER_ID_BYTES)
+        || params
+            .instance_id
+            .as_ref()
+            .is_some_and(|i| i.len() > super::MAX_MEMBER_ID_BYTES)
     {
         return JoinResult::error(E::InvalidRequest.code(), &params.member_id);
     }
@@ -976,17 +1034,28 @@ pub async fn join_group(shard: &Rc<Shard>, index: i32, group_id: String, params:
             Kind::Classic(classic) => {
                 let held: usize = classic
                     .members()
-                    .map(|m| m.protocols.iter().map(|(n, d)| n.len() + d.len()).sum::<usize>())
+                    .map(|m| {
+                        m.protocols
+                            .iter()
+                            .map(|(n, d)| n.len() + d.len())
+                            .sum::<usize>()
+                    })
                     .sum();
-                if held + metadata_bytes > MAX_GROUP_METADATA_BYTES && classic.member(&member_id).is_none() {
-                    let _ = sender.send(JoinResult::error(E::GroupMaxSizeReached.code(), &member_id));
+                if held + metadata_bytes > MAX_GROUP_METADATA_BYTES
+                    && classic.member(&member_id).is_none()
+                {
+                    let _ =
+                        sender.send(JoinResult::error(E::GroupMaxSizeReached.code(), &member_id));
                     Vec::new()
                 } else {
                     classic.join(params, sender, now, limits)
                 }
             }
             Kind::Consumer(_) => {
-                let _ = sender.send(JoinResult::error(E::InconsistentGroupProtocol.code(), &member_id));
+                let _ = sender.send(JoinResult::error(
+                    E::InconsistentGroupProtocol.code(),
+                    &member_id,
+                ));
                 Vec::new()
             }
         }
@@ -1069,7 +1138,12 @@ pub async fn heartbeat(
     };
     let mut g = group.borrow_mut();
     match g.classic() {
-        Some(classic) => classic.heartbeat(&member_id, instance_id.as_deref(), generation, Now::current()),
+        Some(classic) => classic.heartbeat(
+            &member_id,
+            instance_id.as_deref(),
+            generation,
+            Now::current(),
+        ),
         None => E::UnknownMemberId.code(),
     }
 }
@@ -1218,7 +1292,12 @@ pub struct FetchedGroup {
     pub topics: Vec<(String, Vec<FetchedPartition>)>,
 }
 
-pub async fn fetch_offsets(shard: &Rc<Shard>, index: i32, request: FetchGroup, require_stable: bool) -> FetchedGroup {
+pub async fn fetch_offsets(
+    shard: &Rc<Shard>,
+    index: i32,
+    request: FetchGroup,
+    require_stable: bool,
+) -> FetchedGroup {
     let part = match open(shard, index).await {
         Ok(part) => part,
         Err(code) => {
@@ -1292,7 +1371,10 @@ pub async fn fetch_offsets(shard: &Rc<Shard>, index: i32, request: FetchGroup, r
             by_topic
         }
     };
-    FetchedGroup { error: NONE, topics }
+    FetchedGroup {
+        error: NONE,
+        topics,
+    }
 }
 
 /// OffsetDelete: per-partition codes, or a group-level error.
@@ -1409,7 +1491,10 @@ pub async fn list_groups(shard: &Rc<Shard>) -> Result<Vec<ListedGroupInfo>, Code
             let g = group.borrow();
             let (protocol_type, state) = match &g.kind {
                 Kind::Classic(c) if c.state() == ClassicState::Dead => continue,
-                Kind::Classic(c) => (c.protocol_type().unwrap_or_default().to_string(), c.state().name()),
+                Kind::Classic(c) => (
+                    c.protocol_type().unwrap_or_default().to_string(),
+                    c.state().name(),
+                ),
                 Kind::Consumer(c) => ("consumer".to_string(), c.state().name()),
             };
             listed.push(ListedGroupInfo {
@@ -1429,7 +1514,9 @@ pub async fn describe_groups(
     index: i32,
     ids: Vec<String>,
 ) -> Vec<kafka_protocol::messages::describe_groups_response::DescribedGroup> {
-    use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+    use kafka_protocol::messages::describe_groups_response::{
+        DescribedGroup, DescribedGroupMember,
+    };
     use kafka_protocol::messages::GroupId;
     let str_bytes = |s: &str| kafka_protocol::protocol::StrBytes::from_string(s.to_string());
     let part = open(shard, index).await;
@@ -1473,7 +1560,9 @@ pub async fn describe_groups(
                 }
                 Kind::Consumer(_) => described
                     .with_error_code(E::GroupIdNotFound.code())
-                    .with_error_message(Some(str_bytes(&format!("Group {id} is not a classic group.")))),
+                    .with_error_message(Some(str_bytes(&format!(
+                        "Group {id} is not a classic group."
+                    )))),
             }
         })
         .collect()
@@ -1495,7 +1584,9 @@ pub async fn consumer_group_heartbeat(
         None if params.member_epoch == super::consumer::JOIN_EPOCH => {
             match part.group_or_create(&group_id, true) {
                 Ok(group) => group,
-                Err(code) => return HeartbeatResult::error(code, "Too many groups on this broker."),
+                Err(code) => {
+                    return HeartbeatResult::error(code, "Too many groups on this broker.")
+                }
             }
         }
         None if leaving => {
@@ -1504,7 +1595,10 @@ pub async fn consumer_group_heartbeat(
         None => {
             return HeartbeatResult::error(
                 E::UnknownMemberId.code(),
-                format!("Member {} is not a member of group {group_id}.", params.member_id),
+                format!(
+                    "Member {} is not a member of group {group_id}.",
+                    params.member_id
+                ),
             )
         }
     };
@@ -1519,7 +1613,9 @@ pub async fn consumer_group_heartbeat(
             }
         }
         match &mut g.kind {
-            Kind::Consumer(consumer) => consumer.heartbeat(params, image.as_ref(), now, &part.shared.limits),
+            Kind::Consumer(consumer) => {
+                consumer.heartbeat(params, image.as_ref(), now, &part.shared.limits)
+            }
             Kind::Classic(_) => (
                 HeartbeatResult::error(
                     E::GroupIdNotFound.code(),
@@ -1598,7 +1694,10 @@ pub async fn consumer_group_describe(
                         .with_client_id(str_bytes(&m.client_id))
                         .with_client_host(str_bytes(&m.client_host))
                         .with_subscribed_topic_names(
-                            m.subscribed_topic_names.iter().map(|t| TopicName(str_bytes(t))).collect(),
+                            m.subscribed_topic_names
+                                .iter()
+                                .map(|t| TopicName(str_bytes(t)))
+                                .collect(),
                         )
                         .with_assignment(to_wire(&m.assigned))
                         .with_target_assignment(to_wire(&consumer.target_of(&m.member_id)))

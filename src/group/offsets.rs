@@ -190,7 +190,9 @@ mod tests {
         // expires, "fresh" (base = its commit at minute 9) does not, "gone" always does.
         let mut expired = expired_offsets(
             &offsets,
-            &Expiry::Empty { since_ms: 5 * minute },
+            &Expiry::Empty {
+                since_ms: 5 * minute,
+            },
             11 * minute,
             5 * minute,
             exists,

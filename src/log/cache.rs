@@ -179,6 +179,19 @@ impl TailCache {
         Some(evicted.sequence)
     }
 
+    /// Drops every entry starting below `offset` (compaction rewrote those offsets on disk:
+    /// reads must see the compacted data, not the cached original).
+    pub(crate) fn evict_before(&mut self, offset: i64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|entry| entry.base_offset < offset)
+        {
+            self.pop_front();
+            BUDGET.with(|budget| budget.borrow_mut().stale_items += 1);
+        }
+    }
+
     pub(crate) fn clear(&mut self) {
         while let Some(entry) = self.entries.pop_front() {
             let size_bytes = entry.data.len() as u64;

@@ -405,10 +405,12 @@ impl PartitionLog {
             cleaned_up_to: map_end_offset,
             ..CompactionOutcome::default()
         };
+        let first_base_offset = segments.first().map_or(0, |s| s.base_offset);
         for segment in segments.iter().filter(|s| s.base_offset < map_end_offset) {
             let rewritten = self
                 .rewrite_segment(
                     segment,
+                    segment.base_offset != first_base_offset,
                     &map,
                     map_end_offset,
                     tombstone_horizon_ms,
@@ -423,6 +425,8 @@ impl PartitionLog {
                 outcome.records_removed += removed;
             }
         }
+        // Cached appends of the cleaned range would keep serving superseded records.
+        self.cache.borrow_mut().evict_before(map_end_offset);
         {
             let mut state = self.state.borrow_mut();
             state.stats.compactions += 1;
@@ -440,6 +444,7 @@ impl PartitionLog {
     async fn rewrite_segment(
         &self,
         segment: &SegmentRef,
+        removable: bool,
         map: &KeyMap,
         map_end_offset: i64,
         tombstone_horizon_ms: i64,
@@ -528,6 +533,14 @@ impl PartitionLog {
         let index_name = index_file_name(segment.base_offset);
         remove_files(vec![self.dir.join(&index_name)]).await?;
         sync_directory(&self.dir).await?;
+        if output_size_bytes == 0 && removable {
+            // Nothing left: the previous segment's coverage absorbs this one (recovery
+            // extends a compacted segment up to the next file's base offset).
+            return self
+                .remove_empty_segment(segment, cleaned_path, segment_path)
+                .await
+                .map(|()| Some((0, removed_records)));
+        }
         let (from, to) = (cleaned_path.clone(), segment_path.clone());
         super::file_io::blocking(move || std::fs::rename(from, to))
             .await
@@ -551,6 +564,7 @@ impl PartitionLog {
             live.index = index;
             live.compacted = true;
             live.dirty = false;
+            live.read_file = None;
             let index_file = live.index_file();
             state.size_bytes = state.size_bytes - segment.size_bytes + output_size_bytes;
             recompute_prefix_max(&mut state.segments);
@@ -565,6 +579,39 @@ impl PartitionLog {
         sync_directory(&self.dir).await?;
         close_files(vec![old_file]).await;
         Ok(Some((output_size_bytes, removed_records)))
+    }
+}
+
+impl PartitionLog {
+    /// Drops a segment that compaction emptied (never the first one).
+    async fn remove_empty_segment(
+        &self,
+        segment: &SegmentRef,
+        cleaned_path: std::path::PathBuf,
+        segment_path: std::path::PathBuf,
+    ) -> Result<(), LogError> {
+        let removed = {
+            let mut state = self.state.borrow_mut();
+            let Some(position) = state
+                .segments
+                .iter()
+                .position(|s| s.base_offset == segment.base_offset)
+            else {
+                return Ok(());
+            };
+            assert!(position > 0 && position + 1 < state.segments.len());
+            let removed = state.segments.remove(position);
+            state.segments[position - 1].next_offset = removed.next_offset;
+            state.segments[position - 1].compacted = true;
+            state.size_bytes -= removed.size_bytes;
+            state.directory_dirty = true;
+            recompute_prefix_max(&mut state.segments);
+            removed
+        };
+        close_files(vec![removed.file]).await;
+        remove_files(vec![segment_path, cleaned_path]).await?;
+        sync_directory(&self.dir).await?;
+        Ok(())
     }
 }
 

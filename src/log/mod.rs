@@ -26,6 +26,7 @@ mod partition;
 mod recovery;
 mod retention;
 mod segment;
+mod splice;
 mod timestamps;
 mod waiters;
 
@@ -37,6 +38,7 @@ pub use compaction::{CompactionLimits, CompactionOutcome};
 pub use file_io::fallback_read_count;
 pub use partition::PartitionLog;
 pub use retention::RetentionOutcome;
+pub use splice::{send_file_region, FileRegion};
 pub use timestamps::TimestampHit;
 pub use waiters::WaitForOffset;
 
@@ -221,4 +223,31 @@ pub struct AppendOutcome {
 pub struct ReadOutcome {
     pub chunks: Vec<Bytes>,
     pub size_bytes: usize,
+}
+
+/// One piece of a zero-copy read: batches in memory (the cache), or a region of a segment file
+/// to send with [`send_file_region`].
+#[derive(Debug, Clone)]
+pub enum ReadChunk {
+    Memory(Bytes),
+    File(FileRegion),
+}
+
+impl ReadChunk {
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            ReadChunk::Memory(bytes) => bytes.len(),
+            ReadChunk::File(region) => region.size_bytes,
+        }
+    }
+}
+
+/// Whole batches, in offset order, as memory and file pieces laid back to back on the wire.
+#[derive(Debug, Clone, Default)]
+pub struct ZeroCopyRead {
+    pub chunks: Vec<ReadChunk>,
+    pub size_bytes: usize,
+    /// Where the next read continues: the offset after the last batch returned (the read's
+    /// start offset if it returned nothing).
+    pub next_offset: i64,
 }

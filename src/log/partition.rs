@@ -48,8 +48,11 @@ use super::recovery::{recover, RecoveredLog};
 use super::segment::{index_file_name, segment_file_name, Segment, NO_TIMESTAMP};
 use super::waiters::{Signal, WaitForOffset, WaitKind, Waiters};
 use super::{
-    now_ms, AppendOutcome, LogConfig, LogError, LogStats, ReadOutcome, BLOCK_SIZE_BYTES,
+    now_ms, AppendOutcome, FileRegion, LogConfig, LogError, LogStats, ReadChunk, ReadOutcome,
+    ZeroCopyRead, BLOCK_SIZE_BYTES,
 };
+use std::fs::File;
+use std::sync::Arc;
 use crate::protocol::record_batch::{
     set_base_offset, set_partition_leader_epoch, RecordBatchHeader, RECORD_BATCH_HEADER_SIZE_BYTES,
 };
@@ -127,6 +130,8 @@ pub(super) struct LogState {
     pub(super) directory_dirty: bool,
     /// Cleared if the filesystem does not support fallocate.
     preallocate_supported: bool,
+    /// A fallocate of the active segment is in flight.
+    preallocating: bool,
     /// Compaction rewrote segments below this offset (persisted in `cleaner-offset`).
     pub(super) cleaner_offset: i64,
     pub(super) stats: LogStats,
@@ -276,6 +281,7 @@ impl PartitionLog {
             recovery_point: checkpoint,
             directory_dirty,
             preallocate_supported: true,
+            preallocating: false,
             cleaner_offset,
             stats: LogStats::default(),
         };
@@ -545,6 +551,7 @@ impl PartitionLog {
                 }
                 WriteStep::Write(plan) => {
                     self.issue_write(plan);
+                    self.preallocate_ahead();
                     Ok(())
                 }
             };
@@ -630,9 +637,43 @@ impl PartitionLog {
         self.writer_signal.notify();
     }
 
+    /// Grows the active segment by one step in the background once the writes reach half of
+    /// the last step, so appends rarely wait for a fallocate. A failure here is left for the
+    /// foreground allocation to meet (and report) when the space is needed.
+    fn preallocate_ahead(&self) {
+        let job = {
+            let mut state = self.state.borrow_mut();
+            let config = self.config.borrow();
+            let step = config.preallocate_step_bytes;
+            let cap = align_up(config.segment_size_bytes);
+            let active = state.active();
+            let allocated = active.allocated_size_bytes;
+            let due = align_up(state.planned_size_bytes) + step / 2 >= allocated;
+            if !state.preallocate_supported || state.preallocating || !due || allocated >= cap {
+                return;
+            }
+            let file = active.file.clone();
+            state.preallocating = true;
+            (file, (allocated + step).min(cap))
+        };
+        let log = self.rc();
+        glommio::spawn_local(async move {
+            let (file, size_bytes) = job;
+            let result = log.preallocate_active(file, size_bytes).await;
+            if let Err(error) = result {
+                tracing::debug!(dir = %log.dir.display(), %error, "background preallocation failed");
+            }
+            log.writer_signal.notify();
+        })
+        .detach();
+    }
+
     async fn preallocate_active(&self, file: Rc<DmaFile>, size_bytes: u64) -> Result<(), LogError> {
-        let supported = preallocate(&file, size_bytes).await?;
+        self.state.borrow_mut().preallocating = true;
+        let result = preallocate(&file, size_bytes).await;
         let mut state = self.state.borrow_mut();
+        state.preallocating = false;
+        let supported = result?;
         if state.closed {
             return Ok(());
         }
@@ -933,6 +974,182 @@ impl PartitionLog {
         Ok(outcome)
     }
 
+    /// Like `read`, but data from disk comes back as regions of the segment files, to be sent
+    /// with `send_file_region` (page cache to socket, no copy through user space); the cache
+    /// still serves the tail from memory. Regions end on batch boundaries (from the sparse
+    /// index, or a walk of at most one index interval of headers). A segment the visible end
+    /// (`max_offset_exclusive`) cuts through is read by copying, as `read` does.
+    pub async fn read_zero_copy(
+        &self,
+        from_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ZeroCopyRead, LogError> {
+        {
+            let state = self.state.borrow();
+            state.check_readable()?;
+            if from_offset < state.log_start_offset || from_offset > state.written_end_offset {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: from_offset,
+                    log_start: state.log_start_offset,
+                    log_end: state.written_end_offset,
+                });
+            }
+        }
+        let mut outcome = ZeroCopyRead {
+            next_offset: from_offset,
+            ..ZeroCopyRead::default()
+        };
+        let mut cursor = from_offset;
+        let mut retries = 0u32;
+        loop {
+            let plan = {
+                let state = self.state.borrow();
+                state.check_readable()?;
+                if cursor >= state.written_end_offset || cursor >= max_offset_exclusive {
+                    break;
+                }
+                let cache = self.cache.borrow();
+                if cache.start_offset().is_some_and(|start| start <= cursor) {
+                    let mut memory = ReadOutcome {
+                        chunks: Vec::new(),
+                        size_bytes: outcome.size_bytes,
+                    };
+                    read_from_cache(&cache, cursor, max_bytes, max_offset_exclusive, &mut memory)?;
+                    outcome.size_bytes = memory.size_bytes;
+                    if let Some(last) = memory.chunks.last() {
+                        outcome.next_offset = offset_after_batches(last)?;
+                    }
+                    outcome
+                        .chunks
+                        .extend(memory.chunks.into_iter().map(ReadChunk::Memory));
+                    break;
+                }
+                drop(cache);
+                let after = state
+                    .segments
+                    .partition_point(|segment| segment.base_offset <= cursor);
+                if after == 0 {
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: cursor,
+                        log_start: state.log_start_offset,
+                        log_end: state.written_end_offset,
+                    });
+                }
+                let segment = &state.segments[after - 1];
+                let start = segment.index.lookup(cursor);
+                let horizon = start
+                    .saturating_add(max_bytes as u64)
+                    .saturating_add(self.config.borrow().index_interval_bytes);
+                let entries = &segment.index.entries;
+                let from = entries.partition_point(|e| e.position_bytes <= start);
+                let to = entries.partition_point(|e| e.position_bytes <= horizon);
+                ColdPlan {
+                    base_offset: segment.base_offset,
+                    source: DiskSource {
+                        file: segment.file.clone(),
+                        size_bytes: segment.size_bytes,
+                        next_offset: segment.next_offset,
+                        start_position_bytes: start,
+                    },
+                    read_file: segment.read_file.clone(),
+                    boundaries: entries[from..to]
+                        .iter()
+                        .map(|e| (e.position_bytes, e.offset))
+                        .collect(),
+                    visible_end_inside: segment.next_offset > max_offset_exclusive,
+                }
+            };
+            let next_offset = plan.source.next_offset;
+            if plan.visible_end_inside || retries > 3 {
+                let mut copied = ReadOutcome {
+                    chunks: Vec::new(),
+                    size_bytes: outcome.size_bytes,
+                };
+                let window_bytes = self.config.borrow().max_write_size_bytes as u64;
+                let stopped = read_from_segment(
+                    plan.source,
+                    cursor,
+                    max_bytes,
+                    max_offset_exclusive,
+                    window_bytes,
+                    &mut copied,
+                )
+                .await?;
+                outcome.size_bytes = copied.size_bytes;
+                if let Some(last) = copied.chunks.last() {
+                    outcome.next_offset = offset_after_batches(last)?;
+                }
+                outcome
+                    .chunks
+                    .extend(copied.chunks.into_iter().map(ReadChunk::Memory));
+                if stopped {
+                    break;
+                }
+                cursor = next_offset;
+                continue;
+            }
+            let Some((start_bytes, end_bytes, region_next_offset)) =
+                cold_region(&plan, cursor, outcome.size_bytes, max_bytes).await?
+            else {
+                if outcome.size_bytes > 0 {
+                    break; // The next batch does not fit the budget.
+                }
+                cursor = next_offset; // Nothing at or after the cursor in this segment.
+                continue;
+            };
+            let Some(read_file) = self.buffered_file(&plan).await? else {
+                retries += 1; // Compaction swapped the file under us: plan again.
+                continue;
+            };
+            let size_bytes = (end_bytes - start_bytes) as usize;
+            outcome.chunks.push(ReadChunk::File(FileRegion {
+                file: read_file,
+                position_bytes: start_bytes,
+                size_bytes,
+            }));
+            outcome.size_bytes += size_bytes;
+            outcome.next_offset = region_next_offset;
+            if end_bytes < plan.source.size_bytes {
+                break; // Budget reached.
+            }
+            cursor = next_offset;
+        }
+        Ok(outcome)
+    }
+
+    /// The segment's file opened without O_DIRECT (opened once, on the blocking pool); `None`
+    /// if the segment's file changed meanwhile (compaction).
+    async fn buffered_file(&self, plan: &ColdPlan) -> Result<Option<Arc<File>>, LogError> {
+        if let Some(file) = &plan.read_file {
+            return Ok(Some(file.clone()));
+        }
+        let path = self.dir.join(segment_file_name(plan.base_offset));
+        let inode = plan.source.file.inode();
+        let file = blocking(move || -> io::Result<Option<File>> {
+            use std::os::unix::fs::MetadataExt;
+            let file = File::open(path)?;
+            Ok((file.metadata()?.ino() == inode).then_some(file))
+        })
+        .await?;
+        let Some(file) = file else {
+            return Ok(None);
+        };
+        let file = Arc::new(file);
+        let mut state = self.state.borrow_mut();
+        let segment = state
+            .segments
+            .iter_mut()
+            .find(|segment| segment.base_offset == plan.base_offset);
+        match segment {
+            Some(segment) if Rc::ptr_eq(&segment.file, &plan.source.file) => {
+                segment.read_file.get_or_insert_with(|| file.clone());
+                Ok(Some(file))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// fdatasyncs everything written, then records the recovery checkpoint (and the active
     /// segment's index up to it, so recovery skips straight to the checkpoint). Checkpoints
     /// are serialised. Recovery after a crash validates only what was written after the last
@@ -1219,6 +1436,7 @@ impl LogState {
             recovery_point: None,
             directory_dirty: false,
             preallocate_supported: true,
+            preallocating: false,
             cleaner_offset: 0,
             stats: LogStats::default(),
         }
@@ -1368,7 +1586,9 @@ impl LogState {
         let end_bytes = self.planned_size_bytes + chunk_size_bytes as u64;
         let aligned_end_bytes = align_up(end_bytes);
         if self.preallocate_supported && aligned_end_bytes > active.allocated_size_bytes {
-            if !self.in_flight.is_empty() {
+            // Writes in flight below the allocated size may go on meanwhile (the kernel
+            // orders them against the fallocate); one fallocate at a time.
+            if self.preallocating {
                 return WriteStep::Wait;
             }
             let step = config.preallocate_step_bytes;
@@ -1658,6 +1878,107 @@ async fn read_from_segment(
         outcome.chunks.push(chunk.freeze());
     }
     Ok(stopped)
+}
+
+/// What a zero-copy read needs of one segment.
+struct ColdPlan {
+    base_offset: i64,
+    source: DiskSource,
+    read_file: Option<Arc<File>>,
+    /// Batch boundaries (position, base offset of the batch there) from the sparse index near
+    /// the read.
+    boundaries: Vec<(u64, i64)>,
+    /// The visible end lies inside the segment: regions could expose data past it.
+    visible_end_inside: bool,
+}
+
+/// Read window for header walks of zero-copy reads.
+const HEADER_WINDOW_BYTES: u64 = 64 * 1024;
+
+/// The byte range of whole batches to send from one segment: from the batch containing
+/// `cursor`, within the budget (at least one batch if nothing was taken yet, KIP-74), and the
+/// offset a read continues from after it. `None` if no batch qualifies (none at or after the
+/// cursor, or the first does not fit).
+async fn cold_region(
+    plan: &ColdPlan,
+    cursor: i64,
+    taken_bytes: usize,
+    max_bytes: usize,
+) -> Result<Option<(u64, u64, i64)>, LogError> {
+    let size = plan.source.size_bytes;
+    let mut reader = WindowReader::new(plan.source.file.clone(), size, HEADER_WINDOW_BYTES);
+    let mut position = plan.source.start_position_bytes;
+    let first_size = loop {
+        if position + RECORD_BATCH_HEADER_SIZE_BYTES as u64 > size {
+            return Ok(None);
+        }
+        let header = read_header_at(&mut reader, position, size).await?;
+        if header.last_offset() >= cursor {
+            break header.total_size_bytes();
+        }
+        position += header.total_size_bytes() as u64;
+    };
+    if batch_exceeds_budget(taken_bytes, first_size, max_bytes) {
+        return Ok(None);
+    }
+    let budget = (max_bytes.saturating_sub(taken_bytes)).max(first_size) as u64;
+    let limit = position.saturating_add(budget);
+    if size <= limit {
+        return Ok(Some((position, size, plan.source.next_offset)));
+    }
+    if let Some(&(boundary, offset)) = plan
+        .boundaries
+        .iter()
+        .rev()
+        .find(|&&(b, _)| b > position && b <= limit)
+    {
+        return Ok(Some((position, boundary, offset)));
+    }
+    // No index entry in range (a budget below the index interval): walk the headers.
+    let mut end = position + first_size as u64;
+    let mut next_offset = plan.source.next_offset;
+    while end + RECORD_BATCH_HEADER_SIZE_BYTES as u64 <= size {
+        let header = read_header_at(&mut reader, end, size).await?;
+        next_offset = header.base_offset;
+        let next = end + header.total_size_bytes() as u64;
+        if next > limit {
+            break;
+        }
+        end = next;
+        next_offset = plan.source.next_offset;
+    }
+    Ok(Some((position, end, next_offset)))
+}
+
+/// The offset after the last batch of `batches` (whole batches back to back).
+fn offset_after_batches(batches: &[u8]) -> Result<i64, LogError> {
+    let mut position = 0usize;
+    let mut next_offset = None;
+    while position < batches.len() {
+        let header = RecordBatchHeader::parse(&batches[position..])
+            .map_err(|error| LogError::Corrupt(format!("batch: {error}")))?;
+        next_offset = Some(header.last_offset() + 1);
+        position += header.total_size_bytes();
+    }
+    next_offset.ok_or_else(|| LogError::Corrupt("empty chunk".into()))
+}
+
+async fn read_header_at(
+    reader: &mut WindowReader,
+    position: u64,
+    size_bytes: u64,
+) -> Result<RecordBatchHeader, LogError> {
+    let bytes = reader
+        .bytes(position, RECORD_BATCH_HEADER_SIZE_BYTES)
+        .await?;
+    let header = RecordBatchHeader::parse(bytes)
+        .map_err(|error| LogError::Corrupt(format!("batch at position {position}: {error}")))?;
+    if position + header.total_size_bytes() as u64 > size_bytes {
+        return Err(LogError::Corrupt(format!(
+            "batch at position {position} overruns the segment"
+        )));
+    }
+    Ok(header)
 }
 
 pub(super) async fn close_files(files: Vec<Rc<DmaFile>>) {

@@ -142,17 +142,6 @@ impl SparseIndex {
             self.entries[after - 1].position_bytes
         }
     }
-
-    /// Position of the first index entry strictly after `position_bytes` and at most
-    /// `limit_bytes`, the largest such: a batch boundary to end a read at without walking
-    /// headers.
-    pub(crate) fn last_boundary_in(&self, position_bytes: u64, limit_bytes: u64) -> Option<u64> {
-        let after = self
-            .entries
-            .partition_point(|entry| entry.position_bytes <= limit_bytes);
-        let candidate = self.entries[..after].last()?;
-        (candidate.position_bytes > position_bytes).then_some(candidate.position_bytes)
-    }
 }
 
 pub(crate) struct Segment {
@@ -178,6 +167,9 @@ pub(crate) struct Segment {
     pub(crate) dirty: bool,
     /// Rewritten by compaction: offsets may have gaps and batches fewer records than offsets.
     pub(crate) compacted: bool,
+    /// The same file opened without O_DIRECT, for zero-copy sends through the page cache;
+    /// opened on the first cold read.
+    pub(crate) read_file: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl Segment {
@@ -193,6 +185,7 @@ impl Segment {
             created_at_ms: now_ms,
             dirty: false,
             compacted: false,
+            read_file: None,
         }
     }
 
@@ -446,11 +439,6 @@ mod tests {
         assert_eq!(index.lookup_timestamp(300), 4000);
         assert_eq!(index.lookup_timestamp(301), 8000);
         assert_eq!(index.lookup_timestamp(i64::MAX), 8000);
-        // Batch boundaries for ending reads.
-        assert_eq!(index.last_boundary_in(0, 3999), None);
-        assert_eq!(index.last_boundary_in(0, 4000), Some(4000));
-        assert_eq!(index.last_boundary_in(0, 9000), Some(8000));
-        assert_eq!(index.last_boundary_in(8000, 9000), None);
     }
 
     /// Property: for random batch streams, the index-guided scans find exactly what a full

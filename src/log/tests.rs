@@ -1309,7 +1309,7 @@ fn compaction_keeps_latest_per_key_and_survives_reopen() {
             cleanup_compact: true,
             cleanup_delete: false,
             retention_ms: None,
-            cache_size_bytes: 0,
+            cache_size_bytes: 1 << 20, // compaction must evict what the cache holds
             delete_retention_ms: 0,
             ..small_config()
         };
@@ -1496,4 +1496,125 @@ fn random_torn_tails_recover_to_a_valid_prefix() {
             log.close().await.unwrap();
         });
     }
+}
+
+/// The bytes of a zero-copy read, with file regions read back through the page cache.
+fn zero_copy_bytes(read: &super::ZeroCopyRead) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut all = Vec::new();
+    for chunk in &read.chunks {
+        match chunk {
+            super::ReadChunk::Memory(bytes) => all.extend_from_slice(bytes),
+            super::ReadChunk::File(region) => {
+                let mut buffer = vec![0u8; region.size_bytes];
+                region
+                    .file
+                    .read_exact_at(&mut buffer, region.position_bytes)
+                    .unwrap();
+                all.extend_from_slice(&buffer);
+            }
+        }
+    }
+    assert_eq!(all.len(), read.size_bytes);
+    all
+}
+
+#[test]
+fn zero_copy_reads_match_copying_reads() {
+    for cache_size_bytes in [0u64, 16 * 1024] {
+        let (_root, dir) = temp_dir();
+        run(move || async move {
+            let config = LogConfig {
+                cache_size_bytes,
+                index_interval_bytes: 2048,
+                ..small_config()
+            };
+            let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+            for index in 0..150u64 {
+                let records = 1 + (index % 3) as usize;
+                log.append(batch(index, records, 200 + (index as usize * 71) % 1500), records as u32, 0)
+                    .await
+                    .unwrap();
+            }
+            let end = log.written_end_offset();
+            let mut files = 0;
+            for from in (0..end).step_by(7) {
+                for max_bytes in [1usize, 3000, 10_000, 100_000] {
+                    for visible_end in [end, end - 5] {
+                        let copied = log.read(from, max_bytes, visible_end).await.unwrap();
+                        let mut expected = Vec::new();
+                        for chunk in &copied.chunks {
+                            expected.extend_from_slice(chunk);
+                        }
+                        let zero = log.read_zero_copy(from, max_bytes, visible_end).await.unwrap();
+                        files += zero
+                            .chunks
+                            .iter()
+                            .filter(|c| matches!(c, super::ReadChunk::File(_)))
+                            .count();
+                        let got = zero_copy_bytes(&zero);
+                        // Same batches, except that zero-copy may stop earlier at an index
+                        // boundary (never later, never past the visible end).
+                        assert!(got.len() <= expected.len(), "from {from} max {max_bytes}");
+                        assert_eq!(got[..], expected[..got.len()], "from {from} max {max_bytes}");
+                        if !expected.is_empty() {
+                            assert!(!got.is_empty(), "progress from {from}");
+                            let outcome = ReadOutcome {
+                                chunks: vec![Bytes::from(got)],
+                                size_bytes: zero.size_bytes,
+                            };
+                            let batches = decode(&outcome);
+                            assert!(batches[0].0 <= from && from <= batches[0].1);
+                            assert!(batches.last().unwrap().1 < visible_end);
+                            assert_eq!(zero.next_offset, batches.last().unwrap().1 + 1);
+                        }
+                    }
+                }
+            }
+            assert!(files > 0, "cold reads used file regions");
+            log.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn file_regions_splice_to_a_socket() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = LogConfig {
+            cache_size_bytes: 0,
+            ..small_config()
+        };
+        let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+        for index in 0..100u64 {
+            log.append(batch(index, 2, 1500), 2, 0).await.unwrap();
+        }
+        let read = log.read_zero_copy(0, 1 << 20, i64::MAX).await.unwrap();
+        let expected = zero_copy_bytes(&read);
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut theirs = theirs;
+            let mut all = Vec::new();
+            theirs.read_to_end(&mut all).unwrap();
+            all
+        });
+        {
+            use std::os::fd::AsRawFd;
+            for chunk in &read.chunks {
+                match chunk {
+                    super::ReadChunk::File(region) => {
+                        super::send_file_region(region, ours.as_raw_fd()).await.unwrap()
+                    }
+                    super::ReadChunk::Memory(bytes) => {
+                        use std::io::Write;
+                        (&ours).write_all(bytes).unwrap();
+                    }
+                }
+            }
+        }
+        drop(ours);
+        assert_eq!(reader.join().unwrap(), expected);
+        log.close().await.unwrap();
+    });
 }

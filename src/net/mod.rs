@@ -68,6 +68,8 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
     // Metrics hook: counts the connection as open until this function returns.
     let _connection = crate::metrics::connection_opened();
     tracing::debug!(shard = shard.id, %peer, "connection accepted");
+    // The writer sends cold file regions itself (splice on a side ring), on this socket.
+    let socket_fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (mut reader, mut writer) = stream.buffered().split();
     let capacity = shard.config.max_in_flight_requests_per_connection;
     let (in_flight_sender, mut in_flight_receiver) =
@@ -110,7 +112,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
         while let Some(handler) = in_flight_receiver.next().await {
             match handler.await {
                 Some(Outcome::Respond(response)) => {
-                    if let Err(error) = write_response(&mut writer, &response).await {
+                    if let Err(error) = write_response(&mut writer, socket_fd, &response).await {
                         tracing::debug!(%peer, "write failed, closing: {error}");
                         return;
                     }
@@ -180,12 +182,22 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
     Ok(Some((frame.freeze(), memory_permit)))
 }
 
+/// Writes a response's chunks in order: bytes through the stream, file regions with a
+/// zero-copy splice straight to the socket (after the bytes before them have been written:
+/// glommio's stream has no write buffer, `write_all` returns once they are in the socket).
 async fn write_response<W: futures::io::AsyncWrite + Unpin>(
     writer: &mut W,
+    socket_fd: std::os::fd::RawFd,
     response: &api::Response,
 ) -> std::io::Result<()> {
     for chunk in response.chunks() {
-        writer.write_all(chunk).await?;
+        match chunk {
+            api::ResponseChunk::Bytes(bytes) => writer.write_all(bytes).await?,
+            api::ResponseChunk::File(region) => {
+                writer.flush().await?;
+                crate::log::send_file_region(region, socket_fd).await?;
+            }
+        }
         crate::metrics::add_bytes_sent(chunk.len());
     }
     Ok(())
