@@ -147,7 +147,7 @@ workload_args() { # $1 = file; prints one argument per line
 }
 
 sched_totals() { # $1 = pid -> "on_cpu_ns runqueue_wait_ns" summed over its threads
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{r += $1; w += $2} END {printf "%d %d\n", r, w}'
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{r += $1; w += $2} END {printf "%.0f %.0f\n", r, w}'
 }
 
 run_bench() { # $1 = id (for files), $2 = workload file, $3 = override durations (yes/no)

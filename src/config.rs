@@ -210,7 +210,10 @@ impl BrokerConfig {
             "segment_bytes must be at least 1 MiB"
         );
         anyhow::ensure!(self.cores != Some(0), "cores must be at least 1");
-        anyhow::ensure!(self.flush_messages >= 1, "flush_messages must be at least 1");
+        anyhow::ensure!(
+            self.flush_messages >= 1,
+            "flush_messages must be at least 1"
+        );
         anyhow::ensure!(
             self.recovery_checkpoint_interval_ms >= 1,
             "recovery_checkpoint_interval_ms must be at least 1"

@@ -81,7 +81,10 @@ pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome 
     ) {
         Ok(response) => Outcome::Respond(response),
         Err(error) => {
-            tracing::error!(version = context.api_version, "cannot frame Fetch response: {error}");
+            tracing::error!(
+                version = context.api_version,
+                "cannot frame Fetch response: {error}"
+            );
             Outcome::Close(format!("cannot encode Fetch response: {error}"))
         }
     }
@@ -513,7 +516,9 @@ mod tests {
                     let chunks = sizes
                         .iter()
                         .enumerate()
-                        .map(|(i, n)| ReadChunk::Memory(Bytes::from(vec![(i + partition) as u8; *n])))
+                        .map(|(i, n)| {
+                            ReadChunk::Memory(Bytes::from(vec![(i + partition) as u8; *n]))
+                        })
                         .collect();
                     records.insert((topic, partition), chunks);
                 }
@@ -544,7 +549,9 @@ mod tests {
             for ((topic, partition), chunks) in &records {
                 let mut all = Vec::new();
                 for chunk in chunks {
-                    let ReadChunk::Memory(bytes) = chunk else { unreachable!() };
+                    let ReadChunk::Memory(bytes) = chunk else {
+                        unreachable!()
+                    };
                     all.extend_from_slice(bytes);
                 }
                 expected_response.responses[*topic].partitions[*partition].records =
@@ -556,7 +563,9 @@ mod tests {
             let framed = frame_response(version, 42, response, records).unwrap();
             let mut got = Vec::new();
             for chunk in framed.chunks() {
-                let ResponseChunk::Bytes(bytes) = chunk else { unreachable!() };
+                let ResponseChunk::Bytes(bytes) = chunk else {
+                    unreachable!()
+                };
                 got.extend_from_slice(bytes);
             }
             assert_eq!(got.len(), framed.size_bytes());

@@ -25,7 +25,9 @@ pub(super) fn start(shard: Rc<Shard>) {
     let config = shard.config.clone();
     spawn_every(shard.clone(), FLUSH_TICK_MS, |shard| async move {
         let now = Instant::now();
-        shard.partitions.for_each(|partition| partition.log.sync_if_due(now));
+        shard
+            .partitions
+            .for_each(|partition| partition.log.sync_if_due(now));
     });
     spawn_every(
         shard.clone(),
@@ -108,11 +110,7 @@ async fn compact_all(shard: Rc<Shard>) {
         if !partition.log.config().cleanup_compact || partition.log.is_failed() {
             continue;
         }
-        if let Err(error) = partition
-            .log
-            .compact(crate::log::now_ms(), &limits)
-            .await
-        {
+        if let Err(error) = partition.log.compact(crate::log::now_ms(), &limits).await {
             tracing::warn!(topic = %partition.topic.name, partition = partition.index,
                 "compaction failed: {error}");
         }

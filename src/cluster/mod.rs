@@ -155,10 +155,7 @@ async fn open_partition(
 
 /// Opens (and recovers) every partition the image places on this shard, and starts the
 /// shard's log maintenance (flush policy, checkpoints, retention, compaction, storage retry).
-pub async fn open_owned_partitions(
-    shard: &Rc<Shard>,
-    image: &MetadataImage,
-) -> anyhow::Result<()> {
+pub async fn open_owned_partitions(shard: &Rc<Shard>, image: &MetadataImage) -> anyhow::Result<()> {
     crate::log::set_shard_cache_max_bytes(shard.config.log_cache_size_bytes_per_shard);
     maintenance::start(shard.clone());
     for topic in image.topics.values() {

@@ -520,6 +520,7 @@ impl ClassicGroup {
             ClassicState::CompletingRebalance => {
                 if unchanged {
                     // The member missed its JoinGroup answer: send it again.
+                    tracing::debug!(member = %member_id, "join answered again (completing rebalance)");
                     self.renew(&member_id, now);
                     reply_join(waiter, self.join_result_for(&member_id));
                 } else {
@@ -534,6 +535,7 @@ impl ClassicGroup {
                     self.update_member(&member_id, params, waiter, now);
                     self.prepare_rebalance(now, limits, &mut effects);
                 } else {
+                    tracing::debug!(member = %member_id, "join answered from the stable generation");
                     self.renew(&member_id, now);
                     let mut result = self.join_result_for(&member_id);
                     result.members.clear();
@@ -551,6 +553,11 @@ impl ClassicGroup {
     }
 
     fn update_member(&mut self, member_id: &str, params: JoinParams, waiter: JoinWaiter, now: Now) {
+        tracing::debug!(
+            member = member_id,
+            state = self.state.name(),
+            "member rejoins"
+        );
         let member = self
             .members
             .get_mut(member_id)
@@ -579,6 +586,7 @@ impl ClassicGroup {
         limits: &GroupLimits,
         effects: &mut Vec<Effect>,
     ) {
+        tracing::debug!(member = %member_id, state = self.state.name(), "member joins the group");
         let incarnation = self.next_incarnation();
         let session_timeout = Duration::from_millis(params.session_timeout_ms.max(0) as u64);
         if self.members.is_empty() {
@@ -721,6 +729,12 @@ impl ClassicGroup {
     }
 
     fn prepare_rebalance(&mut self, now: Now, limits: &GroupLimits, effects: &mut Vec<Effect>) {
+        tracing::debug!(
+            generation = self.generation,
+            from = self.state.name(),
+            members = self.members.len(),
+            "group prepares a rebalance"
+        );
         if self.state == ClassicState::CompletingRebalance {
             self.reset_assignments(E::RebalanceInProgress.code());
         }
@@ -839,6 +853,13 @@ impl ClassicGroup {
         }
         self.protocol = self.select_protocol();
         self.set_state(ClassicState::CompletingRebalance, now);
+        tracing::debug!(
+            generation = self.generation,
+            leader = ?self.leader,
+            members = ?self.members.keys().collect::<Vec<_>>(),
+            protocol = ?self.protocol,
+            "group join completed"
+        );
         let member_ids: Vec<String> = self.members.keys().cloned().collect();
         for member_id in &member_ids {
             let result = self.join_result_for(member_id);
@@ -900,6 +921,7 @@ impl ClassicGroup {
                 reply_sync(waiter, SyncResult::error(E::RebalanceInProgress.code()));
             }
             ClassicState::CompletingRebalance => {
+                tracing::debug!(member = member_id, generation, "member syncs");
                 self.renew(member_id, now);
                 self.pending_sync.remove(member_id);
                 let member = self.members.get_mut(member_id).expect("validated");
@@ -977,6 +999,7 @@ impl ClassicGroup {
             }
         }
         self.set_state(ClassicState::Stable, now);
+        tracing::debug!(generation, "group stable");
         effects
     }
 
@@ -1019,6 +1042,7 @@ impl ClassicGroup {
             return E::CoordinatorNotAvailable.code();
         }
         if let Err(code) = self.validate_member(member_id, instance_id) {
+            tracing::debug!(member = member_id, code, "heartbeat refused");
             return code;
         }
         match self.state {
@@ -1088,6 +1112,11 @@ impl ClassicGroup {
         let Some(member) = self.members.shift_remove(member_id) else {
             return;
         };
+        tracing::debug!(
+            member = member_id,
+            state = self.state.name(),
+            "member removed"
+        );
         if let Some(instance) = &member.instance_id {
             if self.static_members.get(instance).map(String::as_str) == Some(member_id) {
                 self.static_members.remove(instance);

@@ -109,10 +109,7 @@ impl TailCache {
             max_size_bytes,
         }));
         BUDGET.with(|budget| {
-            budget
-                .borrow_mut()
-                .caches
-                .insert(id, Rc::downgrade(&cache));
+            budget.borrow_mut().caches.insert(id, Rc::downgrade(&cache));
         });
         cache
     }
@@ -223,7 +220,9 @@ impl TailCache {
     }
 
     fn holds_sequence(&self, sequence: u64) -> bool {
-        let at = self.entries.partition_point(|entry| entry.sequence < sequence);
+        let at = self
+            .entries
+            .partition_point(|entry| entry.sequence < sequence);
         self.entries
             .get(at)
             .is_some_and(|entry| entry.sequence == sequence)

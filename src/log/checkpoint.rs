@@ -130,7 +130,11 @@ impl OffsetFile {
         if crc32c::crc32c(body.as_bytes()) != u32::from_str_radix(crc_hex, 16).ok()? {
             return None;
         }
-        let offset: i64 = body.strip_prefix(self.tag())?.strip_prefix(' ')?.parse().ok()?;
+        let offset: i64 = body
+            .strip_prefix(self.tag())?
+            .strip_prefix(' ')?
+            .parse()
+            .ok()?;
         (offset >= 0).then_some(offset)
     }
 
@@ -168,7 +172,10 @@ mod tests {
             }
         }
         // One kind's file is not mistaken for the other's.
-        assert_eq!(OffsetFile::Cleaner.decode(&OffsetFile::LogStart.encode(5)), None);
+        assert_eq!(
+            OffsetFile::Cleaner.decode(&OffsetFile::LogStart.encode(5)),
+            None
+        );
     }
 
     #[test]

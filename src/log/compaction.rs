@@ -33,8 +33,8 @@ use kafka_protocol::compression::{Compressor, Decompressor};
 
 use super::checkpoint::OffsetFile;
 use super::file_io::{
-    align_down, align_up, io_error, open_segment_file, preallocate, remove_files,
-    sync_directory, write_file_atomic, WindowReader,
+    align_down, align_up, io_error, open_segment_file, preallocate, remove_files, sync_directory,
+    write_file_atomic, WindowReader,
 };
 use super::partition::{close_files, PartitionLog};
 use super::recovery::CLEANED_SUFFIX;
@@ -151,8 +151,8 @@ pub(crate) fn parse_records(records: &[u8]) -> Result<Vec<RecordView<'_>>, Strin
             .get(body_start..body_start + length)
             .ok_or("record overruns the batch")?;
         let mut at = 1usize; // attributes
-        let (_, used) = read_zigzag(body.get(at..).ok_or("short record")?, 10)
-            .ok_or("bad timestamp delta")?;
+        let (_, used) =
+            read_zigzag(body.get(at..).ok_or("short record")?, 10).ok_or("bad timestamp delta")?;
         at += used;
         let (offset_delta, used) =
             read_zigzag(body.get(at..).ok_or("short record")?, 5).ok_or("bad offset delta")?;
@@ -164,7 +164,9 @@ pub(crate) fn parse_records(records: &[u8]) -> Result<Vec<RecordView<'_>>, Strin
             None
         } else {
             let key_length = key_length as usize;
-            let key = body.get(at..at + key_length).ok_or("key overruns the record")?;
+            let key = body
+                .get(at..at + key_length)
+                .ok_or("key overruns the record")?;
             at += key_length;
             Some(key)
         };
@@ -188,12 +190,16 @@ fn records_section(batch: &[u8], codec: u8) -> Result<Bytes, String> {
     let take_all = |buf: &mut Bytes| Ok(std::mem::take(buf));
     let result = match codec {
         COMPRESSION_NONE => return Ok(compressed),
-        COMPRESSION_GZIP => kafka_protocol::compression::Gzip::decompress(&mut compressed, take_all),
+        COMPRESSION_GZIP => {
+            kafka_protocol::compression::Gzip::decompress(&mut compressed, take_all)
+        }
         COMPRESSION_SNAPPY => {
             kafka_protocol::compression::Snappy::decompress(&mut compressed, take_all)
         }
         COMPRESSION_LZ4 => kafka_protocol::compression::Lz4::decompress(&mut compressed, take_all),
-        COMPRESSION_ZSTD => kafka_protocol::compression::Zstd::decompress(&mut compressed, take_all),
+        COMPRESSION_ZSTD => {
+            kafka_protocol::compression::Zstd::decompress(&mut compressed, take_all)
+        }
         other => return Err(format!("unknown compression codec {other}")),
     };
     result.map_err(|error| format!("decompression failed: {error}"))
@@ -298,6 +304,15 @@ pub(crate) fn filter_batch(
     let crc = crc32c::crc32c(&rebuilt[ATTRIBUTES_OFFSET..]);
     rebuilt[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok((BatchFate::Rebuild(rebuilt), removed))
+}
+
+/// What every segment rewrite of one pass shares.
+struct PassContext<'a> {
+    map: &'a KeyMap,
+    map_end_offset: i64,
+    tombstone_horizon_ms: i64,
+    limits: &'a CompactionLimits,
+    index_interval_bytes: u64,
 }
 
 /// A sealed segment as the pass sees it.
@@ -406,18 +421,16 @@ impl PartitionLog {
             ..CompactionOutcome::default()
         };
         let first_base_offset = segments.first().map_or(0, |s| s.base_offset);
+        let pass = PassContext {
+            map: &map,
+            map_end_offset,
+            tombstone_horizon_ms,
+            limits,
+            index_interval_bytes: config.index_interval_bytes,
+        };
         for segment in segments.iter().filter(|s| s.base_offset < map_end_offset) {
-            let rewritten = self
-                .rewrite_segment(
-                    segment,
-                    segment.base_offset != first_base_offset,
-                    &map,
-                    map_end_offset,
-                    tombstone_horizon_ms,
-                    limits,
-                    config.index_interval_bytes,
-                )
-                .await?;
+            let removable = segment.base_offset != first_base_offset;
+            let rewritten = self.rewrite_segment(segment, removable, &pass).await?;
             if let Some((size_after, removed)) = rewritten {
                 outcome.segments_rewritten += 1;
                 outcome.bytes_before += segment.size_bytes;
@@ -445,12 +458,15 @@ impl PartitionLog {
         &self,
         segment: &SegmentRef,
         removable: bool,
-        map: &KeyMap,
-        map_end_offset: i64,
-        tombstone_horizon_ms: i64,
-        limits: &CompactionLimits,
-        index_interval_bytes: u64,
+        pass: &PassContext<'_>,
     ) -> Result<Option<(u64, u64)>, LogError> {
+        let PassContext {
+            map,
+            map_end_offset,
+            tombstone_horizon_ms,
+            limits,
+            index_interval_bytes,
+        } = *pass;
         let cleaned_name = format!("{}{CLEANED_SUFFIX}", segment_file_name(segment.base_offset));
         let cleaned_path = self.dir.join(&cleaned_name);
         let output = open_segment_file(&cleaned_path, true).await?;
@@ -472,9 +488,8 @@ impl PartitionLog {
                 let size_bytes = header.total_size_bytes();
                 let batch = reader.bytes(position, size_bytes).await?;
                 let (fate, removed) =
-                    filter_batch(batch, map, map_end_offset, tombstone_horizon_ms).map_err(
-                        |error| LogError::Corrupt(format!("compaction: {error}")),
-                    )?;
+                    filter_batch(batch, map, map_end_offset, tombstone_horizon_ms)
+                        .map_err(|error| LogError::Corrupt(format!("compaction: {error}")))?;
                 removed_records += removed;
                 let kept: Option<&[u8]> = match &fate {
                     BatchFate::Keep => Some(batch),
@@ -510,10 +525,7 @@ impl PartitionLog {
                 staged.resize(padded, 0);
                 write_staged(&output, &staged, written_bytes).await?;
             }
-            output
-                .truncate(output_size_bytes)
-                .await
-                .map_err(io_error)?;
+            output.truncate(output_size_bytes).await.map_err(io_error)?;
             output.fdatasync().await.map_err(io_error)?;
             Ok(())
         }
@@ -546,16 +558,42 @@ impl PartitionLog {
             .await
             .map_err(LogError::Io)?;
         let new_file = Rc::new(open_segment_file(&segment_path, false).await?);
-        let old_file = {
+        let swapped = self.swap_segment_file(segment, new_file, output_size_bytes, index);
+        let Ok((old_file, index_file)) = swapped else {
+            // The segment went away meanwhile (cannot happen under the maintenance lock).
+            if let Err(new_file) = swapped {
+                close_files(vec![new_file]).await;
+            }
+            return Ok(None);
+        };
+        if let Err(error) =
+            write_file_atomic(&self.dir, &index_name, index_file.encode(), false).await
+        {
+            tracing::warn!(dir = %self.dir.display(), %error, "could not write segment index");
+        }
+        sync_directory(&self.dir).await?;
+        close_files(vec![old_file]).await;
+        Ok(Some((output_size_bytes, removed_records)))
+    }
+
+    /// Puts the rewritten file in place of the segment's; returns the old file and the new
+    /// index, or the new file back if the segment is gone.
+    fn swap_segment_file(
+        &self,
+        segment: &SegmentRef,
+        new_file: Rc<glommio::io::DmaFile>,
+        output_size_bytes: u64,
+        index: SparseIndex,
+    ) -> Result<(Rc<glommio::io::DmaFile>, super::segment::IndexFile), Rc<glommio::io::DmaFile>>
+    {
+        {
             let mut state = self.state.borrow_mut();
             let Some(live) = state
                 .segments
                 .iter_mut()
                 .find(|s| s.base_offset == segment.base_offset)
             else {
-                drop(state);
-                close_files(vec![new_file]).await;
-                return Ok(None);
+                return Err(new_file);
             };
             assert_eq!(live.next_offset, segment.next_offset);
             let old_file = std::mem::replace(&mut live.file, new_file);
@@ -568,17 +606,8 @@ impl PartitionLog {
             let index_file = live.index_file();
             state.size_bytes = state.size_bytes - segment.size_bytes + output_size_bytes;
             recompute_prefix_max(&mut state.segments);
-            (old_file, index_file)
-        };
-        let (old_file, index_file) = old_file;
-        if let Err(error) =
-            write_file_atomic(&self.dir, &index_name, index_file.encode(), false).await
-        {
-            tracing::warn!(dir = %self.dir.display(), %error, "could not write segment index");
+            Ok((old_file, index_file))
         }
-        sync_directory(&self.dir).await?;
-        close_files(vec![old_file]).await;
-        Ok(Some((output_size_bytes, removed_records)))
     }
 }
 
@@ -664,8 +693,11 @@ mod tests {
     use crate::protocol::record_batch::test_support::{build_batch_raw, write_varint, BatchParams};
     use crate::protocol::record_batch::validate_batch;
 
+    /// (key, value) of a test record; `None` is null.
+    type Entry<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
     /// An uncompressed records section of (key, value) records; offset delta = index.
-    fn records(entries: &[(Option<&[u8]>, Option<&[u8]>)]) -> Vec<u8> {
+    fn records(entries: &[Entry<'_>]) -> Vec<u8> {
         let mut out = Vec::new();
         for (index, (key, value)) in entries.iter().enumerate() {
             let mut body = vec![0u8];
@@ -692,11 +724,7 @@ mod tests {
         out
     }
 
-    fn batch(
-        base_offset: i64,
-        codec: u8,
-        entries: &[(Option<&[u8]>, Option<&[u8]>)],
-    ) -> Vec<u8> {
+    fn batch(base_offset: i64, codec: u8, entries: &[Entry<'_>]) -> Vec<u8> {
         let section = compress_records(codec, &records(entries)).unwrap();
         build_batch_raw(
             BatchParams {
@@ -784,7 +812,11 @@ mod tests {
             let (fate, _) = filter_batch(&second, &map, 15, i64::MAX).unwrap();
             assert_eq!(fate, BatchFate::Keep);
             // All records superseded: dropped.
-            let old = batch(0, codec, &[(Some(b"a"), Some(b"0")), (Some(b"c"), Some(b"0"))]);
+            let old = batch(
+                0,
+                codec,
+                &[(Some(b"a"), Some(b"0")), (Some(b"c"), Some(b"0"))],
+            );
             assert_eq!(
                 filter_batch(&old, &map, 16, i64::MIN).unwrap(),
                 (BatchFate::Drop, 2)
@@ -829,7 +861,7 @@ mod tests {
                     let tombstone = next() % 5 == 0;
                     owned.push((key, tombstone));
                 }
-                let entries: Vec<(Option<&[u8]>, Option<&[u8]>)> = owned
+                let entries: Vec<Entry<'_>> = owned
                     .iter()
                     .map(|(k, t)| (Some(k.as_slice()), if *t { None } else { Some(&b"v"[..]) }))
                     .collect();

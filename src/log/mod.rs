@@ -160,6 +160,8 @@ pub struct LogStats {
     /// O_DIRECT writes completed (appends per write shows how well group commit works).
     pub writes: u64,
     pub written_bytes: u64,
+    /// Sum of the O_DIRECT writes' latencies (issue to completion).
+    pub write_micros_total: u64,
     /// fdatasync rounds completed (records per sync shows how well they are shared).
     pub syncs: u64,
     pub sync_micros_total: u64,

@@ -51,11 +51,11 @@ use super::{
     now_ms, AppendOutcome, FileRegion, LogConfig, LogError, LogStats, ReadChunk, ReadOutcome,
     ZeroCopyRead, BLOCK_SIZE_BYTES,
 };
-use std::fs::File;
-use std::sync::Arc;
 use crate::protocol::record_batch::{
     set_base_offset, set_partition_leader_epoch, RecordBatchHeader, RECORD_BATCH_HEADER_SIZE_BYTES,
 };
+use std::fs::File;
+use std::sync::Arc;
 
 /// Smallest disk read window; larger fetches read up to `max_write_size_bytes` at a time.
 const READ_WINDOW_MIN_BYTES: u64 = 64 * 1024;
@@ -176,8 +176,13 @@ enum WriteStep {
     Idle,
     /// Nothing can be issued until something completes (or an append arrives).
     Wait,
-    Roll { base_offset: i64 },
-    Preallocate { file: Rc<DmaFile>, size_bytes: u64 },
+    Roll {
+        base_offset: i64,
+    },
+    Preallocate {
+        file: Rc<DmaFile>,
+        size_bytes: u64,
+    },
     Write(WritePlan),
 }
 
@@ -444,7 +449,9 @@ impl PartitionLog {
             } else if state.closed {
                 Err(LogError::Closed)
             } else {
-                Err(LogError::Io(io::Error::other("sync lost to a storage failure")))
+                Err(LogError::Io(io::Error::other(
+                    "sync lost to a storage failure",
+                )))
             }
         }
     }
@@ -464,9 +471,10 @@ impl PartitionLog {
             WaitKind::Written => state.written_end_offset > offset || state.failure.is_some(),
             WaitKind::Durable => {
                 state.durable_end_offset > offset
-                    || state.failure.as_ref().is_some_and(|failure| {
-                        failure.fatal || offset >= state.written_end_offset
-                    })
+                    || state
+                        .failure
+                        .as_ref()
+                        .is_some_and(|failure| failure.fatal || offset >= state.written_end_offset)
             }
         }
     }
@@ -535,9 +543,7 @@ impl PartitionLog {
         loop {
             let step = {
                 let config = self.config.borrow();
-                self.state
-                    .borrow_mut()
-                    .next_write_step(&config, now_ms())
+                self.state.borrow_mut().next_write_step(&config, now_ms())
             };
             let result = match step {
                 WriteStep::Idle => return,
@@ -571,7 +577,10 @@ impl PartitionLog {
         let log = self.rc();
         glommio::spawn_local(async move {
             let buffer_size_bytes = buffer.len();
-            let result = match super::file_io::write_at(&file, buffer, position_bytes).await {
+            let issued = Instant::now();
+            let result = super::file_io::write_at(&file, buffer, position_bytes).await;
+            log.state.borrow_mut().stats.write_micros_total += issued.elapsed().as_micros() as u64;
+            let result = match result {
                 Ok(written) if written == buffer_size_bytes => Ok(()),
                 Ok(written) => Err((
                     io::ErrorKind::WriteZero,
@@ -930,7 +939,13 @@ impl PartitionLog {
                 }
                 let cache = self.cache.borrow();
                 if cache.start_offset().is_some_and(|start| start <= cursor) {
-                    read_from_cache(&cache, cursor, max_bytes, max_offset_exclusive, &mut outcome)?;
+                    read_from_cache(
+                        &cache,
+                        cursor,
+                        max_bytes,
+                        max_offset_exclusive,
+                        &mut outcome,
+                    )?;
                     break;
                 }
                 drop(cache);
@@ -1185,8 +1200,7 @@ impl PartitionLog {
         // Index first, then the checkpoint that vouches for it: recovery uses the index only
         // if it ends exactly at the checkpoint.
         let name = index_file_name(index_file.base_offset);
-        if let Err(error) = write_file_atomic(&self.dir, &name, index_file.encode(), false).await
-        {
+        if let Err(error) = write_file_atomic(&self.dir, &name, index_file.encode(), false).await {
             tracing::warn!(dir = %self.dir.display(), %error, "could not write segment index");
         }
         if let Err(error) = write_checkpoint(&self.dir, point).await {
@@ -1195,7 +1209,10 @@ impl PartitionLog {
         }
         let mut state = self.state.borrow_mut();
         state.stats.checkpoints += 1;
-        if state.recovery_point.is_none_or(|c| c.offset <= point.offset) {
+        if state
+            .recovery_point
+            .is_none_or(|c| c.offset <= point.offset)
+        {
             state.recovery_point = Some(point);
         }
         Ok(())
@@ -1251,7 +1268,9 @@ impl PartitionLog {
         // Cut whatever failed writes left past the committed end, durably, so it can never
         // be read back as batches; then check that space can be allocated again.
         let probe = async {
-            file.truncate(committed_size_bytes).await.map_err(io_error)?;
+            file.truncate(committed_size_bytes)
+                .await
+                .map_err(io_error)?;
             file.fdatasync().await.map_err(io_error)?;
             if preallocate_supported {
                 preallocate(&file, probe_size_bytes).await?;
@@ -1568,8 +1587,7 @@ impl LogState {
         for (index, append) in self.pending.iter().enumerate().skip(first) {
             if index > first {
                 assert_eq!(append.planned_bytes, 0);
-                let end =
-                    self.planned_size_bytes + (chunk_size_bytes + append.data.len()) as u64;
+                let end = self.planned_size_bytes + (chunk_size_bytes + append.data.len()) as u64;
                 if end > config.segment_size_bytes {
                     break; // It goes into the next segment.
                 }

@@ -32,8 +32,8 @@ use super::file_io::{
     read_file_optional, remove_files, sync_directory, write_file_atomic, WindowReader,
 };
 use super::segment::{
-    index_file_name, parse_file_name, recompute_prefix_max, segment_file_name, IndexFile,
-    Segment, SparseIndex, INDEX_SUFFIX, SEGMENT_SUFFIX,
+    index_file_name, parse_file_name, recompute_prefix_max, segment_file_name, IndexFile, Segment,
+    SparseIndex, INDEX_SUFFIX, SEGMENT_SUFFIX,
 };
 use super::{now_ms, LogConfig, LogError, BLOCK_SIZE_BYTES};
 use crate::protocol::record_batch::{
@@ -176,11 +176,12 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
             relaxed: false,
         };
         match (index_file, checkpoint) {
-            (Some(index_file), _) if trusted_until_bytes == u64::MAX => {
-                if next_base_offset.is_none_or(|next| next == index_file.next_offset) {
-                    loaded_from_index = true;
-                    start = ScanStart::from_index_file(index_file);
-                }
+            (Some(index_file), _)
+                if trusted_until_bytes == u64::MAX
+                    && next_base_offset.is_none_or(|next| next == index_file.next_offset) =>
+            {
+                loaded_from_index = true;
+                start = ScanStart::from_index_file(index_file);
             }
             (Some(index_file), Some(found))
                 if found.segment_base_offset == base_offset
@@ -305,7 +306,12 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredL
         let paths = listing
             .segment_bases
             .iter()
-            .flat_map(|base| [dir.join(segment_file_name(*base)), dir.join(index_file_name(*base))])
+            .flat_map(|base| {
+                [
+                    dir.join(segment_file_name(*base)),
+                    dir.join(index_file_name(*base)),
+                ]
+            })
             .collect();
         remove_files(paths).await?;
         return start_empty(dir, log_start_offset, cleaner_offset).await;

@@ -98,8 +98,7 @@ impl PartitionLog {
                     retention_timestamp_ms: segment.retention_timestamp_ms(),
                 })
                 .collect();
-            let (count, roll) =
-                plan_deletion(&summaries, &config, state.log_start_offset, now_ms);
+            let (count, roll) = plan_deletion(&summaries, &config, state.log_start_offset, now_ms);
             let count = count.min(MAX_SEGMENTS_PER_PASS);
             let new_start = state
                 .log_start_offset
@@ -183,9 +182,14 @@ impl PartitionLog {
         if target <= log_start {
             return Ok(log_start);
         }
-        OffsetFile::LogStart.write(&self.dir, target).await.map_err(|error| {
-            LogError::Io(io::Error::other(format!("cannot persist the log start: {error}")))
-        })?;
+        OffsetFile::LogStart
+            .write(&self.dir, target)
+            .await
+            .map_err(|error| {
+                LogError::Io(io::Error::other(format!(
+                    "cannot persist the log start: {error}"
+                )))
+            })?;
         let mut state = self.state.borrow_mut();
         state.log_start_offset = state.log_start_offset.max(target);
         Ok(state.log_start_offset)

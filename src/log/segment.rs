@@ -485,7 +485,10 @@ mod tests {
             }
             for target in 0..offset {
                 let start = index.lookup(target);
-                let first = batches.iter().position(|b| b.2 == start).expect("a batch start");
+                let first = batches
+                    .iter()
+                    .position(|b| b.2 == start)
+                    .expect("a batch start");
                 let found = batches[first..].iter().find(|b| b.1 >= target).unwrap();
                 assert!(found.0 <= target && target <= found.1, "round {round}");
                 assert!(found.2 - start <= interval + 3061, "scan bounded");
@@ -496,7 +499,10 @@ mod tests {
                 let target = (next() % 10_200) as i64 - 100;
                 let expected = batches.iter().find(|b| b.4 >= target);
                 let start = index.lookup_timestamp(target);
-                let first = batches.iter().position(|b| b.2 == start).expect("a batch start");
+                let first = batches
+                    .iter()
+                    .position(|b| b.2 == start)
+                    .expect("a batch start");
                 let found = batches[first..].iter().find(|b| b.4 >= target);
                 assert_eq!(found, expected, "round {round} target {target}");
             }

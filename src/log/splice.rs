@@ -115,10 +115,7 @@ fn engine() -> io::Result<Rc<Engine>> {
         if let Some(engine) = slot.as_ref() {
             return Ok(engine.clone());
         }
-        let name = std::thread::current()
-            .name()
-            .unwrap_or("shard")
-            .to_string();
+        let name = std::thread::current().name().unwrap_or("shard").to_string();
         let engine = Rc::new(Engine::start(name)?);
         *slot = Some(engine.clone());
         Ok(engine)

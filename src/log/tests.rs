@@ -991,8 +991,11 @@ fn keyed_batch(entries: &[(&[u8], Option<&[u8]>)], timestamp_ms: i64) -> Bytes {
     ))
 }
 
+/// (offset, key, value) of a stored record.
+type StoredRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Every (offset, key, value) stored, decoding records with the protocol crate.
-async fn read_records(log: &PartitionLog) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+async fn read_records(log: &PartitionLog) -> Vec<StoredRecord> {
     let mut out = Vec::new();
     let mut cursor = log.log_start_offset();
     let end = log.written_end_offset();
@@ -1051,7 +1054,10 @@ fn sync_policy_shares_fdatasyncs_and_acknowledges_durable_appends() {
         assert_eq!(lasts.iter().max(), Some(&399));
         assert_eq!(log.durable_end_offset(), 400);
         let syncs = log.stats().syncs - syncs_before;
-        assert!(syncs >= 1 && syncs < 100, "{syncs} fdatasyncs for 200 appends");
+        assert!(
+            (1..100).contains(&syncs),
+            "{syncs} fdatasyncs for 200 appends"
+        );
         // The durable end never passes the written end.
         assert!(log.durable_end_offset() <= log.written_end_offset());
         log.close().await.unwrap();
@@ -1066,7 +1072,9 @@ fn flush_messages_and_flush_interval_trigger_syncs() {
             flush_messages: 10,
             ..small_config()
         };
-        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
         for index in 0..4u64 {
             log.append(batch(index, 2, 100), 2, 0).await.unwrap();
         }
@@ -1112,12 +1120,18 @@ fn pipelined_writes_keep_order_and_survive_reopen() {
                 cache_size_bytes: 0,
                 ..LogConfig::default()
             };
-            let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+            let log = PartitionLog::open(dir.clone(), config.clone())
+                .await
+                .unwrap();
             // A backlog of odd-sized appends much larger than one write.
             let futures: Vec<_> = (0..400u64)
                 .map(|index| {
                     let records = 1 + (index % 4) as usize;
-                    log.append(batch(index, records, 500 + (index as usize * 37) % 3000), records as u32, 0)
+                    log.append(
+                        batch(index, records, 500 + (index as usize * 37) % 3000),
+                        records as u32,
+                        0,
+                    )
                 })
                 .collect();
             let outcomes: Vec<_> = futures::future::join_all(futures)
@@ -1147,17 +1161,25 @@ fn timestamp_lookups_match_a_full_scan() {
             index_interval_bytes: 1024,
             ..small_config()
         };
-        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
         // Mostly increasing timestamps with some out-of-order ones, over several segments.
         let mut seed = 7u64;
         let mut stored = Vec::new(); // (base, last, record timestamps)
         for index in 0..300u64 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let jitter = ((seed >> 33) % 50) as i64 - 25;
             let timestamp = 1_000_000 + index as i64 * 10 + jitter;
             let records = 1 + (index % 3) as usize;
             let appended = log
-                .append(timed_batch(index, records, 400, timestamp), records as u32, 0)
+                .append(
+                    timed_batch(index, records, 400, timestamp),
+                    records as u32,
+                    0,
+                )
                 .await
                 .unwrap();
             // build_uncompressed_batch gives record i the timestamp base + i.
@@ -1171,24 +1193,41 @@ fn timestamp_lookups_match_a_full_scan() {
                 if timestamps.iter().max().unwrap() < &target {
                     return None;
                 }
-                let (i, ts) = timestamps.iter().enumerate().find(|(_, ts)| **ts >= target)?;
+                let (i, ts) = timestamps
+                    .iter()
+                    .enumerate()
+                    .find(|(_, ts)| **ts >= target)?;
                 Some((base + i as i64, *ts))
             })
         };
         for target in (999_000..1_004_000).step_by(37) {
             let hit = log.offset_for_timestamp(target, end).await.unwrap();
-            assert_eq!(hit.map(|h| (h.offset, h.timestamp_ms)), brute(target), "target {target}");
+            assert_eq!(
+                hit.map(|h| (h.offset, h.timestamp_ms)),
+                brute(target),
+                "target {target}"
+            );
         }
         // Max timestamp: the first record holding the largest timestamp.
-        let max = stored.iter().flat_map(|s| s.2.iter()).max().copied().unwrap();
+        let max = stored
+            .iter()
+            .flat_map(|s| s.2.iter())
+            .max()
+            .copied()
+            .unwrap();
         let expected_max = brute(max).unwrap();
         let hit = log.offset_of_max_timestamp(end).await.unwrap().unwrap();
         assert_eq!((hit.offset, hit.timestamp_ms), expected_max);
         // Nothing is visible past the high watermark.
-        assert_eq!(log.offset_for_timestamp(max, expected_max.0).await.unwrap(), None);
+        assert_eq!(
+            log.offset_for_timestamp(max, expected_max.0).await.unwrap(),
+            None
+        );
         // The same answers after a reopen from index files, and after rebuilding them.
         log.close().await.unwrap();
-        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
         for target in (999_000..1_004_000).step_by(301) {
             let hit = log.offset_for_timestamp(target, end).await.unwrap();
             assert_eq!(hit.map(|h| (h.offset, h.timestamp_ms)), brute(target));
@@ -1220,12 +1259,16 @@ fn retention_by_time_size_and_delete_records() {
             retention_ms: None,
             ..small_config()
         };
-        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
         let now = super::now_ms();
         // Old data (a day ago), then fresh data.
         for index in 0..60u64 {
             let timestamp = if index < 40 { now - 86_400_000 } else { now };
-            log.append(timed_batch(index, 1, 3000, timestamp), 1, 0).await.unwrap();
+            log.append(timed_batch(index, 1, 3000, timestamp), 1, 0)
+                .await
+                .unwrap();
         }
         let segments = log.segment_count();
         assert!(segments >= 3);
@@ -1243,12 +1286,21 @@ fn retention_by_time_size_and_delete_records() {
         assert!(outcome.segments_deleted >= 1, "{outcome:?}");
         let start = log.log_start_offset();
         assert!(start > 0 && start <= 40, "{start}");
-        assert!(matches!(log.read(0, 100, i64::MAX).await, Err(LogError::OffsetOutOfRange { .. })));
-        assert_eq!(read_all(&log, start, 1 << 20).await.len() as i64, 60 - start);
+        assert!(matches!(
+            log.read(0, 100, i64::MAX).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(
+            read_all(&log, start, 1 << 20).await.len() as i64,
+            60 - start
+        );
         assert!(!segment_path(&dir, 0).exists());
 
         // DeleteRecords inside a segment: log start moves exactly there, persisted.
-        let low = log.delete_records_before(45, log.written_end_offset()).await.unwrap();
+        let low = log
+            .delete_records_before(45, log.written_end_offset())
+            .await
+            .unwrap();
         assert_eq!(low, 45);
         assert!(matches!(
             log.delete_records_before(61, 60).await,
@@ -1256,7 +1308,9 @@ fn retention_by_time_size_and_delete_records() {
         ));
         assert_eq!(log.delete_records_before(10, 60).await.unwrap(), 45);
         log.close().await.unwrap();
-        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
         assert_eq!(log.log_start_offset(), 45);
         assert_eq!(read_all(&log, 45, 1 << 20).await.len(), 15);
 
@@ -1313,7 +1367,9 @@ fn compaction_keeps_latest_per_key_and_survives_reopen() {
             delete_retention_ms: 0,
             ..small_config()
         };
-        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
         let old = super::now_ms() - 1000;
         let value = vec![b'v'; 1500];
         let mut latest: std::collections::BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)> =
@@ -1324,12 +1380,19 @@ fn compaction_keeps_latest_per_key_and_survives_reopen() {
                 let mut own_value = value.clone();
                 own_value[0] = round;
                 let tombstone = round == 7 && key % 3 == 0;
-                let entry_value = if tombstone { None } else { Some(own_value.as_slice()) };
+                let entry_value = if tombstone {
+                    None
+                } else {
+                    Some(own_value.as_slice())
+                };
                 let appended = log
                     .append(keyed_batch(&[(&key_bytes, entry_value)], old), 1, 0)
                     .await
                     .unwrap();
-                latest.insert(key_bytes, (appended.base_offset, entry_value.map(<[u8]>::to_vec)));
+                latest.insert(
+                    key_bytes,
+                    (appended.base_offset, entry_value.map(<[u8]>::to_vec)),
+                );
             }
         }
         // Something after, so the last keyed segment is sealed.
@@ -1344,11 +1407,15 @@ fn compaction_keeps_latest_per_key_and_survives_reopen() {
             slice_bytes: 8 * 1024,
             max_keys: 1000,
         };
-        let outcome = log.compact(super::now_ms(), &limits).await.unwrap().unwrap();
+        let outcome = log
+            .compact(super::now_ms(), &limits)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(outcome.records_removed >= 60, "{outcome:?}");
         assert!(log.size_bytes() < size_before);
         type Latest = std::collections::BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)>;
-        let check = |records: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>, latest: &Latest| {
+        let check = |records: Vec<StoredRecord>, latest: &Latest| {
             let keyed: Vec<_> = records
                 .iter()
                 .filter(|r| r.1.as_ref().is_some_and(|k| k[0] == b'k'))
@@ -1370,16 +1437,26 @@ fn compaction_keeps_latest_per_key_and_survives_reopen() {
         };
         check(read_records(&log).await, &latest);
         // Nothing new: a second pass does nothing.
-        assert!(log.compact(super::now_ms(), &limits).await.unwrap().is_none());
+        assert!(log
+            .compact(super::now_ms(), &limits)
+            .await
+            .unwrap()
+            .is_none());
         // Appends continue after compaction; reopen (recovery of compacted segments, with and
         // without their index files and the checkpoint) keeps the same content.
         let next = log.next_offset();
-        log.append(keyed_batch(&[(b"k\x0a", Some(b"new"))], super::now_ms()), 1, 0)
-            .await
-            .unwrap();
+        log.append(
+            keyed_batch(&[(b"k\x0a", Some(b"new"))], super::now_ms()),
+            1,
+            0,
+        )
+        .await
+        .unwrap();
         latest.insert(b"k\x0a".to_vec(), (next, Some(b"new".to_vec())));
         log.close().await.unwrap();
-        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
         check(read_records(&log).await, &latest);
         log.close().await.unwrap();
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -1401,7 +1478,9 @@ fn write_failures_fail_appends_then_resume_without_losing_anything() {
     let (_root, dir) = temp_dir();
     run(move || async move {
         let config = small_config();
-        let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
         let mut expected = Vec::new();
         for index in 0..10u64 {
             let o = log.append(batch(index, 1, 700), 1, 0).await.unwrap();
@@ -1447,23 +1526,36 @@ fn random_torn_tails_recover_to_a_valid_prefix() {
         let noise = next();
         run(move || async move {
             let config = small_config();
-            let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+            let log = PartitionLog::open(dir.clone(), config.clone())
+                .await
+                .unwrap();
             let mut expected = Vec::new();
             for index in 0..30u64 {
-                let o = log.append(batch(index, 2, 300 + (index as usize * 91) % 2000), 2, 0).await.unwrap();
+                let o = log
+                    .append(batch(index, 2, 300 + (index as usize * 91) % 2000), 2, 0)
+                    .await
+                    .unwrap();
                 expected.push((o.base_offset, o.last_offset, 0, index));
             }
             log.flush().await.unwrap();
             let durable = log.recovery_point_offset();
             for index in 30..60u64 {
-                let o = log.append(batch(index, 2, 300 + (index as usize * 53) % 2000), 2, 0).await.unwrap();
+                let o = log
+                    .append(batch(index, 2, 300 + (index as usize * 53) % 2000), 2, 0)
+                    .await
+                    .unwrap();
                 expected.push((o.base_offset, o.last_offset, 0, index));
             }
             drop(log); // crash
-            // Damage the last segment somewhere after its start.
+                       // Damage the last segment somewhere after its start.
             let mut bases: Vec<i64> = std::fs::read_dir(&dir)
                 .unwrap()
-                .filter_map(|e| super::segment::parse_file_name(&e.unwrap().file_name().into_string().unwrap(), ".log"))
+                .filter_map(|e| {
+                    super::segment::parse_file_name(
+                        &e.unwrap().file_name().into_string().unwrap(),
+                        ".log",
+                    )
+                })
                 .collect();
             bases.sort_unstable();
             let last = segment_path(&dir, *bases.last().unwrap());
@@ -1482,12 +1574,21 @@ fn random_torn_tails_recover_to_a_valid_prefix() {
                 }
                 std::fs::write(&last, &contents).unwrap();
             }
-            let log = PartitionLog::open(dir.clone(), config.clone()).await.unwrap();
+            let log = PartitionLog::open(dir.clone(), config.clone())
+                .await
+                .unwrap();
             let recovered = read_all(&log, 0, 1 << 20).await;
             assert!(recovered.len() <= expected.len());
-            assert_eq!(recovered[..], expected[..recovered.len()], "round {round}: a prefix");
+            assert_eq!(
+                recovered[..],
+                expected[..recovered.len()],
+                "round {round}: a prefix"
+            );
             let end = log.next_offset();
-            assert!(end >= durable.min(bases.last().copied().unwrap()), "round {round}");
+            assert!(
+                end >= durable.min(bases.last().copied().unwrap()),
+                "round {round}"
+            );
             let o = log.append(batch(999, 1, 10), 1, 0).await.unwrap();
             assert_eq!(o.base_offset, end);
             log.close().await.unwrap();
@@ -1532,9 +1633,13 @@ fn zero_copy_reads_match_copying_reads() {
             let log = PartitionLog::open(dir.clone(), config).await.unwrap();
             for index in 0..150u64 {
                 let records = 1 + (index % 3) as usize;
-                log.append(batch(index, records, 200 + (index as usize * 71) % 1500), records as u32, 0)
-                    .await
-                    .unwrap();
+                log.append(
+                    batch(index, records, 200 + (index as usize * 71) % 1500),
+                    records as u32,
+                    0,
+                )
+                .await
+                .unwrap();
             }
             let end = log.written_end_offset();
             let mut files = 0;
@@ -1546,7 +1651,10 @@ fn zero_copy_reads_match_copying_reads() {
                         for chunk in &copied.chunks {
                             expected.extend_from_slice(chunk);
                         }
-                        let zero = log.read_zero_copy(from, max_bytes, visible_end).await.unwrap();
+                        let zero = log
+                            .read_zero_copy(from, max_bytes, visible_end)
+                            .await
+                            .unwrap();
                         files += zero
                             .chunks
                             .iter()
@@ -1556,7 +1664,11 @@ fn zero_copy_reads_match_copying_reads() {
                         // Same batches, except that zero-copy may stop earlier at an index
                         // boundary (never later, never past the visible end).
                         assert!(got.len() <= expected.len(), "from {from} max {max_bytes}");
-                        assert_eq!(got[..], expected[..got.len()], "from {from} max {max_bytes}");
+                        assert_eq!(
+                            got[..],
+                            expected[..got.len()],
+                            "from {from} max {max_bytes}"
+                        );
                         if !expected.is_empty() {
                             assert!(!got.is_empty(), "progress from {from}");
                             let outcome = ReadOutcome {
@@ -1604,7 +1716,9 @@ fn file_regions_splice_to_a_socket() {
             for chunk in &read.chunks {
                 match chunk {
                     super::ReadChunk::File(region) => {
-                        super::send_file_region(region, ours.as_raw_fd()).await.unwrap()
+                        super::send_file_region(region, ours.as_raw_fd())
+                            .await
+                            .unwrap()
                     }
                     super::ReadChunk::Memory(bytes) => {
                         use std::io::Write;

@@ -102,7 +102,9 @@ impl Future for WaitForOffset {
 
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let reached = this.log.is_offset_reached_or_stopped(this.offset, this.kind);
+        let reached = this
+            .log
+            .is_offset_reached_or_stopped(this.offset, this.kind);
         let mut waiters = waiters_of(&this.log, this.kind).borrow_mut();
         if reached {
             if let Some(key) = this.key.take() {

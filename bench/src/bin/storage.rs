@@ -74,7 +74,10 @@ fn parse_options() -> Options {
 
 fn main() {
     if std::env::var("STORAGE_BENCH_MMAP_THRESHOLD_MIB").is_ok() {
-        let mib: i32 = std::env::var("STORAGE_BENCH_MMAP_THRESHOLD_MIB").unwrap().parse().unwrap();
+        let mib: i32 = std::env::var("STORAGE_BENCH_MMAP_THRESHOLD_MIB")
+            .unwrap()
+            .parse()
+            .unwrap();
         // SAFETY: mallopt before any thread starts.
         unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, mib * 1024 * 1024) };
     }
@@ -94,7 +97,11 @@ fn main() {
         bench_fetch(&dir, options.quick);
     }
     if all || options.command == "recovery" {
-        let gib = if options.quick { 1 } else { options.recovery_gib };
+        let gib = if options.quick {
+            1
+        } else {
+            options.recovery_gib
+        };
         bench_recovery(&dir, gib);
     }
 }
@@ -185,16 +192,33 @@ fn bench_append(dir: &Path, quick: bool) {
 }
 
 /// GB/s, writes issued, bytes written, share of the shard thread's time spent on CPU.
-fn log_append(dir: &Path, batch_bytes: usize, total: u64, appenders: usize) -> (f64, u64, u64, f64) {
+fn log_append(
+    dir: &Path,
+    batch_bytes: usize,
+    total: u64,
+    appenders: usize,
+) -> (f64, u64, u64, f64) {
     let dir = fresh_dir(dir, &format!("append-{batch_bytes}"));
     let cleanup = dir.clone();
     let result = on_executor(move || async move {
         let mut config = LogConfig::default();
-        if let Some(mib) = std::env::var("STORAGE_BENCH_PREALLOC_MIB").ok().and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(mib) = std::env::var("STORAGE_BENCH_PREALLOC_MIB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             config.preallocate_step_bytes = mib * MIB;
         }
-        if let Some(n) = std::env::var("STORAGE_BENCH_IN_FLIGHT").ok().and_then(|v| v.parse::<usize>().ok()) {
+        if let Some(n) = std::env::var("STORAGE_BENCH_IN_FLIGHT")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             config.max_writes_in_flight = n;
+        }
+        if let Some(kib) = std::env::var("STORAGE_BENCH_WRITE_KIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            config.max_write_size_bytes = kib * 1024;
         }
         let log = PartitionLog::open(dir, config).await.unwrap();
         let batch = batch_of(batch_bytes, 1_700_000_000_000);
@@ -217,6 +241,14 @@ fn log_append(dir: &Path, batch_bytes: usize, total: u64, appenders: usize) -> (
         let busy = (thread_cpu_time() - thread_cpu_before).as_secs_f64() / elapsed.as_secs_f64();
         let bytes = per_appender * appenders as u64 * batch.len() as u64;
         let stats = log.stats();
+        if std::env::var("STORAGE_BENCH_DEBUG").is_ok() {
+            eprintln!(
+                "writes {} avg write latency {} µs, elapsed {:?}",
+                stats.writes,
+                stats.write_micros_total / stats.writes.max(1),
+                elapsed
+            );
+        }
         log.close().await.unwrap();
         (
             bytes as f64 / elapsed.as_secs_f64() / 1e9,
@@ -271,7 +303,11 @@ fn bench_sync(dir: &Path, quick: bool) {
         let total: u64 = latencies.iter().sum();
         println!(
             "| raw O_DIRECT 4 KiB pwrite + fdatasync, {} blocks | {} | {} | {} | {:.0} | {count} |",
-            if prewritten { "pre-written" } else { "fresh (fallocated)" },
+            if prewritten {
+                "pre-written"
+            } else {
+                "fresh (fallocated)"
+            },
             micros(percentile(&latencies, 0.5)),
             micros(percentile(&latencies, 0.99)),
             micros(*latencies.last().unwrap()),
@@ -279,7 +315,8 @@ fn bench_sync(dir: &Path, quick: bool) {
         );
     }
     for appenders in [1usize, 16] {
-        let (mut latencies, elapsed, syncs) = log_sync_latency(dir, appenders, count / appenders.min(4));
+        let (mut latencies, elapsed, syncs) =
+            log_sync_latency(dir, appenders, count / appenders.min(4));
         latencies.sort_unstable();
         println!(
             "| riptide log, sync policy, {appenders} appender(s), acks after fdatasync | {} | {} | {} | {:.0} | {syncs} |",
@@ -297,7 +334,11 @@ fn micros(nanos: u64) -> String {
 }
 
 /// Per-append latencies (ns), wall time, fdatasyncs.
-fn log_sync_latency(dir: &Path, appenders: usize, per_appender: usize) -> (Vec<u64>, Duration, u64) {
+fn log_sync_latency(
+    dir: &Path,
+    appenders: usize,
+    per_appender: usize,
+) -> (Vec<u64>, Duration, u64) {
     let dir = fresh_dir(dir, &format!("sync-{appenders}"));
     let cleanup = dir.clone();
     let result = on_executor(move || async move {
@@ -384,9 +425,7 @@ fn raw_write_fdatasync(dir: &Path, count: usize, prewritten: bool) -> Vec<u64> {
         let mut position = 0i64;
         while position < size {
             // SAFETY: the buffer is valid for its size.
-            let written = unsafe {
-                libc::pwrite(fd, chunk.pointer.cast(), MIB as usize, position)
-            };
+            let written = unsafe { libc::pwrite(fd, chunk.pointer.cast(), MIB as usize, position) };
             assert!(written > 0);
             position += written as i64;
         }
@@ -432,7 +471,10 @@ fn bench_fetch(dir: &Path, quick: bool) {
     let mut baseline = None;
     let only = std::env::var("STORAGE_BENCH_FETCH_ONLY").ok();
     for mode in [FetchMode::Sendfile, FetchMode::ZeroCopy, FetchMode::Copy] {
-        if only.as_ref().is_some_and(|only| !format!("{mode:?}").eq_ignore_ascii_case(only)) {
+        if only
+            .as_ref()
+            .is_some_and(|only| !format!("{mode:?}").eq_ignore_ascii_case(only))
+        {
             continue;
         }
         let (bytes, elapsed, cpu) = fetch_once(&log_dir, end_offset, mode);
@@ -575,7 +617,12 @@ fn fetch_once(dir: &Path, end_offset: i64, mode: FetchMode) -> (u64, Duration, D
                 while (offset as usize) < size {
                     // SAFETY: sendfile between open descriptors.
                     let sent = unsafe {
-                        libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut offset, size - offset as usize)
+                        libc::sendfile(
+                            socket.as_raw_fd(),
+                            file.as_raw_fd(),
+                            &mut offset,
+                            size - offset as usize,
+                        )
                     };
                     assert!(sent > 0, "sendfile: {}", std::io::Error::last_os_error());
                 }
@@ -597,7 +644,10 @@ fn fetch_once(dir: &Path, end_offset: i64, mode: FetchMode) -> (u64, Duration, D
                 let mut writer = &socket;
                 while cursor < end_offset {
                     if mode == FetchMode::ZeroCopy {
-                        let read = log.read_zero_copy(cursor, MIB as usize, end_offset).await.unwrap();
+                        let read = log
+                            .read_zero_copy(cursor, MIB as usize, end_offset)
+                            .await
+                            .unwrap();
                         for chunk in &read.chunks {
                             match chunk {
                                 ReadChunk::File(region) => {
@@ -653,7 +703,9 @@ fn bench_recovery(dir: &Path, gib: u64) {
     let run_dir = log_dir.clone();
     // Write, checkpointing on the broker's default interval, then crash (no close).
     let (end_offset, at_crash_unchecked, write_seconds) = on_executor(move || async move {
-        let log = PartitionLog::open(run_dir, LogConfig::default()).await.unwrap();
+        let log = PartitionLog::open(run_dir, LogConfig::default())
+            .await
+            .unwrap();
         let stop = Rc::new(std::cell::Cell::new(false));
         let checkpointer = {
             let log = log.clone();
@@ -679,7 +731,9 @@ fn bench_recovery(dir: &Path, gib: u64) {
                     for index in 0..count / appenders {
                         // Timestamps rise with the offset (one ms per batch).
                         let timestamp = 1_700_000_000_000 + (index * appenders + appender) as i64;
-                        log.append(batch_of(batch_bytes, timestamp), 1, 0).await.unwrap();
+                        log.append(batch_of(batch_bytes, timestamp), 1, 0)
+                            .await
+                            .unwrap();
                     }
                 })
             })
@@ -704,7 +758,9 @@ fn bench_recovery(dir: &Path, gib: u64) {
     let run_dir = log_dir.clone();
     let (open_ms, lookups) = on_executor(move || async move {
         let started = Instant::now();
-        let log = PartitionLog::open(run_dir, LogConfig::default()).await.unwrap();
+        let log = PartitionLog::open(run_dir, LogConfig::default())
+            .await
+            .unwrap();
         let open_ms = started.elapsed().as_secs_f64() * 1000.0;
         assert_eq!(log.written_end_offset(), end_offset, "nothing lost");
         let lookups = lookup_latencies(&log, end_offset).await;
@@ -725,7 +781,9 @@ fn bench_recovery(dir: &Path, gib: u64) {
     let run_dir = log_dir.clone();
     let full_ms = on_executor(move || async move {
         let started = Instant::now();
-        let log = PartitionLog::open(run_dir, LogConfig::default()).await.unwrap();
+        let log = PartitionLog::open(run_dir, LogConfig::default())
+            .await
+            .unwrap();
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         assert_eq!(log.written_end_offset(), end_offset);
         drop(log);
@@ -738,8 +796,16 @@ fn bench_recovery(dir: &Path, gib: u64) {
     println!();
     println!("| lookup | p50 | p99 |");
     println!("| --- | --- | --- |");
-    println!("| offset_for_timestamp (ListOffsets by time), exact record | {} | {} |", micros(ts50), micros(ts99));
-    println!("| read of one batch at a random offset (index + one disk read) | {} | {} |", micros(off50), micros(off99));
+    println!(
+        "| offset_for_timestamp (ListOffsets by time), exact record | {} | {} |",
+        micros(ts50),
+        micros(ts99)
+    );
+    println!(
+        "| read of one batch at a random offset (index + one disk read) | {} | {} |",
+        micros(off50),
+        micros(off99)
+    );
     println!();
     let _ = std::fs::remove_dir_all(log_dir);
 }
@@ -759,7 +825,10 @@ async fn lookup_latencies(log: &PartitionLog, end_offset: i64) -> ((u64, u64), (
         let offset = (next() % end_offset as u64) as i64;
         let timestamp = 1_700_000_000_000 + offset;
         let begun = Instant::now();
-        let hit = log.offset_for_timestamp(timestamp, end_offset).await.unwrap();
+        let hit = log
+            .offset_for_timestamp(timestamp, end_offset)
+            .await
+            .unwrap();
         by_time.push(begun.elapsed().as_nanos() as u64);
         assert!(hit.is_some());
         let begun = Instant::now();
