@@ -7,6 +7,7 @@ Everything waits on conditions (with a deadline), never on fixed sleeps.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
@@ -58,7 +59,11 @@ def group_consumer(bootstrap: str, group: str, **extra) -> Consumer:
 
 
 class Tracked:
-    """A consumer plus what it received and its rebalance callbacks."""
+    """A consumer polled by its own thread (as applications run consumers), with what it
+    received and its rebalance callbacks. One thread per consumer matters: a synchronous commit
+    may wait behind the member's own JoinGroup (responses come in request order on a
+    connection, as with Kafka); polling every consumer from one thread would then starve the
+    others of the poll() they need to rejoin."""
 
     def __init__(self, consumer: Consumer, name: str, commit_each: bool = True) -> None:
         self.consumer = consumer
@@ -70,6 +75,10 @@ class Tracked:
         self.errors: List[KafkaError] = []
         self.commit_errors: List[int] = []
         self.closed = False
+        self._assignment: List[int] = []
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.failure: Optional[BaseException] = None
 
     def on_assign(self, consumer, partitions):
         self.assigns.append(sorted(p.partition for p in partitions))
@@ -79,14 +88,25 @@ class Tracked:
 
     def subscribe(self, topics: Sequence[str]) -> "Tracked":
         self.consumer.subscribe(list(topics), on_assign=self.on_assign, on_revoke=self.on_revoke)
+        self._thread = threading.Thread(target=self._run, name=f"consumer-{self.name}", daemon=True)
+        self._thread.start()
         return self
 
     def assignment(self) -> List[int]:
-        return sorted(tp.partition for tp in self.consumer.assignment())
+        """The assignment as of the last poll (read by the polling thread)."""
+        return [] if self.closed else list(self._assignment)
 
-    def poll_once(self, timeout: float = 0.05) -> None:
-        if self.closed:
-            return
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._poll_once(0.05)
+                self._assignment = sorted(tp.partition for tp in self.consumer.assignment())
+        except BaseException as e:  # reported through check()
+            self.failure = e
+        finally:
+            self.consumer.close()
+
+    def _poll_once(self, timeout: float) -> None:
         msg = self.consumer.poll(timeout)
         if msg is None:
             return
@@ -102,29 +122,43 @@ class Tracked:
                 # Retriable during a rebalance (REBALANCE_IN_PROGRESS): a later commit covers
                 # it, or the message is delivered again (at least once).
                 code = e.args[0].code()
-                assert code in RETRIABLE_COMMIT_ERRORS, e
+                if code not in RETRIABLE_COMMIT_ERRORS:
+                    raise
                 self.commit_errors.append(code)
 
+    def check(self) -> None:
+        if self.failure is not None:
+            raise AssertionError(f"consumer {self.name} failed: {self.failure!r}")
+
     def close(self) -> None:
-        if not self.closed:
+        """Stops polling and closes the consumer (leaving the group), on its own thread."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+            assert not self._thread.is_alive(), f"consumer {self.name} did not close"
+        else:
             self.consumer.close()
-            self.closed = True
 
 
 def poll_until(members: Iterable[Tracked], predicate: Callable[[], bool], timeout: float,
                what: str) -> None:
-    """Polls every open member in turn until `predicate()` holds; fails after `timeout` s."""
+    """Waits (the members poll on their own threads) until `predicate()` holds; fails after
+    `timeout` s."""
     members = list(members)
     deadline = time.monotonic() + timeout
     while True:
         for m in members:
-            m.poll_once(0.02)
+            m.check()
         if predicate():
             return
         if time.monotonic() > deadline:
             state = {m.name: (m.assignment() if not m.closed else "closed", len(m.received),
                               [str(e) for e in m.errors[-3:]]) for m in members}
             raise AssertionError(f"timed out after {timeout}s waiting for {what}: {state}")
+        time.sleep(0.02)  # poll interval of the condition, not a synchronisation sleep
 
 
 def owned_exactly_once(members: Sequence[Tracked], partitions: int) -> bool:

@@ -144,3 +144,22 @@ def test_owned_exactly_once_helper():
     assert owned_exactly_once([Fake([0, 1]), Fake([2])], 3)
     assert not owned_exactly_once([Fake([0, 1]), Fake([1, 2])], 3)
     assert owned_exactly_once([Fake([0, 1, 2]), Fake([1], closed=True)], 3)
+
+
+def test_topic_gaining_partitions_rebalances(group_broker):
+    """The leader's client sees the new partitions in metadata and rejoins; the broker rebalances
+    and the new partitions get owners."""
+    from confluent_kafka.admin import NewPartitions
+    from helpers import admin_client
+    topic, group = unique("gt"), unique("g")
+    create_topic(group_broker.bootstrap, topic, 2)
+    group_members = members(group_broker.bootstrap, group, topic, 2)
+    try:
+        poll_until(group_members, lambda: balanced(group_members, 2) and
+                   all(len(m.assignment()) == 1 for m in group_members), 30, "one partition each")
+        admin_client(group_broker.bootstrap).create_partitions([NewPartitions(topic, 4)])[topic].result(30)
+        poll_until(group_members, lambda: balanced(group_members, 4) and
+                   all(len(m.assignment()) == 2 for m in group_members), 30, "two partitions each")
+    finally:
+        for m in group_members:
+            m.close()

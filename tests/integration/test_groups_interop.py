@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -102,7 +101,7 @@ def test_librdkafka_kafka_python_and_aiokafka_share_a_group(group_broker):
     aio.start()
     try:
         def all_in():
-            rdkafka.poll_once(0.05)
+            rdkafka.check()
             for thread in (kpy, aio):
                 assert thread.error is None, thread.error
             owned = rdkafka.assignment() + kpy.partitions + aio.partitions
@@ -111,19 +110,13 @@ def test_librdkafka_kafka_python_and_aiokafka_share_a_group(group_broker):
         wait_until(all_in, 60, "three clients owning two partitions each", interval=0.01)
 
         def everything():
-            rdkafka.poll_once(0.05)
             got = {v for (_, _, v) in rdkafka.received} | set(kpy.values) | set(aio.values)
             return got >= set(values)
         wait_until(everything, 60, "all messages across the three clients", interval=0.01)
 
         # Each client committed what it consumed; a probe sees every partition at its end.
-        deadline = time.monotonic() + 30
-        while True:
-            rdkafka.poll_once(0.05)
-            offsets = committed_probe(group_broker.bootstrap, group, topic)
-            if offsets == {p: 30 for p in range(PARTITIONS)} or time.monotonic() > deadline:
-                break
-        assert offsets == {p: 30 for p in range(PARTITIONS)}, offsets
+        wait_until(lambda: committed_probe(group_broker.bootstrap, group, topic) ==
+                   {p: 30 for p in range(PARTITIONS)}, 30, "every partition committed at its end")
     finally:
         kpy.stop.set()
         aio.stop.set()
