@@ -445,6 +445,25 @@ fn run_connection(
     Ok(members)
 }
 
+/// Nanoseconds the `shard-*` threads of `pid` were runnable but waiting for a CPU (the second
+/// field of /proc/<pid>/task/<tid>/schedstat): time taken by other work on the broker's core.
+fn shard_run_delay_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = entry?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.starts_with("shard-") {
+            let stat = std::fs::read_to_string(path.join("schedstat"))?;
+            total += stat
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
 /// (process CPU ticks, shard-thread CPU ticks) of `pid` from /proc.
 fn cpu_ticks(pid: u32) -> Result<(u64, u64)> {
     fn ticks(stat: &str) -> Option<u64> {
@@ -517,12 +536,14 @@ fn main() -> Result<()> {
     );
     std::thread::sleep(Duration::from_secs(args.warmup_s));
     let cpu_before = args.broker_pid.map(cpu_ticks).transpose()?;
+    let delay_before = args.broker_pid.map(shard_run_delay_ns).transpose()?;
     let window_started = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(args.duration_s));
     shared.measuring.store(false, Ordering::Relaxed);
     let window = window_started.elapsed().as_secs_f64();
     let cpu_after = args.broker_pid.map(cpu_ticks).transpose()?;
+    let delay_after = args.broker_pid.map(shard_run_delay_ns).transpose()?;
     shared.stop.store(true, Ordering::Relaxed);
     let mut finished = Vec::new();
     for thread in threads {
@@ -579,6 +600,12 @@ fn main() -> Result<()> {
         // Clock ticks are 1/100 s on Linux (USER_HZ).
         report.insert("broker_cpu_percent", (p1 - p0) as f64 / window);
         report.insert("shard_threads_cpu_percent", (s1 - s0) as f64 / window);
+    }
+    if let (Some(d0), Some(d1)) = (delay_before, delay_after) {
+        report.insert(
+            "shard_run_queue_wait_percent",
+            (d1 - d0) as f64 / 1e9 / window * 100.0,
+        );
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(error) = shared.first_error.lock().unwrap().as_ref() {

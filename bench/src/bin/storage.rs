@@ -66,6 +66,11 @@ fn parse_options() -> Options {
                 sink();
                 std::process::exit(0);
             }
+            "glommio-raw" => {
+                let depth: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(4);
+                glommio_raw(depth);
+                std::process::exit(0);
+            }
             command => options.command = command.to_string(),
         }
     }
@@ -219,6 +224,12 @@ fn log_append(
             .and_then(|v| v.parse::<usize>().ok())
         {
             config.max_write_size_bytes = kib * 1024;
+        }
+        if let Some(mib) = std::env::var("STORAGE_BENCH_SEGMENT_MIB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            config.segment_size_bytes = mib * MIB;
         }
         let log = PartitionLog::open(dir, config).await.unwrap();
         let batch = batch_of(batch_bytes, 1_700_000_000_000);
@@ -843,4 +854,41 @@ async fn lookup_latencies(log: &PartitionLog, end_offset: i64) -> ((u64, u64), (
         (percentile(&by_offset, 0.5), percentile(&by_offset, 0.99)),
         log.segment_count(),
     )
+}
+
+/// Diagnostics: glommio DMA writes of 1 MiB, `depth` in flight, into a fallocated file, with
+/// no log around them (separates glommio's cost from the log's).
+fn glommio_raw(depth: usize) {
+    let path = PathBuf::from("target/storage-bench/glommio-raw.dat");
+    let _ = std::fs::remove_file(&path);
+    let rate = on_executor(move || async move {
+        let file = Rc::new(glommio::io::DmaFile::create(&path).await.unwrap());
+        let total = 512 * MIB;
+        file.pre_allocate(total, false).await.unwrap();
+        let next = Rc::new(std::cell::Cell::new(0u64));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..depth)
+            .map(|_| {
+                let file = file.clone();
+                let next = next.clone();
+                glommio::spawn_local(async move {
+                    loop {
+                        let position = next.get();
+                        if position >= total {
+                            break;
+                        }
+                        next.set(position + MIB);
+                        let buffer = file.alloc_dma_buffer(MIB as usize);
+                        file.write_at(buffer, position).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        futures::future::join_all(tasks).await;
+        let rate = total as f64 / started.elapsed().as_secs_f64() / 1e9;
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        rate
+    });
+    println!("glommio raw 1 MiB writes, depth {depth}: {rate:.2} GB/s");
 }
