@@ -78,8 +78,8 @@ pub struct CompactionOutcome {
 /// reactor (network and disk completions) before the next slice.
 const SLICE_PAUSE: Duration = Duration::from_micros(50);
 
-/// Read window of compaction scans.
-const SCAN_WINDOW_BYTES: u64 = 1024 * 1024;
+/// Read window of compaction scans (with read-ahead: two in flight).
+const SCAN_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Output is written in chunks of this size.
 const OUTPUT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -379,8 +379,11 @@ impl PartitionLog {
         let mut map_end_offset = dirty_start;
         let mut sliced_bytes = 0u64;
         'segments: for segment in segments.iter().filter(|s| s.next_offset > dirty_start) {
-            let mut reader =
-                WindowReader::new(segment.file.clone(), segment.size_bytes, SCAN_WINDOW_BYTES);
+            let mut reader = WindowReader::with_readahead(
+                segment.file.clone(),
+                segment.size_bytes,
+                SCAN_WINDOW_BYTES,
+            );
             let mut position = 0u64;
             while position < segment.size_bytes {
                 let header = read_header(&mut reader, position, segment.size_bytes).await?;
@@ -472,8 +475,11 @@ impl PartitionLog {
         let output = open_segment_file(&cleaned_path, true).await?;
         output.truncate(0).await.map_err(io_error)?;
         let _ = preallocate(&output, align_up(segment.size_bytes.max(BLOCK_SIZE_BYTES))).await;
-        let mut reader =
-            WindowReader::new(segment.file.clone(), segment.size_bytes, SCAN_WINDOW_BYTES);
+        let mut reader = WindowReader::with_readahead(
+            segment.file.clone(),
+            segment.size_bytes,
+            SCAN_WINDOW_BYTES,
+        );
         let mut index = SparseIndex::default();
         let mut staged: Vec<u8> = Vec::with_capacity(OUTPUT_CHUNK_BYTES + 64 * 1024);
         let mut written_bytes = 0u64; // flushed to `output` (block-aligned)

@@ -226,14 +226,24 @@ pub(crate) async fn read_aligned(
 }
 
 /// Sequential-ish access to `[0, end_bytes)` of a DMA file through aligned read windows, so a
-/// scan over many small batches issues few large reads.
+/// scan over many small batches issues few large reads. With read-ahead (long sequential
+/// scans: recovery, compaction), the next window is read while the current one is processed,
+/// starting a little before the current window's end so a batch straddling the boundary is
+/// covered by it.
 pub(crate) struct WindowReader {
     file: Rc<DmaFile>,
     end_bytes: u64,
     window_size_bytes: u64,
     window_position: u64,
     window: ReadBuffer,
+    readahead: bool,
+    /// The next window being read: (position, size, read).
+    prefetch: Option<(u64, u64, glommio::Task<Result<ReadBuffer, LogError>>)>,
 }
+
+/// How far before a window's end the read-ahead window starts: batches up to this size that
+/// straddle the boundary need no extra read.
+const READAHEAD_OVERLAP_BYTES: u64 = 1024 * 1024;
 
 impl WindowReader {
     pub(crate) fn new(file: Rc<DmaFile>, end_bytes: u64, window_size_bytes: u64) -> Self {
@@ -244,6 +254,21 @@ impl WindowReader {
             window_size_bytes: align_up(window_size_bytes),
             window_position: 0,
             window: ReadBuffer::default(),
+            readahead: false,
+            prefetch: None,
+        }
+    }
+
+    /// A reader that keeps the next window's read in flight (two reads at once).
+    pub(crate) fn with_readahead(
+        file: Rc<DmaFile>,
+        end_bytes: u64,
+        window_size_bytes: u64,
+    ) -> Self {
+        assert!(window_size_bytes > 2 * READAHEAD_OVERLAP_BYTES);
+        WindowReader {
+            readahead: true,
+            ..Self::new(file, end_bytes, window_size_bytes)
         }
     }
 
@@ -266,12 +291,27 @@ impl WindowReader {
         }
         let window_end = self.window_position + self.window.len() as u64;
         if position < self.window_position || end > window_end {
-            let start = align_down(position);
-            let needed = align_up(end) - start;
-            let available = align_up(self.end_bytes) - start;
-            let read_size = needed.max(self.window_size_bytes.min(available));
-            assert!(read_size >= needed && read_size.is_multiple_of(BLOCK_SIZE_BYTES));
-            self.window = read_aligned(&self.file, start, read_size as usize).await?;
+            let prefetched = match self.prefetch.take() {
+                Some((start, size, read)) if position >= start && end <= start + size => {
+                    Some((start, read.await?))
+                }
+                _ => None, // A dropped task is cancelled.
+            };
+            let (start, window) = match prefetched {
+                Some(found) => found,
+                None => {
+                    let start = align_down(position);
+                    let needed = align_up(end) - start;
+                    let available = align_up(self.end_bytes) - start;
+                    let read_size = needed.max(self.window_size_bytes.min(available));
+                    assert!(read_size >= needed && read_size.is_multiple_of(BLOCK_SIZE_BYTES));
+                    (
+                        start,
+                        read_aligned(&self.file, start, read_size as usize).await?,
+                    )
+                }
+            };
+            self.window = window;
             self.window_position = start;
             if (self.window.len() as u64) < end - start {
                 return Err(LogError::Io(io::Error::new(
@@ -279,9 +319,23 @@ impl WindowReader {
                     format!("short read at {start}: {} bytes", self.window.len()),
                 )));
             }
+            self.start_readahead();
         }
         let offset = (position - self.window_position) as usize;
         Ok(&self.window[offset..offset + size_bytes])
+    }
+
+    fn start_readahead(&mut self) {
+        let window_end = self.window_position + self.window.len() as u64;
+        if !self.readahead || window_end >= self.end_bytes {
+            return;
+        }
+        let start = align_down(window_end - READAHEAD_OVERLAP_BYTES.min(window_end));
+        let size = self.window_size_bytes.min(align_up(self.end_bytes) - start);
+        let file = self.file.clone();
+        let read =
+            glommio::spawn_local(async move { read_aligned(&file, start, size as usize).await });
+        self.prefetch = Some((start, size, read));
     }
 }
 

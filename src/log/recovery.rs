@@ -41,7 +41,7 @@ use crate::protocol::record_batch::{
 };
 
 /// Read window while scanning segments.
-const SCAN_WINDOW_BYTES: u64 = 1024 * 1024;
+const SCAN_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
 
 const TEMPORARY_SUFFIX: &str = ".tmp";
 /// Suffix of a compacted segment being written; a leftover is an interrupted compaction.
@@ -481,7 +481,7 @@ async fn scan_segment(
     config: &LogConfig,
 ) -> Result<ScanResult, LogError> {
     assert!(start.position_bytes <= file_size_bytes);
-    let mut reader = WindowReader::new(file, file_size_bytes, SCAN_WINDOW_BYTES);
+    let mut reader = WindowReader::with_readahead(file, file_size_bytes, SCAN_WINDOW_BYTES);
     let mut position = start.position_bytes;
     let mut expected_offset = start.expected_offset;
     let mut index = start.index;

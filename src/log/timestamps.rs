@@ -33,6 +33,21 @@ enum Target {
 }
 
 impl PartitionLog {
+    /// The in-memory half of a timestamp lookup: the segment (by base offset) and the byte
+    /// position to scan from for the first batch at or after `timestamp_ms`, found by binary
+    /// search over segments and index entries. For diagnostics and benchmarks.
+    pub fn locate_timestamp(&self, timestamp_ms: i64) -> Option<(i64, u64)> {
+        let state = self.state.borrow();
+        let first = state
+            .segments
+            .partition_point(|segment| segment.prefix_max_timestamp_ms < timestamp_ms);
+        let segment = state.segments.get(first)?;
+        Some((
+            segment.base_offset,
+            segment.index.lookup_timestamp(timestamp_ms),
+        ))
+    }
+
     /// The first record (at or above the log start, below `max_offset_exclusive`) whose
     /// timestamp is at least `timestamp_ms`; `None` if there is none.
     pub async fn offset_for_timestamp(

@@ -350,6 +350,41 @@ class GroupWire:
                    for name, parts in topics_out for p in parts}
         return {"error": error, "offsets": offsets}
 
+    # OffsetFetch v8 (flexible): several groups at once; groups = [(group, topics or None)]
+    def fetch_groups(self, groups: Sequence[tuple], require_stable: bool = False) -> dict:
+        def group(ww, item):
+            name, topics = item
+            ww.string(name, compact=True)
+
+            def topic(w3, t):
+                w3.string(t[0], compact=True)
+                w3.array(list(t[1]), lambda w4, p: w4.int32(p), compact=True)
+                w3.tagged_fields()
+            ww.array(None if topics is None else list(topics), topic, compact=True)
+            ww.tagged_fields()
+        w = kw.Writer().array(list(groups), group, compact=True).boolean(require_stable).tagged_fields()
+        r = self._call(OFFSET_FETCH, 8, w.getvalue(), flexible=True)
+        r.int32()
+
+        def partition(rr):
+            out = (rr.int32(), rr.int64(), rr.int32(), rr.string(compact=True), rr.int16())
+            rr.tagged_fields()
+            return out
+
+        def topic_out(rr):
+            name = rr.string(compact=True)
+            parts = rr.array(partition, compact=True)
+            rr.tagged_fields()
+            return name, parts
+
+        def group_out(rr):
+            name = rr.string(compact=True)
+            topics = rr.array(topic_out, compact=True)
+            error = rr.int16()
+            rr.tagged_fields()
+            return name, {"error": error, "offsets": {(t, p[0]): p[1] for t, parts in topics for p in parts}}
+        return dict(r.array(group_out, compact=True))
+
     # FindCoordinator v4 (flexible, batched keys)
     def find_coordinator(self, keys: Sequence[str], key_type: int = 0) -> list:
         w = kw.Writer().int8(key_type).array(list(keys), lambda ww, k: ww.string(k, compact=True), compact=True)

@@ -157,7 +157,8 @@ def test_topic_gaining_partitions_rebalances(group_broker):
     try:
         poll_until(group_members, lambda: balanced(group_members, 2) and
                    all(len(m.assignment()) == 1 for m in group_members), 30, "one partition each")
-        admin_client(group_broker.bootstrap).create_partitions([NewPartitions(topic, 4)])[topic].result(30)
+        admin = admin_client(group_broker.bootstrap)  # kept alive until the result is in
+        admin.create_partitions([NewPartitions(topic, 4)])[topic].result(30)
         poll_until(group_members, lambda: balanced(group_members, 4) and
                    all(len(m.assignment()) == 2 for m in group_members), 30, "two partitions each")
     finally:

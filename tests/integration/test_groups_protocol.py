@@ -221,3 +221,19 @@ def test_shutdown_answers_parked_joins(broker_factory):
     finally:
         wire.close()
         other.close()
+
+
+def test_offset_fetch_v8_several_groups(group_broker, wire):
+    """OffsetFetch v8 answers several groups (on different coordinator shards) in one request."""
+    topic = unique("gp")
+    create_topic(group_broker.bootstrap, topic, partitions=2)
+    groups = [unique("g") for _ in range(6)]
+    for i, group in enumerate(groups):
+        assert wire.commit(group, [(topic, 0, 100 + i, ""), (topic, 1, 200 + i, "")]) == \
+            {(topic, 0): E_NONE, (topic, 1): E_NONE}
+    answer = wire.fetch_groups([(g, None) for g in groups] + [(unique("none"), [(topic, [0])]), ("", None)])
+    for i, group in enumerate(groups):
+        assert answer[group] == {"error": E_NONE, "offsets": {(topic, 0): 100 + i, (topic, 1): 200 + i}}
+    unknown = [k for k in answer if k not in groups and k]
+    assert answer[unknown[0]] == {"error": E_NONE, "offsets": {(topic, 0): -1}}
+    assert answer[""]["error"] == E_INVALID_GROUP_ID
