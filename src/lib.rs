@@ -18,5 +18,5 @@ pub mod net;
 pub mod protocol;
 pub mod service;
 pub mod shard;
-pub mod txn;
 pub mod tune;
+pub mod txn;

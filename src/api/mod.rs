@@ -3,30 +3,30 @@
 
 mod alter_configs;
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
 mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
-mod list_offsets;
-mod metadata;
-mod produce;
-mod consumer_group_describe;
-mod consumer_group_heartbeat;
-mod delete_groups;
-mod describe_groups;
-mod heartbeat;
 mod join_group;
 mod leave_group;
 mod list_groups;
+mod list_offsets;
+mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod produce;
 mod sync_group;
 
 use crate::protocol::{self, RequestPreamble};

@@ -5,8 +5,8 @@
 use super::{Outcome, RequestContext};
 use crate::cluster::topic_config;
 use crate::log::LogError;
-use crate::txn::producer_state::{ProducerBatch, SequenceCheck};
 use crate::protocol::record_batch::{validate_batches, BatchError};
+use crate::txn::producer_state::{ProducerBatch, SequenceCheck};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -211,7 +211,10 @@ async fn append_on_owner(shard: &crate::shard::Shard, work: AppendWork) -> Appen
         match check {
             SequenceCheck::Append => {
                 let base_offset = partition.log.next_offset();
-                partition.producers.borrow_mut().record(producer, base_offset);
+                partition
+                    .producers
+                    .borrow_mut()
+                    .record(producer, base_offset);
             }
             SequenceCheck::Duplicate { base_offset } => {
                 return AppendReply {

@@ -279,7 +279,8 @@ impl Controller {
         let start = image.next_producer_id_block_start;
         image.next_producer_id_block_start = start + PRODUCER_ID_BLOCK_SIZE;
         self.commit(shard, image).await?;
-        self.producer_ids.set((start + 1, start + PRODUCER_ID_BLOCK_SIZE));
+        self.producer_ids
+            .set((start + 1, start + PRODUCER_ID_BLOCK_SIZE));
         Ok(start)
     }
 

@@ -170,7 +170,11 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
         );
         return Err(());
     }
-    let Ok(memory_permit) = shard.request_memory.acquire_static_permit(size as u64).await else {
+    let Ok(memory_permit) = shard
+        .request_memory
+        .acquire_static_permit(size as u64)
+        .await
+    else {
         return Err(());
     };
     let mut frame = BytesMut::zeroed(size);

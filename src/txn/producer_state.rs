@@ -53,7 +53,9 @@ pub enum SequenceCheck {
     /// New and in order: append it, then [`ProducerStateTable::record`] its offset.
     Append,
     /// Already written at this base offset: answer success without writing.
-    Duplicate { base_offset: i64 },
+    Duplicate {
+        base_offset: i64,
+    },
     Reject(ResponseError),
 }
 
