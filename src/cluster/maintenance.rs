@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
-use crate::log::CompactionLimits;
+use crate::log::{CompactionLimits, LogError};
 use crate::shard::Shard;
 
 /// How often the flush policy's time bound is checked: the resolution of `flush.ms`.
@@ -77,9 +77,10 @@ async fn checkpoint_all(shard: Rc<Shard>) {
         if log.is_failed() {
             continue;
         }
-        if let Err(error) = log.checkpoint().await {
-            tracing::warn!(topic = %partition.topic.name, partition = partition.index,
-                "recovery checkpoint failed: {error}");
+        match log.checkpoint().await {
+            Ok(()) | Err(LogError::Closed) => {} // Closed: deleted meanwhile.
+            Err(error) => tracing::warn!(topic = %partition.topic.name,
+                partition = partition.index, "recovery checkpoint failed: {error}"),
         }
         log.check_directory().await;
     }
@@ -91,9 +92,10 @@ async fn retention_all(shard: Rc<Shard>) {
         if shard.is_stopping() {
             return;
         }
-        if let Err(error) = partition.log.enforce_retention(now_ms).await {
-            tracing::warn!(topic = %partition.topic.name, partition = partition.index,
-                "retention failed: {error}");
+        match partition.log.enforce_retention(now_ms).await {
+            Ok(_) | Err(LogError::Closed) => {}
+            Err(error) => tracing::warn!(topic = %partition.topic.name,
+                partition = partition.index, "retention failed: {error}"),
         }
     }
 }
@@ -110,9 +112,10 @@ async fn compact_all(shard: Rc<Shard>) {
         if !partition.log.config().cleanup_compact || partition.log.is_failed() {
             continue;
         }
-        if let Err(error) = partition.log.compact(crate::log::now_ms(), &limits).await {
-            tracing::warn!(topic = %partition.topic.name, partition = partition.index,
-                "compaction failed: {error}");
+        match partition.log.compact(crate::log::now_ms(), &limits).await {
+            Ok(_) | Err(LogError::Closed) => {}
+            Err(error) => tracing::warn!(topic = %partition.topic.name,
+                partition = partition.index, "compaction failed: {error}"),
         }
     }
 }

@@ -42,6 +42,8 @@ const MAX_ACTIVE_TRANSFERS: usize = RING_ENTRIES as usize - 1;
 /// Pipe capacity asked for (the default 64 KiB would mean many more operations per MiB).
 const PIPE_SIZE_BYTES: i32 = 1024 * 1024;
 const DOORBELL: u64 = u64::MAX;
+/// Empty pipes kept for the next transfers (creating and sizing one costs three syscalls).
+const PIPE_POOL_SIZE: usize = 16;
 
 struct Job {
     file: Arc<File>,
@@ -193,6 +195,7 @@ fn run_helper(
     let mut doorbell_buffer = [0u8; 8];
     let mut transfers: HashMap<u64, Transfer> = HashMap::new();
     let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut pipes: Vec<(OwnedFd, OwnedFd, usize)> = Vec::new();
     let mut next_id = 0u64;
     let mut arm_doorbell = true;
     loop {
@@ -259,7 +262,18 @@ fn run_helper(
                     let _ = transfer.job.reply.send(Err(error));
                 }
                 Ok(()) if transfer.in_pipe_bytes == 0 && transfer.file_left_bytes == 0 => {
-                    let _ = transfer.job.reply.send(Ok(()));
+                    let Transfer {
+                        job,
+                        pipe_read,
+                        pipe_write,
+                        pipe_size_bytes,
+                        ..
+                    } = transfer;
+                    let _ = job.reply.send(Ok(()));
+                    // Empty, so reusable (a failed transfer's pipe may hold bytes: dropped).
+                    if pipes.len() < PIPE_POOL_SIZE {
+                        pipes.push((pipe_read, pipe_write, pipe_size_bytes));
+                    }
                 }
                 Ok(()) => {
                     push(&mut ring, next_operation(id, &transfer))?;
@@ -271,7 +285,11 @@ fn run_helper(
             let Some(job) = waiting.pop_front() else {
                 break;
             };
-            let (pipe_read, pipe_write, pipe_size_bytes) = match new_pipe() {
+            let pipe = match pipes.pop() {
+                Some(pipe) => Ok(pipe),
+                None => new_pipe(),
+            };
+            let (pipe_read, pipe_write, pipe_size_bytes) = match pipe {
                 Ok(pipe) => pipe,
                 Err(error) => {
                     let _ = job.reply.send(Err(error));

@@ -155,12 +155,15 @@ fn percentile(sorted: &[u64], fraction: f64) -> u64 {
 // ---- append ----
 
 fn bench_append(dir: &Path, quick: bool) {
-    println!("## Append throughput (16 concurrent appenders, 4 writes in flight)");
+    println!("## Append throughput (16 MiB of appends outstanding, 4 writes in flight)");
     println!();
     println!("| batch | riptide log | fio O_DIRECT write, iodepth 4 | ratio |");
     println!("| --- | --- | --- | --- |");
     for (batch_bytes, total) in [(MIB as usize, 4 * GIB), (16 * 1024, GIB)] {
         let total = if quick { total / 8 } else { total };
+        // Appenders with 16 MiB outstanding in all (at least 16), as many producers with
+        // requests in flight would have: group commit needs something to coalesce.
+        let appenders = (16 * MIB as usize / batch_bytes).max(16);
         // Interleaved rounds, medians: the disk is shared and its speed drifts, and each run
         // deletes its file (with `discard`, the next run pays for it), so neither side always
         // goes first.
@@ -169,11 +172,11 @@ fn bench_append(dir: &Path, quick: bool) {
         let mut runs = Vec::new();
         for round in 0..rounds {
             if round % 2 == 0 {
-                runs.push(log_append(dir, batch_bytes, total, 16));
+                runs.push(log_append(dir, batch_bytes, total, appenders));
                 baselines.extend(fio_write(dir, batch_bytes, total, 4));
             } else {
                 baselines.extend(fio_write(dir, batch_bytes, total, 4));
-                runs.push(log_append(dir, batch_bytes, total, 16));
+                runs.push(log_append(dir, batch_bytes, total, appenders));
             }
         }
         baselines.sort_by(f64::total_cmp);
@@ -340,6 +343,10 @@ fn bench_sync(dir: &Path, quick: bool) {
     println!();
 }
 
+fn nanos(value: u64) -> String {
+    format!("{value} ns")
+}
+
 fn micros(nanos: u64) -> String {
     format!("{:.0} µs", nanos as f64 / 1000.0)
 }
@@ -477,8 +484,8 @@ fn bench_fetch(dir: &Path, quick: bool) {
         segment_bytes as f64 / GIB as f64
     );
     println!();
-    println!("| path | throughput | vs sendfile | CPU s per GB (user+sys) |");
-    println!("| --- | --- | --- | --- |");
+    println!("| path | throughput | vs sendfile | user CPU s per GB | system CPU s per GB |");
+    println!("| --- | --- | --- | --- | --- |");
     let mut baseline = None;
     let only = std::env::var("STORAGE_BENCH_FETCH_ONLY").ok();
     for mode in [FetchMode::Sendfile, FetchMode::ZeroCopy, FetchMode::Copy] {
@@ -501,9 +508,10 @@ fn bench_fetch(dir: &Path, quick: bool) {
             FetchMode::Copy => "riptide read (O_DIRECT into memory) + write",
         };
         println!(
-            "| {name} | {rate:.2} GB/s | {:.0}% | {:.3} |",
+            "| {name} | {rate:.2} GB/s | {:.0}% | {:.3} | {:.3} |",
             100.0 * rate / base,
-            cpu.as_secs_f64() / (bytes as f64 / 1e9)
+            cpu.user.as_secs_f64() / (bytes as f64 / 1e9),
+            cpu.system.as_secs_f64() / (bytes as f64 / 1e9),
         );
     }
     println!();
@@ -573,7 +581,25 @@ fn thread_cpu_time() -> Duration {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-fn cpu_time() -> Duration {
+/// CPU time of this process (all threads, io_uring workers included), user and system.
+#[derive(Clone, Copy, Debug)]
+struct Cpu {
+    user: Duration,
+    system: Duration,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+
+    fn sub(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
+fn cpu_time() -> Cpu {
     // SAFETY: getrusage fills the struct.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -581,7 +607,10 @@ fn cpu_time() -> Duration {
         usage
     };
     let seconds = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    Cpu {
+        user: seconds(usage.ru_utime),
+        system: seconds(usage.ru_stime),
+    }
 }
 
 /// The receiving end, in its own process: prints its port, reads one connection to the end,
@@ -604,7 +633,7 @@ fn sink() {
 }
 
 /// (bytes received by the sink, elapsed, CPU time of this process).
-fn fetch_once(dir: &Path, end_offset: i64, mode: FetchMode) -> (u64, Duration, Duration) {
+fn fetch_once(dir: &Path, end_offset: i64, mode: FetchMode) -> (u64, Duration, Cpu) {
     evict_page_cache(dir);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .arg("sink")
@@ -802,27 +831,41 @@ fn bench_recovery(dir: &Path, gib: u64) {
     });
     println!("| without checkpoint and index files (baseline) | {full_ms:.0} ms | all {gib} GiB |");
     println!();
-    let ((ts50, ts99), (off50, off99), segments) = lookups;
-    println!("## Lookups over the {gib} GiB log ({segments} segments, in-memory sparse indexes)");
+    println!(
+        "## Lookups over the {gib} GiB log ({} segments, in-memory sparse indexes)",
+        lookups.segments
+    );
     println!();
     println!("| lookup | p50 | p99 |");
     println!("| --- | --- | --- |");
     println!(
-        "| offset_for_timestamp (ListOffsets by time), exact record | {} | {} |",
-        micros(ts50),
-        micros(ts99)
+        "| time index only (binary search over segments and entries, in memory) | {} | {} |",
+        nanos(lookups.index_only.0),
+        nanos(lookups.index_only.1)
+    );
+    println!(
+        "| offset_for_timestamp (ListOffsets by time): index + header scan + batch decode | {} | {} |",
+        micros(lookups.timestamp.0),
+        micros(lookups.timestamp.1)
     );
     println!(
         "| read of one batch at a random offset (index + one disk read) | {} | {} |",
-        micros(off50),
-        micros(off99)
+        micros(lookups.offset.0),
+        micros(lookups.offset.1)
     );
     println!();
     let _ = std::fs::remove_dir_all(log_dir);
 }
 
-/// ((timestamp p50, p99), (offset p50, p99), segments) in ns.
-async fn lookup_latencies(log: &PartitionLog, end_offset: i64) -> ((u64, u64), (u64, u64), usize) {
+/// Lookup latencies, (p50, p99) in ns.
+struct Lookups {
+    timestamp: (u64, u64),
+    offset: (u64, u64),
+    index_only: (u64, u64),
+    segments: usize,
+}
+
+async fn lookup_latencies(log: &PartitionLog, end_offset: i64) -> Lookups {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         seed ^= seed << 13;
@@ -832,9 +875,14 @@ async fn lookup_latencies(log: &PartitionLog, end_offset: i64) -> ((u64, u64), (
     };
     let mut by_time = Vec::new();
     let mut by_offset = Vec::new();
+    let mut in_memory = Vec::new();
     for _ in 0..500 {
         let offset = (next() % end_offset as u64) as i64;
         let timestamp = 1_700_000_000_000 + offset;
+        let begun = Instant::now();
+        let located = log.locate_timestamp(timestamp);
+        in_memory.push(begun.elapsed().as_nanos() as u64);
+        assert!(located.is_some());
         let begun = Instant::now();
         let hit = log
             .offset_for_timestamp(timestamp, end_offset)
@@ -849,11 +897,13 @@ async fn lookup_latencies(log: &PartitionLog, end_offset: i64) -> ((u64, u64), (
     }
     by_time.sort_unstable();
     by_offset.sort_unstable();
-    (
-        (percentile(&by_time, 0.5), percentile(&by_time, 0.99)),
-        (percentile(&by_offset, 0.5), percentile(&by_offset, 0.99)),
-        log.segment_count(),
-    )
+    in_memory.sort_unstable();
+    Lookups {
+        timestamp: (percentile(&by_time, 0.5), percentile(&by_time, 0.99)),
+        offset: (percentile(&by_offset, 0.5), percentile(&by_offset, 0.99)),
+        index_only: (percentile(&in_memory, 0.5), percentile(&in_memory, 0.99)),
+        segments: log.segment_count(),
+    }
 }
 
 /// Diagnostics: glommio DMA writes of 1 MiB, `depth` in flight, into a fallocated file, with
