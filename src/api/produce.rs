@@ -24,8 +24,9 @@ struct AppendWork {
     record_count: u32,
     /// Idempotent producer fields, when the batches carry a producer id.
     producer: Option<ProducerBatch>,
-    /// acks=all: under the sync flush policy, acknowledge only once fdatasync covered it.
-    acks_all: bool,
+    /// acks=1 or all: under the sync flush policy, answer only once fdatasync covered it (as
+    /// Kafka flushes in the append path before answering, whatever the acks).
+    acknowledged: bool,
 }
 
 /// What the owner shard reports back for one partition.
@@ -113,7 +114,7 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                                 first_sequence: summary.base_sequence,
                                 record_count: summary.record_count,
                             }),
-                            acks_all: request.acks == -1,
+                            acknowledged: request.acks != 0,
                         }),
                         Err(error) => {
                             tracing::warn!(
@@ -250,9 +251,9 @@ async fn append_on_owner(shard: &crate::shard::Shard, work: AppendWork) -> Appen
         .await
     {
         Ok(appended) => {
-            // Sync flush policy: acks=all means on stable storage. The fdatasync is shared
-            // by every append it covers (group commit in the log).
-            if work.acks_all && partition.log.is_sync_policy() {
+            // Sync flush policy: an answered produce is on stable storage. The fdatasync is
+            // shared by every append it covers (group commit in the log).
+            if work.acknowledged && partition.log.is_sync_policy() {
                 if let Err(error) = partition.log.wait_durable(appended.last_offset).await {
                     tracing::error!(topic = %work.topic, partition = work.partition,
                         "fdatasync failed: {error}");

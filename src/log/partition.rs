@@ -189,8 +189,55 @@ enum WriteStep {
 struct WritePlan {
     id: u64,
     file: Rc<DmaFile>,
-    buffer: DmaBuffer,
-    position_bytes: u64,
+    /// One or two block-disjoint pieces (position, buffer), written concurrently; see
+    /// `next_write_step` for when a write is split.
+    pieces: Vec<(u64, DmaBuffer)>,
+}
+
+/// Fills the consecutive pieces of one write as if they were a single buffer.
+struct PieceFiller<'a> {
+    pieces: &'a mut [(u64, DmaBuffer)],
+    piece: usize,
+    offset_bytes: usize,
+}
+
+impl<'a> PieceFiller<'a> {
+    fn new(pieces: &'a mut [(u64, DmaBuffer)]) -> Self {
+        PieceFiller {
+            pieces,
+            piece: 0,
+            offset_bytes: 0,
+        }
+    }
+
+    fn put(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let buffer = self.pieces[self.piece].1.as_bytes_mut();
+            let room_bytes = buffer.len() - self.offset_bytes;
+            if room_bytes == 0 {
+                self.piece += 1;
+                self.offset_bytes = 0;
+                continue;
+            }
+            let take_bytes = room_bytes.min(bytes.len());
+            buffer[self.offset_bytes..self.offset_bytes + take_bytes]
+                .copy_from_slice(&bytes[..take_bytes]);
+            self.offset_bytes += take_bytes;
+            bytes = &bytes[take_bytes..];
+        }
+    }
+
+    /// Zero-fills everything after the last byte put.
+    fn zero_rest(&mut self) {
+        for (index, (_, buffer)) in self.pieces.iter_mut().enumerate().skip(self.piece) {
+            let from = if index == self.piece {
+                self.offset_bytes
+            } else {
+                0
+            };
+            buffer.as_bytes_mut()[from..].fill(0);
+        }
+    }
 }
 
 /// Where a read continues on disk.
@@ -568,26 +615,32 @@ impl PartitionLog {
     }
 
     fn issue_write(&self, plan: WritePlan) {
-        let WritePlan {
-            id,
-            file,
-            buffer,
-            position_bytes,
-        } = plan;
+        let WritePlan { id, file, pieces } = plan;
         let log = self.rc();
         glommio::spawn_local(async move {
-            let buffer_size_bytes = buffer.len();
             let issued = Instant::now();
-            let result = super::file_io::write_at(&file, buffer, position_bytes).await;
+            let writes = pieces.into_iter().map(|(position_bytes, buffer)| {
+                let file = file.clone();
+                async move {
+                    let buffer_size_bytes = buffer.len();
+                    let result = super::file_io::write_at(&file, buffer, position_bytes).await;
+                    (buffer_size_bytes, result)
+                }
+            });
+            let results = futures::future::join_all(writes).await;
             log.state.borrow_mut().stats.write_micros_total += issued.elapsed().as_micros() as u64;
-            let result = match result {
-                Ok(written) if written == buffer_size_bytes => Ok(()),
-                Ok(written) => Err((
-                    io::ErrorKind::WriteZero,
-                    format!("short write: {written} of {buffer_size_bytes} bytes"),
-                )),
-                Err(error) => Err((error.kind(), error.to_string())),
-            };
+            let result = results
+                .into_iter()
+                .map(|(buffer_size_bytes, result)| match result {
+                    Ok(written) if written == buffer_size_bytes => Ok(()),
+                    Ok(written) => Err((
+                        io::ErrorKind::WriteZero,
+                        format!("short write: {written} of {buffer_size_bytes} bytes"),
+                    )),
+                    Err(error) => Err((error.kind(), error.to_string())),
+                })
+                .collect::<Result<Vec<()>, _>>()
+                .map(|_| ());
             log.complete_write(id, result);
         })
         .detach();
@@ -869,6 +922,7 @@ impl PartitionLog {
                 }
                 state.stats.syncs += 1;
                 state.stats.sync_micros_total += started.elapsed().as_micros() as u64;
+                crate::metrics::record_fsync(started.elapsed());
                 state.durable_end_offset
             };
             let wakers = self
@@ -938,7 +992,9 @@ impl PartitionLog {
                     break;
                 }
                 let cache = self.cache.borrow();
-                if cache.start_offset().is_some_and(|start| start <= cursor) {
+                let cached = cache.start_offset().is_some_and(|start| start <= cursor);
+                crate::metrics::record_batch_cache_read(cached);
+                if cached {
                     read_from_cache(
                         &cache,
                         cursor,
@@ -1025,7 +1081,9 @@ impl PartitionLog {
                     break;
                 }
                 let cache = self.cache.borrow();
-                if cache.start_offset().is_some_and(|start| start <= cursor) {
+                let cached = cache.start_offset().is_some_and(|start| start <= cursor);
+                crate::metrics::record_batch_cache_read(cached);
+                if cached {
                     let mut memory = ReadOutcome {
                         chunks: Vec::new(),
                         size_bytes: outcome.size_bytes,
@@ -1626,9 +1684,27 @@ impl LogState {
             // segment.ms counts from the first batch, not from when the file was created.
             self.active_mut().created_at_ms = now_ms;
         }
-        let mut buffer = file.alloc_dma_buffer(buffer_size_bytes);
-        let bytes = buffer.as_bytes_mut();
-        bytes[..tail_size_bytes].copy_from_slice(&self.planned_tail_block);
+        // A write that rewrites the partial tail block and goes on into fresh blocks is split
+        // at the first block boundary. ext4 serves a direct write spanning a written block and
+        // preallocated (unwritten) ones only under the exclusive inode lock, so io_uring hands
+        // it to a worker thread: a context switch on the shard's core for every such write,
+        // which under the sync policy (small writes, each ending mid-block) is every write.
+        // Each piece alone is a pure overwrite or a pure write into preallocated blocks, issued
+        // inline.
+        let block_size_bytes = BLOCK_SIZE_BYTES as usize;
+        let mut pieces = if tail_size_bytes > 0 && buffer_size_bytes > block_size_bytes {
+            vec![
+                (position_bytes, file.alloc_dma_buffer(block_size_bytes)),
+                (
+                    position_bytes + BLOCK_SIZE_BYTES,
+                    file.alloc_dma_buffer(buffer_size_bytes - block_size_bytes),
+                ),
+            ]
+        } else {
+            vec![(position_bytes, file.alloc_dma_buffer(buffer_size_bytes))]
+        };
+        let mut filler = PieceFiller::new(&mut pieces);
+        filler.put(&self.planned_tail_block);
         let mut cursor = tail_size_bytes;
         let mut left_bytes = chunk_size_bytes;
         let mut segment_position = self.planned_size_bytes;
@@ -1638,8 +1714,7 @@ impl LogState {
             if start == 0 {
                 append.position_bytes = segment_position;
             }
-            bytes[cursor..cursor + take_bytes]
-                .copy_from_slice(&append.data[start..start + take_bytes]);
+            filler.put(&append.data[start..start + take_bytes]);
             append.planned_bytes += take_bytes;
             cursor += take_bytes;
             segment_position += take_bytes as u64;
@@ -1649,9 +1724,13 @@ impl LogState {
             }
         }
         assert_eq!(cursor, tail_size_bytes + chunk_size_bytes);
-        bytes[cursor..].fill(0);
-        let new_tail_start = (align_down(end_bytes) - position_bytes) as usize;
-        let new_tail_block = bytes[new_tail_start..cursor].to_vec();
+        filler.zero_rest();
+        // The new partial tail lies in the last piece (a split write ends past its first block).
+        let (last_position_bytes, last_buffer) = pieces.last().expect("a write has a piece");
+        assert!(align_down(end_bytes) >= *last_position_bytes);
+        let new_tail_start = (align_down(end_bytes) - last_position_bytes) as usize;
+        let new_tail_end = (end_bytes - last_position_bytes) as usize;
+        let new_tail_block = last_buffer.as_bytes()[new_tail_start..new_tail_end].to_vec();
         self.planned_size_bytes = end_bytes;
         self.planned_tail_block.clone_from(&new_tail_block);
         self.next_write_id += 1;
@@ -1664,12 +1743,7 @@ impl LogState {
             new_tail_block,
             outcome: None,
         });
-        WriteStep::Write(WritePlan {
-            id,
-            file,
-            buffer,
-            position_bytes,
-        })
+        WriteStep::Write(WritePlan { id, file, pieces })
     }
 
     /// Applies a completed write (the oldest in flight): advances the segment, hands finished

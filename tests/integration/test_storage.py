@@ -329,3 +329,56 @@ def test_deleted_partition_directory_fails_only_that_partition(broker_factory):
     reports = produce(broker.bootstrap, healthy, [{"value": b"ok"}] * 5)
     assert len(reports) == 5
     assert len(consume_partitions(broker.bootstrap, healthy, [0], timeout=30)[0]) == 5
+
+
+def _metric_sum(broker, name):
+    """Sum over shards of a `riptide_<name>` counter scraped from the admin listener."""
+    import urllib.request
+    assert broker.admin_port, "the broker has no admin listener"
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"riptide_{name}{{") or line.startswith(f"riptide_{name} "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("acks", ["1", "all"])
+def test_sync_policy_fdatasyncs_before_every_answer(broker_factory, acks):
+    """Under flush.messages=1 each answered produce waits for an fdatasync covering it (for
+    acks=1 as for acks=all, as Kafka flushes in the append path); the default policy leaves
+    syncing to the checkpoint interval. One message per request, each awaited, so every
+    request needs its own fdatasync."""
+    broker = broker_factory()
+    synced_topic = unique_topic("sync")
+    lazy_topic = unique_topic("lazy")
+    create_topic(broker.bootstrap, synced_topic, 1, config={"flush.messages": "1"})
+    create_topic(broker.bootstrap, lazy_topic, 1)
+    requests = 40
+
+    def produce_one_by_one(topic):
+        producer = Producer(base_conf(broker.bootstrap, acks=acks, **{"linger.ms": 0}))
+        for i in range(requests):
+            producer.produce(topic, value=b"v%d" % i)
+            assert producer.flush(30) == 0
+
+    before = _metric_sum(broker, "fsyncs_total")
+    produce_one_by_one(synced_topic)
+    synced = _metric_sum(broker, "fsyncs_total") - before
+    assert synced >= requests, f"{synced} fdatasyncs for {requests} sync-policy produces"
+
+    before = _metric_sum(broker, "fsyncs_total")
+    started = time.monotonic()
+    produce_one_by_one(lazy_topic)
+    lazy = _metric_sum(broker, "fsyncs_total") - before
+    # Only the recovery checkpoints (every 5 s per partition with new data) sync here.
+    checkpoints_bound = 2 * (int(time.monotonic() - started) // 5 + 2)
+    assert lazy <= checkpoints_bound, f"{lazy} fdatasyncs for {requests} default-policy produces"
+
+    # The tail is served from the batch cache.
+    hits_before = _metric_sum(broker, "batch_cache_hits_total")
+    got = consume_partitions(broker.bootstrap, synced_topic, [0], expected={0: requests})
+    assert [m.value for m in got[0]] == [b"v%d" % i for i in range(requests)]
+    assert _metric_sum(broker, "batch_cache_hits_total") > hits_before
