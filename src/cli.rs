@@ -14,7 +14,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a broker (single node; data in `--data-dir`).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check (default), dry-run or apply the host tuning profile (tuning/production.toml).
     Tune(crate::tune::TuneArgs),
     /// Measure the data directory's disk and write <data_dir>/io-config.toml.

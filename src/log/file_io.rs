@@ -238,8 +238,11 @@ pub(crate) struct WindowReader {
     window: ReadBuffer,
     readahead: bool,
     /// The next window being read: (position, size, read).
-    prefetch: Option<(u64, u64, glommio::Task<Result<ReadBuffer, LogError>>)>,
+    prefetch: Option<(u64, u64, WindowRead)>,
 }
+
+/// A window read in flight.
+type WindowRead = glommio::Task<Result<ReadBuffer, LogError>>;
 
 /// How far before a window's end the read-ahead window starts: batches up to this size that
 /// straddle the boundary need no extra read.

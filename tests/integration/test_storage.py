@@ -347,10 +347,9 @@ def _metric_sum(broker, name):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("acks", ["1", "all"])
 def test_sync_policy_fdatasyncs_before_every_answer(broker_factory, acks):
-    """Under flush.messages=1 each answered produce waits for an fdatasync covering it (for
-    acks=1 as for acks=all, as Kafka flushes in the append path); the default policy leaves
-    syncing to the checkpoint interval. One message per request, each awaited, so every
-    request needs its own fdatasync."""
+    """Under flush.messages=1 every produce request gets an fdatasync (for acks=1 as for
+    acks=all); the default policy leaves syncing to the checkpoint interval. One message per
+    request, each awaited, so no fdatasync can be shared between two requests."""
     broker = broker_factory()
     synced_topic = unique_topic("sync")
     lazy_topic = unique_topic("lazy")
