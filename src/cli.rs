@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// O_DIRECT writes in flight per partition [default: 4].
     #[arg(long)]
     pub log_writes_in_flight: Option<usize>,
+    /// Bytes at the end of each log read at start-up to rebuild idempotent producers' state
+    /// [default: 4 MiB].
+    #[arg(long)]
+    pub producer_state_rebuild_bytes: Option<u64>,
     /// Retry interval of partitions failed on storage errors, milliseconds [default: 1000].
     #[arg(long)]
     pub storage_retry_interval_ms: Option<u64>,
@@ -185,6 +189,7 @@ impl ServeArgs {
             compaction_slice_bytes,
             compaction_max_keys,
             log_writes_in_flight,
+            producer_state_rebuild_bytes,
             storage_retry_interval_ms,
             fetch_zero_copy,
             io_memory_bytes,

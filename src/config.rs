@@ -68,6 +68,10 @@ pub struct BrokerConfig {
     pub compaction_max_keys: usize,
     /// O_DIRECT writes in flight at once per partition.
     pub log_writes_in_flight: usize,
+    /// Bytes at the end of each partition's log whose batch headers rebuild the idempotent
+    /// producers' state at start-up (retries after a restart are recognised if they fall in
+    /// it); read once per partition, so it bounds start-up work too.
+    pub producer_state_rebuild_bytes: u64,
     /// Fetches send cold data (segments on disk) from the page cache to the socket with splice,
     /// never through user space; false reads it into memory and writes it (for comparison).
     pub fetch_zero_copy: bool,
@@ -140,6 +144,7 @@ impl Default for BrokerConfig {
             compaction_slice_bytes: 256 * 1024,
             compaction_max_keys: 500_000,
             log_writes_in_flight: 4,
+            producer_state_rebuild_bytes: 4 * 1024 * 1024,
             storage_retry_interval_ms: 1_000,
             fetch_zero_copy: true,
             io_memory_bytes: 4 * 1024 * 1024,

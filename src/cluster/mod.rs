@@ -142,6 +142,17 @@ async fn open_partition(
     let log = PartitionLog::open(dir.clone(), log_config(shard, topic))
         .await
         .map_err(|e| anyhow::anyhow!("cannot open partition log {}: {e}", dir.display()))?;
+    let producers =
+        match ProducerStateTable::rebuild_from_log(&log, shard.config.producer_state_rebuild_bytes)
+            .await
+        {
+            Ok(producers) => producers,
+            Err(error) => {
+                // Idempotence then starts afresh for this partition, as for a new one.
+                tracing::warn!(dir = %dir.display(), %error, "could not rebuild producer state");
+                ProducerStateTable::default()
+            }
+        };
     let record = &topic.partitions[index as usize];
     Ok(Rc::new(Partition {
         topic: topic.clone(),
@@ -149,7 +160,7 @@ async fn open_partition(
         log,
         leader_epoch: Cell::new(record.leader_epoch),
         max_message_bytes: Cell::new(max_message_bytes(shard, topic)),
-        producers: Rc::default(),
+        producers: Rc::new(RefCell::new(producers)),
     }))
 }
 

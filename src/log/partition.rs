@@ -436,6 +436,28 @@ impl PartitionLog {
         self.state.borrow().segments.len()
     }
 
+    /// Where a scan of the most recent `tail_bytes` of the log starts: the base offset of an
+    /// indexed batch at most `tail_bytes` (plus one index interval) before the written end, or
+    /// the log start if the log is smaller.
+    pub fn offset_before_end(&self, tail_bytes: u64) -> i64 {
+        let state = self.state.borrow();
+        let mut left_bytes = tail_bytes;
+        for segment in state.segments.iter().rev() {
+            if segment.size_bytes > left_bytes {
+                let boundary_bytes = segment.size_bytes - left_bytes;
+                let entries = &segment.index.entries;
+                let at_or_before = entries.partition_point(|e| e.position_bytes <= boundary_bytes);
+                let offset = match at_or_before {
+                    0 => segment.base_offset,
+                    found => entries[found - 1].offset,
+                };
+                return offset.max(state.log_start_offset);
+            }
+            left_bytes -= segment.size_bytes;
+        }
+        state.log_start_offset
+    }
+
     /// True after a failed write, fdatasync or roll: the log refuses appends (and after a
     /// fatal failure, reads) until `try_resume` succeeds.
     pub fn is_failed(&self) -> bool {

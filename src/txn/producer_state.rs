@@ -9,6 +9,9 @@
 use kafka_protocol::error::ResponseError;
 use std::collections::{HashMap, VecDeque};
 
+use crate::log::{LogError, PartitionLog};
+use crate::protocol::record_batch::RecordBatchHeader;
+
 /// Kafka's `NUM_BATCHES_TO_RETAIN`.
 pub const BATCHES_RETAINED_PER_PRODUCER: usize = 5;
 
@@ -137,6 +140,43 @@ impl ProducerStateTable {
             base_offset,
         });
         assert!(entry.batches.len() <= BATCHES_RETAINED_PER_PRODUCER);
+    }
+
+    /// Rebuilds the table from the batch headers of the log's most recent `tail_bytes` (at
+    /// start-up: the state is not persisted). A producer retrying after a broker restart
+    /// retries its most recent batches, which lie in that tail, so the retry is answered as a
+    /// duplicate instead of being written twice; a producer whose last batch lies before the
+    /// tail is unknown, and its next batch is accepted from any sequence.
+    pub async fn rebuild_from_log(log: &PartitionLog, tail_bytes: u64) -> Result<Self, LogError> {
+        const READ_SIZE_BYTES: usize = 1024 * 1024;
+        let mut table = ProducerStateTable::default();
+        let end_offset = log.written_end_offset();
+        let mut offset = log.offset_before_end(tail_bytes);
+        while offset < end_offset {
+            let read = log.read(offset, READ_SIZE_BYTES, end_offset).await?;
+            if read.chunks.is_empty() {
+                break;
+            }
+            for chunk in &read.chunks {
+                let mut position = 0usize;
+                while position < chunk.len() {
+                    let header = RecordBatchHeader::parse(&chunk[position..])
+                        .map_err(|error| LogError::Corrupt(format!("stored batch: {error}")))?;
+                    if header.producer_id >= 0 && header.last_offset_delta >= 0 {
+                        let batch = ProducerBatch {
+                            producer_id: header.producer_id,
+                            producer_epoch: header.producer_epoch,
+                            first_sequence: header.base_sequence,
+                            record_count: (header.last_offset_delta as u32).saturating_add(1),
+                        };
+                        table.record(&batch, header.base_offset);
+                    }
+                    offset = header.last_offset() + 1;
+                    position += header.total_size_bytes();
+                }
+            }
+        }
+        Ok(table)
     }
 
     /// Undoes [`record`](Self::record) for a batch whose append failed, so a retry is written

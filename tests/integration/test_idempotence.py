@@ -89,3 +89,35 @@ def test_kafka_python_default_producer_is_idempotent(broker):
     offsets = [future.get(timeout=30).offset for future in futures]
     producer.close()
     assert offsets == list(range(500))
+
+
+def test_retries_after_a_broker_crash_are_still_duplicates(broker_factory):
+    """Producer state is rebuilt from the log's tail at start-up: a batch retried after the
+    broker was killed is answered with its original offset, not written again, and sequence
+    gaps are still refused."""
+    broker = broker_factory()
+    topic = unique_topic("idem-crash")
+    create_topic(broker.bootstrap, topic, partitions=1)
+    with kw.KafkaConnection(broker.host, broker.port) as conn:
+        error, pid, epoch = init_producer_id(conn)
+        assert error == 0
+
+        def batch(sequence, values):
+            return kw.build_record_batch(values, producer_id=pid, producer_epoch=epoch,
+                                         base_sequence=sequence)
+
+        assert produce_batch(conn, topic, batch(0, [b"a", b"b"]))["base_offset"] == 0
+        assert produce_batch(conn, topic, batch(2, [b"c"]))["base_offset"] == 2
+    broker.restart(hard=True)
+    with kw.KafkaConnection(broker.host, broker.port) as conn:
+        retry = produce_batch(conn, topic, batch(2, [b"c"]))
+        assert (retry["error_code"], retry["base_offset"]) == (0, 2), "the retry is a duplicate"
+        older = produce_batch(conn, topic, batch(0, [b"a", b"b"]))
+        assert (older["error_code"], older["base_offset"]) == (0, 0)
+        gap = produce_batch(conn, topic, batch(7, [b"x"]))
+        assert gap["error_code"] == OUT_OF_ORDER_SEQUENCE_NUMBER
+        following = produce_batch(conn, topic, batch(3, [b"d"]))
+        assert (following["error_code"], following["base_offset"]) == (0, 3)
+    got = consume_partitions(broker.bootstrap, topic, [0], expected={0: 4}, timeout=30)[0]
+    assert [m.value for m in got] == [b"a", b"b", b"c", b"d"]
+    assert watermarks(broker.bootstrap, topic, 0)[1] == 4
