@@ -776,11 +776,6 @@ impl PartitionLog {
     /// Seals the active segment and starts a new one at `base_offset`. Runs with no write in
     /// flight.
     async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
-        let path = self.dir.join(segment_file_name(base_offset));
-        let file = Rc::new(open_segment_file(&path, true).await?);
-        // A leftover file of that name can only hold garbage: start empty.
-        file.truncate(0).await.map_err(io_error)?;
-
         let (sealed_file, sealed_size_bytes, index_file) = {
             let state = self.state.borrow();
             if state.closed {
@@ -791,20 +786,50 @@ impl PartitionLog {
             assert_eq!(sealed.next_offset, base_offset);
             (sealed.file.clone(), sealed.size_bytes, sealed.index_file())
         };
-        // Give back the unused preallocated tail; recovery of sealed segments then knows
-        // their exact size.
-        sealed_file
-            .truncate(sealed_size_bytes)
-            .await
-            .map_err(io_error)?;
-        // Best effort and not synced: recovery checks its CRC and sizes against the segment,
-        // and rebuilds the index by scanning otherwise.
-        let index_name = index_file_name(index_file.base_offset);
-        if let Err(error) =
-            write_file_atomic(&self.dir, &index_name, index_file.encode(), false).await
-        {
-            tracing::warn!(dir = %self.dir.display(), %error, "could not write segment index");
-        }
+        let first_step_bytes = {
+            let config = self.config.borrow();
+            let supported = self.state.borrow().preallocate_supported;
+            supported.then(|| {
+                config
+                    .preallocate_step_bytes
+                    .min(align_up(config.segment_size_bytes))
+            })
+        };
+        // Appends wait while a roll runs, so its independent steps run at once: the next
+        // segment is created and gets its first preallocation step while the sealed one is
+        // trimmed and its index written.
+        let open_next = async {
+            let path = self.dir.join(segment_file_name(base_offset));
+            let file = Rc::new(open_segment_file(&path, true).await?);
+            // A leftover file of that name can only hold garbage: start empty.
+            file.truncate(0).await.map_err(io_error)?;
+            let allocated_bytes = match first_step_bytes {
+                Some(step_bytes) if preallocate(&file, step_bytes).await? => Some(step_bytes),
+                Some(_) => None, // Not supported by the filesystem.
+                None => Some(0),
+            };
+            Ok::<_, LogError>((file, allocated_bytes))
+        };
+        let seal = async {
+            // Give back the unused preallocated tail; recovery of sealed segments then knows
+            // their exact size.
+            sealed_file
+                .truncate(sealed_size_bytes)
+                .await
+                .map_err(io_error)?;
+            // Best effort and not synced: recovery checks its CRC and sizes against the
+            // segment, and rebuilds the index by scanning otherwise.
+            let index_name = index_file_name(index_file.base_offset);
+            if let Err(error) =
+                write_file_atomic(&self.dir, &index_name, index_file.encode(), false).await
+            {
+                tracing::warn!(dir = %self.dir.display(), %error, "could not write segment index");
+            }
+            Ok::<_, LogError>(())
+        };
+        let (opened, sealed) = futures::join!(open_next, seal);
+        sealed?;
+        let (file, allocated_bytes) = opened?;
 
         let mut state = self.state.borrow_mut();
         if state.closed {
@@ -813,6 +838,13 @@ impl PartitionLog {
         let prefix_max = state.active().prefix_max_timestamp_ms;
         let mut segment = Segment::new_empty(base_offset, file, now_ms());
         segment.prefix_max_timestamp_ms = prefix_max;
+        match allocated_bytes {
+            Some(bytes) => segment.allocated_size_bytes = bytes,
+            None => {
+                tracing::warn!(dir = %self.dir.display(), "filesystem cannot preallocate segments");
+                state.preallocate_supported = false;
+            }
+        }
         state.segments.push(segment);
         state.tail_block.clear();
         state.planned_tail_block.clear();
