@@ -1732,3 +1732,51 @@ fn file_regions_splice_to_a_socket() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn offset_before_end_bounds_a_tail_scan() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = PartitionLog::open(dir.clone(), small_config())
+            .await
+            .unwrap();
+        assert_eq!(log.offset_before_end(1 << 20), 0, "empty log");
+        let mut positions = Vec::new(); // (base offset, bytes before it)
+        let mut total_bytes = 0u64;
+        for index in 0..200u64 {
+            let data = batch(index, 1, 700);
+            let size_bytes = data.len() as u64;
+            let outcome = log.append(data, 1, 0).await.unwrap();
+            positions.push((outcome.base_offset, total_bytes));
+            total_bytes += size_bytes;
+        }
+        assert!(log.segment_count() >= 3);
+        let end = log.written_end_offset();
+        for tail_bytes in [0u64, 1, 3_000, 20_000, 70_000, 100_000] {
+            let start = log.offset_before_end(tail_bytes);
+            let (_, bytes_before) = positions
+                .iter()
+                .find(|(offset, _)| *offset == start)
+                .copied()
+                .expect("the start is a batch boundary");
+            let covered_bytes = total_bytes - bytes_before;
+            // Covers the tail asked for, and at most one index interval (4096) or one
+            // segment start more.
+            assert!(
+                covered_bytes >= tail_bytes.min(total_bytes),
+                "{tail_bytes}: {covered_bytes}"
+            );
+            assert!(start <= end);
+            assert!(
+                covered_bytes <= tail_bytes + 4096 + 64 * 1024,
+                "{tail_bytes}: {covered_bytes}"
+            );
+        }
+        assert_eq!(
+            log.offset_before_end(u64::MAX / 2),
+            0,
+            "a tail larger than the log"
+        );
+        log.close().await.unwrap();
+    });
+}
