@@ -3,6 +3,7 @@
 //! deleted right after by a retention pass on the owner shard (unlinks on the blocking pool).
 //! One hop per owner shard; the response keeps request order.
 
+use super::owners::{run_on_owners, Slot, Slotted};
 use super::RequestContext;
 use crate::log::LogError;
 use kafka_protocol::error::ResponseError;
@@ -13,14 +14,14 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use std::collections::BTreeMap;
 
 struct Deletion {
-    slot: (usize, usize),
+    slot: Slot,
     topic: String,
     partition: i32,
     offset: i64,
 }
 
 struct Deleted {
-    slot: (usize, usize),
+    slot: Slot,
     error: Option<ResponseError>,
     low_watermark: i64,
 }
@@ -64,39 +65,31 @@ pub async fn handle(
         );
     }
 
-    let hops = by_owner.into_iter().map(|(owner, deletions)| {
-        let slots: Vec<_> = deletions.iter().map(|d| d.slot).collect();
-        let hop = shard.invoke_on(owner, move |owner_shard| async move {
-            let mut results = Vec::with_capacity(deletions.len());
-            for deletion in deletions {
-                results.push(delete_on_owner(&owner_shard, deletion).await);
-            }
-            results
-        });
-        async move {
-            hop.await.unwrap_or_else(|error| {
-                tracing::warn!("delete-records hop failed: {error}");
-                slots
-                    .into_iter()
-                    .map(|slot| Deleted {
-                        slot,
-                        error: Some(ResponseError::NotLeaderOrFollower),
-                        low_watermark: -1,
-                    })
-                    .collect()
-            })
-        }
-    });
-    for results in futures::future::join_all(hops).await {
-        for result in results {
-            let partition = &mut topics[result.slot.0].partitions[result.slot.1];
-            match result.error {
-                Some(error) => partition.error_code = error.code(),
-                None => partition.low_watermark = result.low_watermark,
-            }
+    let results = run_on_owners(
+        shard,
+        by_owner,
+        |owner_shard, deletion| async move { delete_on_owner(&owner_shard, deletion).await },
+        |slot| Deleted {
+            slot,
+            error: Some(ResponseError::NotLeaderOrFollower),
+            low_watermark: -1,
+        },
+    )
+    .await;
+    for result in results {
+        let partition = &mut topics[result.slot.0].partitions[result.slot.1];
+        match result.error {
+            Some(error) => partition.error_code = error.code(),
+            None => partition.low_watermark = result.low_watermark,
         }
     }
     DeleteRecordsResponse::default().with_topics(topics)
+}
+
+impl Slotted for Deletion {
+    fn slot(&self) -> Slot {
+        self.slot
+    }
 }
 
 async fn delete_on_owner(shard: &crate::shard::Shard, deletion: Deletion) -> Deleted {

@@ -1,6 +1,7 @@
 //! ListOffsets (key 2): earliest (-2), earliest local (-4), latest (-1), max timestamp (-3) and
 //! offset for a timestamp, the last two through the log's time index.
 
+use super::owners::{run_on_owners, Slot, Slotted};
 use super::RequestContext;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -17,14 +18,14 @@ const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 const READ_COMMITTED: i8 = 1;
 
 struct Lookup {
-    slot: (usize, usize),
+    slot: Slot,
     topic: String,
     partition: i32,
     timestamp: i64,
 }
 
 struct Found {
-    slot: (usize, usize),
+    slot: Slot,
     error: Option<ResponseError>,
     offset: i64,
     timestamp: i64,
@@ -72,33 +73,42 @@ pub async fn handle(context: &RequestContext, request: ListOffsetsRequest) -> Li
         );
     }
 
-    let hops = by_owner.into_iter().map(|(owner, lookups)| {
-        shard.invoke_on(owner, move |owner_shard| async move {
-            let mut found = Vec::with_capacity(lookups.len());
-            for lookup in lookups {
-                found.push(lookup_on_owner(&owner_shard, lookup, read_committed).await);
-            }
-            found
-        })
-    });
-    for outcome in futures::future::join_all(hops).await {
-        let Ok(found) = outcome else { continue };
-        for item in found {
-            let response = &mut topics[item.slot.0].partitions[item.slot.1];
-            match item.error {
-                Some(error) => response.error_code = error.code(),
-                None => {
-                    response.offset = item.offset;
-                    response.timestamp = item.timestamp;
-                    // The leader epoch field exists from v4 on.
-                    if context.api_version >= 4 {
-                        response.leader_epoch = item.leader_epoch;
-                    }
+    let found = run_on_owners(
+        shard,
+        by_owner,
+        move |owner_shard, lookup| async move {
+            lookup_on_owner(&owner_shard, lookup, read_committed).await
+        },
+        |slot| Found {
+            slot,
+            error: Some(ResponseError::NotLeaderOrFollower),
+            offset: -1,
+            timestamp: -1,
+            leader_epoch: -1,
+        },
+    )
+    .await;
+    for item in found {
+        let response = &mut topics[item.slot.0].partitions[item.slot.1];
+        match item.error {
+            Some(error) => response.error_code = error.code(),
+            None => {
+                response.offset = item.offset;
+                response.timestamp = item.timestamp;
+                // The leader epoch field exists from v4 on.
+                if context.api_version >= 4 {
+                    response.leader_epoch = item.leader_epoch;
                 }
             }
         }
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+impl Slotted for Lookup {
+    fn slot(&self) -> Slot {
+        self.slot
+    }
 }
 
 async fn lookup_on_owner(

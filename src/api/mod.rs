@@ -26,6 +26,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod owners;
 mod produce;
 mod sync_group;
 

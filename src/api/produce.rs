@@ -2,6 +2,7 @@
 //! decompressing), then each owner shard appends its partitions' batches; one hop per owner shard
 //! per request, however many partitions it owns. The response is assembled in request order.
 
+use super::owners::{run_on_owners, Slot, Slotted};
 use super::{Outcome, RequestContext};
 use crate::cluster::topic_config;
 use crate::log::LogError;
@@ -16,8 +17,7 @@ use std::collections::BTreeMap;
 
 /// One partition's batches on their way to the owner shard.
 struct AppendWork {
-    /// Position in the response (topic index, partition index).
-    slot: (usize, usize),
+    slot: Slot,
     topic: String,
     partition: i32,
     batches: Bytes,
@@ -31,7 +31,7 @@ struct AppendWork {
 
 /// What the owner shard reports back for one partition.
 struct AppendReply {
-    slot: (usize, usize),
+    slot: Slot,
     /// `None` when the append succeeded.
     error: Option<ResponseError>,
     base_offset: i64,
@@ -153,46 +153,35 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
         );
     }
 
-    // One hop per owner shard, all owners at once.
-    let hops = work_by_owner.into_iter().map(|(owner, work)| {
-        let slots: Vec<(usize, usize)> = work.iter().map(|w| w.slot).collect();
-        let hop = shard.invoke_on(owner, move |owner_shard| async move {
-            let appends = work.into_iter().map(|work| {
-                let owner_shard = owner_shard.clone();
-                async move { append_on_owner(&owner_shard, work).await }
-            });
-            futures::future::join_all(appends).await
-        });
-        async move { (slots, hop.await) }
-    });
-    for (slots, outcome) in futures::future::join_all(hops).await {
-        let replies = match outcome {
-            Ok(replies) => replies,
-            Err(error) => {
-                tracing::warn!("produce hop failed: {error}");
-                slots
-                    .into_iter()
-                    .map(|slot| AppendReply {
-                        slot,
-                        error: Some(ResponseError::NotLeaderOrFollower),
-                        base_offset: -1,
-                        log_start_offset: -1,
-                    })
-                    .collect()
+    let replies = run_on_owners(
+        shard,
+        work_by_owner,
+        |owner_shard, work| async move { append_on_owner(&owner_shard, work).await },
+        |slot| AppendReply {
+            slot,
+            error: Some(ResponseError::NotLeaderOrFollower),
+            base_offset: -1,
+            log_start_offset: -1,
+        },
+    )
+    .await;
+    for reply in replies {
+        let response = &mut responses[reply.slot.0].partition_responses[reply.slot.1];
+        match reply.error {
+            None => {
+                response.base_offset = reply.base_offset;
+                response.log_start_offset = reply.log_start_offset;
             }
-        };
-        for reply in replies {
-            let response = &mut responses[reply.slot.0].partition_responses[reply.slot.1];
-            match reply.error {
-                None => {
-                    response.base_offset = reply.base_offset;
-                    response.log_start_offset = reply.log_start_offset;
-                }
-                Some(error) => response.error_code = error.code(),
-            }
+            Some(error) => response.error_code = error.code(),
         }
     }
     ProduceResponse::default().with_responses(responses)
+}
+
+impl Slotted for AppendWork {
+    fn slot(&self) -> Slot {
+        self.slot
+    }
 }
 
 /// Runs on the owner shard.

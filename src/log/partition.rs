@@ -1025,17 +1025,7 @@ impl PartitionLog {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ReadOutcome, LogError> {
-        {
-            let state = self.state.borrow();
-            state.check_readable()?;
-            if from_offset < state.log_start_offset || from_offset > state.written_end_offset {
-                return Err(LogError::OffsetOutOfRange {
-                    requested: from_offset,
-                    log_start: state.log_start_offset,
-                    log_end: state.written_end_offset,
-                });
-            }
-        }
+        self.state.borrow().check_read_start(from_offset)?;
         let mut outcome = ReadOutcome::default();
         let mut cursor = from_offset;
         loop {
@@ -1110,17 +1100,7 @@ impl PartitionLog {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ZeroCopyRead, LogError> {
-        {
-            let state = self.state.borrow();
-            state.check_readable()?;
-            if from_offset < state.log_start_offset || from_offset > state.written_end_offset {
-                return Err(LogError::OffsetOutOfRange {
-                    requested: from_offset,
-                    log_start: state.log_start_offset,
-                    log_end: state.written_end_offset,
-                });
-            }
-        }
+        self.state.borrow().check_read_start(from_offset)?;
         let mut outcome = ZeroCopyRead {
             next_offset: from_offset,
             ..ZeroCopyRead::default()
@@ -1605,6 +1585,19 @@ impl LogState {
             Some(failure) if failure.fatal => Err(failure.error()),
             _ => Ok(()),
         }
+    }
+
+    /// A read may start anywhere in `[log_start, written_end]` of a readable log.
+    fn check_read_start(&self, from_offset: i64) -> Result<(), LogError> {
+        self.check_readable()?;
+        if from_offset < self.log_start_offset || from_offset > self.written_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                requested: from_offset,
+                log_start: self.log_start_offset,
+                log_end: self.written_end_offset,
+            });
+        }
+        Ok(())
     }
 
     fn discard_pending(&mut self) {
