@@ -4,6 +4,7 @@
 //! offset for read_committed). No incremental sessions yet: every response says session 0, which
 //! tells clients to keep sending full requests (KIP-227 allows a broker to decline sessions).
 
+use super::owners::{run_on_owners, Slot, Slotted};
 use super::{Outcome, RequestContext, Response, ResponseChunk};
 use crate::log::{LogError, ReadChunk};
 use crate::shard::Shard;
@@ -24,7 +25,7 @@ const READ_COMMITTED: i8 = 1;
 
 #[derive(Clone)]
 struct ReadWork {
-    slot: (usize, usize),
+    slot: Slot,
     topic: String,
     partition: i32,
     fetch_offset: i64,
@@ -334,37 +335,27 @@ impl FrameBuilder {
     }
 }
 
-/// One hop per owner shard, all at once.
+/// One hop per owner shard, all at once (the work stays with the caller for the long poll).
 async fn read_all(
     shard: &Rc<Shard>,
     work_by_owner: &BTreeMap<usize, Vec<ReadWork>>,
     read_committed: bool,
 ) -> Vec<ReadReply> {
-    let hops = work_by_owner.iter().map(|(&owner, work)| {
-        let work = work.clone();
-        let slots: Vec<_> = work.iter().map(|w| w.slot).collect();
-        let hop = shard.invoke_on(owner, move |owner_shard| async move {
-            let mut replies = Vec::with_capacity(work.len());
-            for item in work {
-                replies.push(read_on_owner(&owner_shard, item, read_committed).await);
-            }
-            replies
-        });
-        async move {
-            hop.await.unwrap_or_else(|error| {
-                tracing::warn!("fetch hop failed: {error}");
-                slots
-                    .into_iter()
-                    .map(|slot| ReadReply::failed(slot, ResponseError::NotLeaderOrFollower))
-                    .collect()
-            })
-        }
-    });
-    futures::future::join_all(hops)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    run_on_owners(
+        shard,
+        work_by_owner.clone(),
+        move |owner_shard, work| async move {
+            read_on_owner(&owner_shard, work, read_committed).await
+        },
+        |slot| ReadReply::failed(slot, ResponseError::NotLeaderOrFollower),
+    )
+    .await
+}
+
+impl Slotted for ReadWork {
+    fn slot(&self) -> Slot {
+        self.slot
+    }
 }
 
 async fn read_on_owner(shard: &Shard, work: ReadWork, read_committed: bool) -> ReadReply {
