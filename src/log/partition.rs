@@ -645,25 +645,19 @@ impl PartitionLog {
                 let file = file.clone();
                 async move {
                     let buffer_size_bytes = buffer.len();
-                    let result = super::file_io::write_at(&file, buffer, position_bytes).await;
-                    (buffer_size_bytes, result)
+                    match super::file_io::write_at(&file, buffer, position_bytes).await {
+                        Ok(written) if written == buffer_size_bytes => Ok(()),
+                        Ok(written) => Err((
+                            io::ErrorKind::WriteZero,
+                            format!("short write: {written} of {buffer_size_bytes} bytes"),
+                        )),
+                        Err(error) => Err((error.kind(), error.to_string())),
+                    }
                 }
             });
             let results = futures::future::join_all(writes).await;
             log.state.borrow_mut().stats.write_micros_total += issued.elapsed().as_micros() as u64;
-            let result = results
-                .into_iter()
-                .map(|(buffer_size_bytes, result)| match result {
-                    Ok(written) if written == buffer_size_bytes => Ok(()),
-                    Ok(written) => Err((
-                        io::ErrorKind::WriteZero,
-                        format!("short write: {written} of {buffer_size_bytes} bytes"),
-                    )),
-                    Err(error) => Err((error.kind(), error.to_string())),
-                })
-                .collect::<Result<Vec<()>, _>>()
-                .map(|_| ());
-            log.complete_write(id, result);
+            log.complete_write(id, results.into_iter().collect());
         })
         .detach();
     }
@@ -762,8 +756,7 @@ impl PartitionLog {
             return Ok(());
         }
         if !supported {
-            tracing::warn!(dir = %self.dir.display(), "filesystem cannot preallocate segments");
-            state.preallocate_supported = false;
+            state.preallocation_unsupported(&self.dir);
             return Ok(());
         }
         let active = state.active_mut();
@@ -840,10 +833,7 @@ impl PartitionLog {
         segment.prefix_max_timestamp_ms = prefix_max;
         match allocated_bytes {
             Some(bytes) => segment.allocated_size_bytes = bytes,
-            None => {
-                tracing::warn!(dir = %self.dir.display(), "filesystem cannot preallocate segments");
-                state.preallocate_supported = false;
-            }
+            None => state.preallocation_unsupported(&self.dir),
         }
         state.segments.push(segment);
         state.tail_block.clear();
@@ -1036,9 +1026,7 @@ impl PartitionLog {
                     break;
                 }
                 let cache = self.cache.borrow();
-                let cached = cache.start_offset().is_some_and(|start| start <= cursor);
-                crate::metrics::record_batch_cache_read(cached);
-                if cached {
+                if cache_holds(&cache, cursor) {
                     read_from_cache(
                         &cache,
                         cursor,
@@ -1115,9 +1103,7 @@ impl PartitionLog {
                     break;
                 }
                 let cache = self.cache.borrow();
-                let cached = cache.start_offset().is_some_and(|start| start <= cursor);
-                crate::metrics::record_batch_cache_read(cached);
-                if cached {
+                if cache_holds(&cache, cursor) {
                     let mut memory = ReadOutcome {
                         chunks: Vec::new(),
                         size_bytes: outcome.size_bytes,
@@ -1587,6 +1573,12 @@ impl LogState {
         }
     }
 
+    /// The filesystem refused fallocate: segments grow by their writes from now on.
+    fn preallocation_unsupported(&mut self, dir: &Path) {
+        tracing::warn!(dir = %dir.display(), "filesystem cannot preallocate segments");
+        self.preallocate_supported = false;
+    }
+
     /// A read may start anywhere in `[log_start, written_end]` of a readable log.
     fn check_read_start(&self, from_offset: i64) -> Result<(), LogError> {
         self.check_readable()?;
@@ -1899,6 +1891,14 @@ fn for_each_batch(data: &[u8], mut visit: impl FnMut(&RecordBatchHeader, usize))
         position += header.total_size_bytes();
     }
     assert_eq!(position, data.len());
+}
+
+/// True if the read continuing at `cursor` is served by the tail cache (counted as a batch
+/// cache hit or miss).
+fn cache_holds(cache: &TailCache, cursor: i64) -> bool {
+    let cached = cache.start_offset().is_some_and(|start| start <= cursor);
+    crate::metrics::record_batch_cache_read(cached);
+    cached
 }
 
 /// Serves a read from the tail cache: zero-copy slices of the cached appends.

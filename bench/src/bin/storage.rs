@@ -570,22 +570,18 @@ fn evict_page_cache(dir: &Path) {
     }
 }
 
-fn thread_cpu_time() -> Duration {
-    // SAFETY: getrusage fills the struct.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
-        usage
-    };
-    let seconds = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
-/// CPU time of this process (all threads, io_uring workers included), user and system.
+/// CPU time (user, system) of this thread or of this process (all threads, io_uring workers
+/// included).
 #[derive(Clone, Copy, Debug)]
 struct Cpu {
     user: Duration,
     system: Duration,
+}
+
+impl Cpu {
+    fn total(self) -> Duration {
+        self.user + self.system
+    }
 }
 
 impl std::ops::Sub for Cpu {
@@ -599,11 +595,12 @@ impl std::ops::Sub for Cpu {
     }
 }
 
-fn cpu_time() -> Cpu {
+/// `who`: `libc::RUSAGE_THREAD` or `libc::RUSAGE_SELF`.
+fn rusage(who: libc::c_int) -> Cpu {
     // SAFETY: getrusage fills the struct.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let seconds = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
@@ -611,6 +608,14 @@ fn cpu_time() -> Cpu {
         user: seconds(usage.ru_utime),
         system: seconds(usage.ru_stime),
     }
+}
+
+fn thread_cpu_time() -> Duration {
+    rusage(libc::RUSAGE_THREAD).total()
+}
+
+fn cpu_time() -> Cpu {
+    rusage(libc::RUSAGE_SELF)
 }
 
 /// The receiving end, in its own process: prints its port, reads one connection to the end,
