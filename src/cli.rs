@@ -13,7 +13,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a broker (single node; data in `--data-dir`).
+    /// Run a node: a single-node broker by default, or a member of a cluster
+    /// (`--node-id`, `--process-roles`, `--controller-quorum-voters`).
     Serve(Box<ServeArgs>),
     /// Check (default), dry-run or apply the host tuning profile (tuning/production.toml).
     Tune(crate::tune::TuneArgs),
@@ -151,6 +152,36 @@ pub struct ServeArgs {
     /// Heartbeat interval given to KIP-848 members, milliseconds [default: 5000].
     #[arg(long)]
     pub group_consumer_heartbeat_interval_ms: Option<u64>,
+    /// Roles of this node: broker, controller or both [default: broker,controller].
+    #[arg(long)]
+    pub process_roles: Option<String>,
+    /// Controller voters, ID@HOST:PORT,... [default: none, a single-node cluster].
+    #[arg(long)]
+    pub controller_quorum_voters: Option<String>,
+    /// Controller listener, HOST:PORT [default: this node's voter address].
+    #[arg(long)]
+    pub controller_listen: Option<String>,
+    /// Rack of this broker, for rack-aware replica placement.
+    #[arg(long)]
+    pub rack: Option<String>,
+    /// Replication factor of topics created without one [default: 1].
+    #[arg(long)]
+    pub default_replication_factor: Option<i16>,
+    /// Broker heartbeat interval, milliseconds [default: 2000].
+    #[arg(long)]
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    /// Broker session timeout: fenced past it without a heartbeat, milliseconds [default: 9000].
+    #[arg(long)]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// Controller election timeout, milliseconds [default: 1000].
+    #[arg(long)]
+    pub controller_quorum_election_timeout_ms: Option<u64>,
+    /// Wait of an admin request for its metadata change, milliseconds [default: 10000].
+    #[arg(long)]
+    pub controller_request_timeout_ms: Option<u64>,
+    /// Metadata log entries after a snapshot before the next one [default: 1000].
+    #[arg(long)]
+    pub metadata_log_max_entries_before_snapshot: Option<u64>,
 }
 
 impl ServeArgs {
@@ -207,8 +238,22 @@ impl ServeArgs {
             offsets_retention_check_interval_ms,
             offset_metadata_max_bytes,
             group_consumer_session_timeout_ms,
-            group_consumer_heartbeat_interval_ms
+            group_consumer_heartbeat_interval_ms,
+            process_roles,
+            controller_quorum_voters,
+            default_replication_factor,
+            broker_heartbeat_interval_ms,
+            broker_session_timeout_ms,
+            controller_quorum_election_timeout_ms,
+            controller_request_timeout_ms,
+            metadata_log_max_entries_before_snapshot
         );
+        if self.controller_listen.is_some() {
+            config.controller_listen = self.controller_listen.clone();
+        }
+        if self.rack.is_some() {
+            config.rack = self.rack.clone();
+        }
         if self.advertise.is_some() {
             config.advertise = self.advertise.clone();
         }

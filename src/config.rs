@@ -116,6 +116,40 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: u64,
     /// Heartbeat interval the broker gives KIP-848 members, milliseconds.
     pub group_consumer_heartbeat_interval_ms: u64,
+    /// Roles of this node as KRaft names them: `broker`, `controller`, or both
+    /// (`broker,controller`). A node that is not a controller joins the quorum's voters only as
+    /// an observer of the metadata log.
+    pub process_roles: String,
+    /// The controller quorum, `ID@HOST:PORT,...` (Kafka's `controller.quorum.voters`); empty
+    /// makes this node a one-voter quorum of itself (the single-node broker).
+    pub controller_quorum_voters: String,
+    /// Listener of the controller (Raft messages between voters, broker registration and
+    /// heartbeats, forwarded admin requests), HOST:PORT; never the client port. Defaults to this
+    /// node's entry in `controller_quorum_voters`.
+    pub controller_listen: Option<String>,
+    /// Rack of this broker (Kafka's `broker.rack`): replicas of a partition go to distinct racks
+    /// where there are enough.
+    pub rack: Option<String>,
+    /// Replication factor of topics created without one (Kafka's `default.replication.factor`).
+    pub default_replication_factor: i16,
+    /// How often a broker heartbeats to the active controller, milliseconds (Kafka's
+    /// `broker.heartbeat.interval.ms`).
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker without a heartbeat for this long is fenced, milliseconds (Kafka's
+    /// `broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// Raft election timeout of the controller quorum, milliseconds (randomised between once and
+    /// twice this); leaders heartbeat at a fifth of it.
+    pub controller_quorum_election_timeout_ms: u64,
+    /// How long an admin request waits for its metadata change to commit, milliseconds; past it
+    /// the client gets REQUEST_TIMED_OUT (retriable).
+    pub controller_request_timeout_ms: u64,
+    /// Entries of the metadata log kept after the last snapshot before a new snapshot is taken
+    /// and the log truncated.
+    pub metadata_log_max_entries_before_snapshot: u64,
+    /// Raft messages queued towards one peer voter; past it messages are dropped (Raft
+    /// retransmits) rather than memory growing while a peer is unreachable.
+    pub controller_peer_queue_messages: usize,
 }
 
 impl Default for BrokerConfig {
@@ -163,6 +197,17 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4_096,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            process_roles: "broker,controller".to_string(),
+            controller_quorum_voters: String::new(),
+            controller_listen: None,
+            rack: None,
+            default_replication_factor: 1,
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
+            controller_quorum_election_timeout_ms: 1_000,
+            controller_request_timeout_ms: 10_000,
+            metadata_log_max_entries_before_snapshot: 1_000,
+            controller_peer_queue_messages: 4_096,
         }
     }
 }
@@ -290,8 +335,126 @@ impl BrokerConfig {
             self.shard_channel_capacity >= 1,
             "shard_channel_capacity must be at least 1"
         );
+        let roles = self.roles()?;
+        let voters = self.quorum_voters()?;
+        if voters.is_empty() {
+            anyhow::ensure!(
+                roles.controller && roles.broker,
+                "a node without controller_quorum_voters is a single-node cluster and must have both roles"
+            );
+        } else {
+            let is_voter = voters.iter().any(|voter| voter.node_id == self.node_id);
+            anyhow::ensure!(
+                is_voter == roles.controller,
+                "node {} must be listed in controller_quorum_voters exactly when it has the controller role",
+                self.node_id
+            );
+        }
+        if let Some(listen) = &self.controller_listen {
+            split_host_port(listen)?;
+        }
+        anyhow::ensure!(
+            (1..=5).contains(&self.default_replication_factor),
+            "default_replication_factor must be in 1..=5"
+        );
+        anyhow::ensure!(
+            self.broker_heartbeat_interval_ms >= 10
+                && self.broker_heartbeat_interval_ms < self.broker_session_timeout_ms,
+            "broker_heartbeat_interval_ms must be at least 10 and below broker_session_timeout_ms"
+        );
+        anyhow::ensure!(
+            self.controller_quorum_election_timeout_ms >= 50,
+            "controller_quorum_election_timeout_ms must be at least 50"
+        );
+        anyhow::ensure!(
+            self.controller_request_timeout_ms >= 100,
+            "controller_request_timeout_ms must be at least 100"
+        );
+        anyhow::ensure!(
+            self.metadata_log_max_entries_before_snapshot >= 10,
+            "metadata_log_max_entries_before_snapshot must be at least 10"
+        );
+        anyhow::ensure!(
+            self.controller_peer_queue_messages >= 16,
+            "controller_peer_queue_messages must be at least 16"
+        );
         Ok(())
     }
+
+    /// The roles of `process_roles`.
+    pub fn roles(&self) -> anyhow::Result<Roles> {
+        let mut roles = Roles {
+            broker: false,
+            controller: false,
+        };
+        for role in self.process_roles.split(',').map(str::trim) {
+            match role {
+                "broker" => roles.broker = true,
+                "controller" => roles.controller = true,
+                other => anyhow::bail!("unknown process role {other:?} (broker, controller)"),
+            }
+        }
+        anyhow::ensure!(
+            roles.broker || roles.controller,
+            "process_roles names no role"
+        );
+        Ok(roles)
+    }
+
+    /// The voters of `controller_quorum_voters`; empty for a single-node cluster.
+    pub fn quorum_voters(&self) -> anyhow::Result<Vec<Voter>> {
+        let mut voters: Vec<Voter> = Vec::new();
+        for entry in self
+            .controller_quorum_voters
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+        {
+            let (id, address) = entry.split_once('@').ok_or_else(|| {
+                anyhow::anyhow!("controller_quorum_voters entry {entry:?} is not ID@HOST:PORT")
+            })?;
+            let node_id: i32 = id.parse().map_err(|_| {
+                anyhow::anyhow!("controller_quorum_voters entry {entry:?} has an invalid id")
+            })?;
+            anyhow::ensure!(node_id >= 0, "voter ids must not be negative");
+            split_host_port(address)?;
+            anyhow::ensure!(
+                voters.iter().all(|voter| voter.node_id != node_id),
+                "voter {node_id} is listed twice in controller_quorum_voters"
+            );
+            voters.push(Voter {
+                node_id,
+                address: address.to_string(),
+            });
+        }
+        anyhow::ensure!(voters.len() <= 7, "at most 7 controller voters");
+        Ok(voters)
+    }
+
+    /// Where the controller listens: the flag, else this node's voter address.
+    pub fn controller_listen_address(&self) -> Option<String> {
+        self.controller_listen.clone().or_else(|| {
+            self.quorum_voters()
+                .ok()?
+                .into_iter()
+                .find(|voter| voter.node_id == self.node_id)
+                .map(|voter| voter.address)
+        })
+    }
+}
+
+/// The roles one node plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+/// One controller voter: its node id and controller address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub node_id: i32,
+    pub address: String,
 }
 
 /// Splits `host:port` (IPv6 hosts in brackets) into its parts.

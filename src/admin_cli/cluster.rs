@@ -2,7 +2,7 @@
 
 use super::output::{cell_or_dash, Output, Table};
 use crate::client::{api_name, ClientError, Cluster};
-use kafka_protocol::messages::{ApiKey, DescribeClusterRequest};
+use kafka_protocol::messages::{ApiKey, DescribeClusterRequest, DescribeQuorumRequest};
 use serde_json::json;
 
 pub fn info(cluster: &mut Cluster, api_versions: bool) -> Result<Option<Output>, ClientError> {
@@ -53,6 +53,69 @@ pub fn info(cluster: &mut Cluster, api_versions: bool) -> Result<Option<Output>,
     }
     let apis = cluster.any().broker_apis().clone();
     let mut tables = vec![summary, brokers];
+    let mut json_quorum = serde_json::Value::Null;
+    let connection = cluster.any();
+    if connection.supports(ApiKey::DescribeQuorum) {
+        let request = DescribeQuorumRequest::default().with_topics(vec![
+            kafka_protocol::messages::describe_quorum_request::TopicData::default()
+                .with_topic_name(kafka_protocol::messages::TopicName(
+                    kafka_protocol::protocol::StrBytes::from_static_str("__cluster_metadata"),
+                ))
+                .with_partitions(vec![
+                    kafka_protocol::messages::describe_quorum_request::PartitionData::default(),
+                ]),
+        ]);
+        let described = connection.send(&request)?;
+        if let Some(partition) = described
+            .topics
+            .first()
+            .and_then(|topic| topic.partitions.first())
+            .filter(|partition| partition.error_code == 0)
+        {
+            let mut voters = Table::new(vec!["VOTER", "ROLE", "LOG-END-OFFSET", "LAG", "LAST-FETCH-MS-AGO"])
+                .titled(format!(
+                    "CONTROLLER QUORUM (leader {}, term {}, high watermark {})",
+                    partition.leader_id.0, partition.leader_epoch, partition.high_watermark
+                ));
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let ago = |at: i64| if at < 0 { "-".to_string() } else { (now_ms - at).max(0).to_string() };
+            let mut json_voters = Vec::new();
+            let groups = [("voter", &partition.current_voters), ("observer", &partition.observers)];
+            for (kind, replicas) in groups {
+                for replica in replicas.iter() {
+                    let lag = (partition.high_watermark - replica.log_end_offset).max(0);
+                    let role = if kind == "voter" && replica.replica_id == partition.leader_id {
+                        "leader"
+                    } else if kind == "voter" {
+                        "follower"
+                    } else {
+                        "observer"
+                    };
+                    voters.row(vec![
+                        replica.replica_id.0.to_string(),
+                        role.to_string(),
+                        replica.log_end_offset.to_string(),
+                        lag.to_string(),
+                        ago(replica.last_fetch_timestamp),
+                    ]);
+                    json_voters.push(json!({
+                        "node_id": replica.replica_id.0, "role": role,
+                        "log_end_offset": replica.log_end_offset, "lag": lag,
+                    }));
+                }
+            }
+            json_quorum = json!({
+                "leader_id": partition.leader_id.0,
+                "term": partition.leader_epoch,
+                "high_watermark": partition.high_watermark,
+                "replicas": json_voters,
+            });
+            tables.push(voters);
+        }
+    }
     if api_versions {
         let mut table = Table::new(vec!["API", "KEY", "MIN", "MAX"])
             .titled(format!("APIS OF {}", cluster.any().address()));
@@ -73,6 +136,7 @@ pub fn info(cluster: &mut Cluster, api_versions: bool) -> Result<Option<Output>,
             "brokers": json_brokers,
             "topics": topics,
             "partitions": partitions,
+            "quorum": json_quorum,
             "apis": apis.iter().map(|(key, range)| json!({
                 "api": api_name(*key), "key": key, "min_version": range.min_version, "max_version": range.max_version,
             })).collect::<Vec<_>>(),

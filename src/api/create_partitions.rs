@@ -1,7 +1,6 @@
 //! CreatePartitions (key 37): grows a topic, through the controller.
 
 use super::RequestContext;
-use crate::cluster::controller::Controller;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
@@ -20,9 +19,7 @@ pub async fn handle(
     let outcome = context
         .shard
         .invoke_on(0, move |shard| async move {
-            Controller::of(&shard)
-                .create_partitions(&shard, requests, validate_only)
-                .await
+            crate::cluster::client::create_partitions(&shard, requests, validate_only).await
         })
         .await;
     let results = match outcome {

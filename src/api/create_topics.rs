@@ -1,7 +1,7 @@
 //! CreateTopics (key 19): forwarded to the controller on shard 0.
 
 use super::RequestContext;
-use crate::cluster::controller::{Controller, NewTopic};
+use crate::cluster::controller::NewTopic;
 use crate::cluster::topic_config;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_response::{
@@ -41,9 +41,7 @@ pub async fn handle(
     let outcome = context
         .shard
         .invoke_on(0, move |shard| async move {
-            Controller::of(&shard)
-                .create_topics(&shard, new_topics, validate_only)
-                .await
+            crate::cluster::client::create_topics(&shard, new_topics, validate_only).await
         })
         .await;
     let broker = &context.shard.config;

@@ -43,12 +43,13 @@ pub async fn handle(
                     t.partitions
                         .get(usize::try_from(partition.partition_index).ok()?)
                 })
-                .map(|p| p.shard as usize);
+                .map(|p| crate::cluster::leader_shard(shard, p));
             let mut result = DeleteRecordsPartitionResult::default()
                 .with_partition_index(partition.partition_index)
                 .with_low_watermark(-1);
             match owner {
-                Some(owner) => by_owner.entry(owner).or_default().push(Deletion {
+                Some(Err(error)) => result.error_code = error.code(),
+                Some(Ok(owner)) => by_owner.entry(owner).or_default().push(Deletion {
                     slot: (topic_slot, partition_slot),
                     topic: topic.name.0.to_string(),
                     partition: partition.partition_index,

@@ -1,7 +1,6 @@
 //! DeleteTopics (key 20): by name (v0-5) or by topic id (v6), through the controller.
 
 use super::RequestContext;
-use crate::cluster::controller::Controller;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
@@ -37,7 +36,7 @@ pub async fn handle(
     let outcome = context
         .shard
         .invoke_on(0, move |shard| async move {
-            Controller::of(&shard).delete_topics(&shard, names).await
+            crate::cluster::client::delete_topics(&shard, names).await
         })
         .await;
     let mut results = match outcome {

@@ -1,4 +1,4 @@
-//! DescribeCluster (key 60): this broker is the whole cluster and its controller.
+//! DescribeCluster (key 60): the live brokers and the controller id clients are told.
 
 use super::RequestContext;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -8,17 +8,21 @@ pub async fn handle(
     context: &RequestContext,
     _request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let config = &context.shard.config;
-    let (host, port) = config
-        .advertised_host_port()
-        .expect("advertised address validated at start");
-    let node_id = BrokerId(config.node_id);
+    let image = context.shard.metadata();
+    let node_id = context.shard.config.node_id;
+    let brokers = image
+        .live_brokers()
+        .map(|broker| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(broker.node_id))
+                .with_host(super::str_bytes(&broker.host))
+                .with_port(broker.port)
+                .with_rack(broker.rack.as_deref().map(super::str_bytes))
+        })
+        .collect();
     DescribeClusterResponse::default()
-        .with_cluster_id(super::str_bytes(&context.shard.metadata().cluster_id))
-        .with_controller_id(node_id)
+        .with_cluster_id(super::str_bytes(&image.cluster_id))
+        .with_controller_id(BrokerId(super::metadata::controller_id(&image, node_id)))
         .with_cluster_authorized_operations(i32::MIN)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(node_id)
-            .with_host(super::str_bytes(&host))
-            .with_port(port)])
+        .with_brokers(brokers)
 }

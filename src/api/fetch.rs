@@ -128,10 +128,13 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1);
-            match (topic, record) {
-                (Some(topic), Some(record)) => {
+            match (topic, record.map(|r| crate::cluster::leader_shard(shard, r))) {
+                (Some(_), Some(Err(error))) => {
+                    data = data.with_error_code(error.code());
+                }
+                (Some(topic), Some(Ok(owner))) => {
                     work_by_owner
-                        .entry(record.shard as usize)
+                        .entry(owner)
                         .or_default()
                         .push(ReadWork {
                             slot: (topic_slot, partition_slot),

@@ -1,34 +1,48 @@
-//! FindCoordinator (key 10): on a single node, every group and transaction coordinator is this
-//! broker. For group keys, `__consumer_offsets` is created on first use (through the controller),
-//! so the coordinator can serve the group as soon as the client connects; which shard inside the
-//! broker coordinates the group is internal (requests hop there). v4 answers batched keys.
+//! FindCoordinator (key 10): a group's coordinator is the leader of its `__consumer_offsets`
+//! partition (created on first use, through the active controller); which shard of that node
+//! coordinates it is internal (requests hop there). Transactional ids are coordinated by this
+//! node until transactions exist. v4 answers batched keys.
 
 use super::RequestContext;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
 
 /// Key types of FindCoordinator.
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// A coordinator's node, host and port, or the error and message the client gets.
+type Found = Result<(i32, String, i32), (ResponseError, &'static str)>;
+
+fn locate(context: &RequestContext, key_type: i8, key: &str) -> Found {
+    let image = context.shard.metadata();
+    let node_id = match key_type {
+        KEY_TYPE_GROUP => crate::group::coordinator_node(&context.shard, key).ok_or((
+            ResponseError::CoordinatorNotAvailable,
+            "the group's coordinator partition has no leader",
+        ))?,
+        _ => context.shard.config.node_id,
+    };
+    let broker = image.brokers.get(&node_id).filter(|b| !b.fenced).ok_or((
+        ResponseError::CoordinatorNotAvailable,
+        "the coordinator is not available yet",
+    ))?;
+    Ok((node_id, broker.host.clone(), broker.port))
+}
+
 pub async fn handle(
     context: &RequestContext,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let config = &context.shard.config;
-    let (host, port) = config
-        .advertised_host_port()
-        .expect("advertised address validated at start");
-    let node_id = BrokerId(config.node_id);
-    let host = super::str_bytes(&host);
     // v0 has no key type: always a group.
     let key_type = if context.api_version >= 1 {
         request.key_type
     } else {
         KEY_TYPE_GROUP
     };
-    let outcome = match key_type {
+    let prepared = match key_type {
         KEY_TYPE_GROUP => crate::group::ensure_offsets_topic(&context.shard)
             .await
             .map_err(|error| (error, "the group coordinator is not available yet")),
@@ -38,15 +52,19 @@ pub async fn handle(
             "unknown coordinator key type",
         )),
     };
+    let find = |key: &str| -> Found {
+        prepared?;
+        locate(context, key_type, key)
+    };
     if context.api_version >= 4 {
         let coordinators = request
             .coordinator_keys
             .into_iter()
-            .map(|key| match outcome {
-                Ok(()) => Coordinator::default()
+            .map(|key| match find(key.as_str()) {
+                Ok((node_id, host, port)) => Coordinator::default()
                     .with_key(key)
-                    .with_node_id(node_id)
-                    .with_host(host.clone())
+                    .with_node_id(BrokerId(node_id))
+                    .with_host(StrBytes::from_string(host))
                     .with_port(port),
                 Err((error, message)) => Coordinator::default()
                     .with_key(key)
@@ -58,10 +76,10 @@ pub async fn handle(
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        match outcome {
-            Ok(()) => FindCoordinatorResponse::default()
-                .with_node_id(node_id)
-                .with_host(host)
+        match find(request.key.as_str()) {
+            Ok((node_id, host, port)) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(node_id))
+                .with_host(StrBytes::from_string(host))
                 .with_port(port),
             Err((error, message)) => {
                 let response = FindCoordinatorResponse::default()

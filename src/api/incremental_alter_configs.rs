@@ -2,7 +2,7 @@
 
 use super::describe_configs::RESOURCE_TOPIC;
 use super::RequestContext;
-use crate::cluster::controller::{ConfigChange, ConfigOp, Controller};
+use crate::cluster::controller::{ConfigChange, ConfigOp};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
@@ -101,9 +101,13 @@ pub async fn alter(
     let outcome = context
         .shard
         .invoke_on(0, move |shard| async move {
-            Controller::of(&shard)
-                .alter_topic_configs(&shard, topic_requests, replace_all, validate_only)
-                .await
+            crate::cluster::client::alter_topic_configs(
+                &shard,
+                topic_requests,
+                replace_all,
+                validate_only,
+            )
+            .await
         })
         .await;
     let mut topic_results = match outcome {

@@ -3,7 +3,6 @@
 //! Transactional ids are refused until the transaction coordinator exists.
 
 use super::RequestContext;
-use crate::cluster::controller::Controller;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
@@ -31,7 +30,7 @@ pub async fn handle(
     let allocated = context
         .shard
         .invoke_on(0, |shard| async move {
-            Controller::of(&shard).allocate_producer_id(&shard).await
+            crate::cluster::client::allocate_producer_id(&shard).await
         })
         .await;
     match allocated {

@@ -47,14 +47,15 @@ pub async fn handle(context: &RequestContext, request: ListOffsetsRequest) -> Li
                     t.partitions
                         .get(usize::try_from(partition.partition_index).ok()?)
                 })
-                .map(|p| p.shard as usize);
+                .map(|p| crate::cluster::leader_shard(shard, p));
             let mut response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(partition.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1)
                 .with_leader_epoch(-1);
             match owner {
-                Some(owner) => by_owner.entry(owner).or_default().push(Lookup {
+                Some(Err(error)) => response.error_code = error.code(),
+                Some(Ok(owner)) => by_owner.entry(owner).or_default().push(Lookup {
                     slot: (topic_slot, partition_slot),
                     topic: topic.name.0.to_string(),
                     partition: partition.partition_index,

@@ -3,7 +3,7 @@
 
 use super::RequestContext;
 use crate::cluster::controller::{validate_topic_name, NewTopic};
-use crate::cluster::metadata::TopicRecord;
+use crate::cluster::metadata::{MetadataImage, TopicRecord, NO_LEADER};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -19,9 +19,6 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
     let shard = &context.shard;
     let config = &shard.config;
     let node_id = BrokerId(config.node_id);
-    let (host, port) = config
-        .advertised_host_port()
-        .expect("advertised address validated at start");
 
     let may_create =
         config.auto_create_topics && (context.api_version < 4 || request.allow_auto_topic_creation);
@@ -33,7 +30,7 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
                     .metadata()
                     .topics
                     .values()
-                    .map(|t| describe_topic(t, node_id)),
+                    .map(|t| describe_topic(&shard.metadata(), t)),
             );
         }
         Some(requested) => {
@@ -44,7 +41,7 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
                     Some(name) => {
                         let name = name.0.to_string();
                         match image.topic(&name) {
-                            Some(record) => topics.push(describe_topic(record, node_id)),
+                            Some(record) => topics.push(describe_topic(&image, record)),
                             None if may_create => match validate_topic_name(&name) {
                                 Ok(()) => to_create.push(name),
                                 // Kafka answers an illegal name with INVALID_TOPIC_EXCEPTION.
@@ -57,7 +54,7 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
                         }
                     }
                     None => match image.topic_by_id(topic.topic_id) {
-                        Some(record) => topics.push(describe_topic(record, node_id)),
+                        Some(record) => topics.push(describe_topic(&image, record)),
                         None => topics.push(
                             MetadataResponseTopic::default()
                                 .with_topic_id(topic.topic_id)
@@ -68,7 +65,7 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
                 }
             }
             if !to_create.is_empty() {
-                topics.extend(auto_create(context, to_create, node_id).await);
+                topics.extend(auto_create(context, to_create).await);
             }
         }
     }
@@ -78,22 +75,26 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
         }
     }
 
+    let image = shard.metadata();
+    let brokers = image
+        .live_brokers()
+        .map(|broker| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(broker.node_id))
+                .with_host(super::str_bytes(&broker.host))
+                .with_port(broker.port)
+                .with_rack(broker.rack.as_deref().map(super::str_bytes))
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node_id)
-            .with_host(super::str_bytes(&host))
-            .with_port(port)])
-        .with_cluster_id(Some(super::str_bytes(&shard.metadata().cluster_id)))
-        .with_controller_id(node_id)
+        .with_brokers(brokers)
+        .with_cluster_id(Some(super::str_bytes(&image.cluster_id)))
+        .with_controller_id(BrokerId(controller_id(&image, node_id.0)))
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
         .with_topics(topics)
 }
 
-async fn auto_create(
-    context: &RequestContext,
-    names: Vec<String>,
-    node_id: BrokerId,
-) -> Vec<MetadataResponseTopic> {
+async fn auto_create(context: &RequestContext, names: Vec<String>) -> Vec<MetadataResponseTopic> {
     let new_topics = names
         .iter()
         .map(|name| NewTopic {
@@ -107,13 +108,7 @@ async fn auto_create(
     let outcome = context
         .shard
         .invoke_on(0, move |controller_shard| async move {
-            let controller = controller_shard
-                .controller
-                .as_ref()
-                .expect("shard 0 runs the controller");
-            controller
-                .create_topics(&controller_shard, new_topics, false)
-                .await
+            crate::cluster::client::create_topics(&controller_shard, new_topics, false).await
         })
         .await;
     let image = context.shard.metadata();
@@ -123,7 +118,7 @@ async fn auto_create(
             .zip(results)
             .map(|(name, result)| match (result, image.topic(name)) {
                 // Another request may have created it first: describe what exists.
-                (_, Some(record)) => describe_topic(record, node_id),
+                (_, Some(record)) => describe_topic(&image, record),
                 (Err(error), None) => {
                     tracing::warn!(topic = %name, "auto-creation failed: {}", error.message);
                     unknown_topic(Some(name), Uuid::nil()).with_error_code(error.code)
@@ -151,18 +146,46 @@ fn unknown_topic(name: Option<&str>, topic_id: Uuid) -> MetadataResponseTopic {
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-fn describe_topic(topic: &Arc<TopicRecord>, node_id: BrokerId) -> MetadataResponseTopic {
+/// The controller id clients are told: as in KRaft, controllers are not reachable by clients, so
+/// this is a live broker — this node when it is one, else the lowest live broker id.
+pub(crate) fn controller_id(image: &MetadataImage, this_node: i32) -> i32 {
+    image
+        .live_brokers()
+        .map(|broker| broker.node_id)
+        .min_by_key(|&id| id != this_node)
+        .unwrap_or(this_node)
+}
+
+fn describe_topic(image: &MetadataImage, topic: &Arc<TopicRecord>) -> MetadataResponseTopic {
+    let ids = |nodes: &[i32]| nodes.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
     let partitions = topic
         .partitions
         .iter()
         .enumerate()
         .map(|(index, record)| {
-            MetadataResponsePartition::default()
+            let offline: Vec<i32> = record
+                .replicas
+                .iter()
+                .copied()
+                .filter(|&id| !image.is_live(id))
+                .collect();
+            let leader = if image.is_live(record.leader) {
+                record.leader
+            } else {
+                NO_LEADER
+            };
+            let response = MetadataResponsePartition::default()
                 .with_partition_index(index as i32)
-                .with_leader_id(node_id)
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(record.leader_epoch)
-                .with_replica_nodes(vec![node_id])
-                .with_isr_nodes(vec![node_id])
+                .with_replica_nodes(ids(&record.replicas))
+                .with_isr_nodes(ids(&record.isr))
+                .with_offline_replicas(ids(&offline));
+            if leader == NO_LEADER {
+                response.with_error_code(ResponseError::LeaderNotAvailable.code())
+            } else {
+                response
+            }
         })
         .collect();
     MetadataResponseTopic::default()

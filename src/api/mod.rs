@@ -13,6 +13,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_quorum;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -171,6 +172,7 @@ async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAd
         ApiKey::AlterConfigs => dispatch!(alter_configs::handle),
         ApiKey::IncrementalAlterConfigs => dispatch!(incremental_alter_configs::handle),
         ApiKey::DescribeCluster => dispatch!(describe_cluster::handle),
+        ApiKey::DescribeQuorum => dispatch!(describe_quorum::handle),
         ApiKey::InitProducerId => dispatch!(init_producer_id::handle),
         ApiKey::JoinGroup => dispatch!(join_group::handle),
         ApiKey::SyncGroup => dispatch!(sync_group::handle),

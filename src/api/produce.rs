@@ -87,13 +87,17 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
             let owner = topic
                 .as_ref()
                 .and_then(|t| t.partitions.get(usize::try_from(data.index).ok()?))
-                .map(|record| record.shard as usize);
+                .map(|record| crate::cluster::leader_shard(shard, record));
             let outcome: Result<AppendWork, (ResponseError, String)> = match (&topic, owner) {
                 _ if !acks_valid => Err((
                     ResponseError::InvalidRequiredAcks,
                     format!("acks must be -1, 0 or 1, not {}", request.acks),
                 )),
-                (Some(topic), Some(_)) => {
+                (Some(_), Some(Err(error))) => Err((
+                    error,
+                    format!("this broker (node {}) does not lead this partition", shard.config.node_id),
+                )),
+                (Some(topic), Some(Ok(_))) => {
                     let records = data.records.unwrap_or_default();
                     let max_bytes = usize::try_from(topic_config::effective_long(
                         &topic.configs,
@@ -134,7 +138,11 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
             };
             match outcome {
                 Ok(work) => work_by_owner
-                    .entry(owner.expect("valid work has an owner"))
+                    .entry(
+                        owner
+                            .and_then(Result::ok)
+                            .expect("valid work has an owner"),
+                    )
                     .or_default()
                     .push(work),
                 Err((code, message)) => {

@@ -1,15 +1,28 @@
-//! The controller: the only writer of the metadata image. It runs on shard 0; requests from other
-//! shards reach it with `invoke_on(0, ..)`. Changes are serialised, persisted, then applied on every
-//! shard before the caller hears back, so a client that created a topic can use it at once on any
-//! connection.
+//! The active controller: decides every change of the metadata image and writes it to the
+//! metadata log. It runs on shard 0 of the voter that leads the controller quorum; calls reach it
+//! over the controller listener ([`super::server`]) or, from its own node, directly
+//! ([`super::client`]). Changes are validated against the newest applied image and serialised
+//! (one at a time), so a batch of records is always decided against the image it applies to.
+//!
+//! Broker lifecycle (KRaft's): a broker registers (fenced), heartbeats, is unfenced once it has
+//! applied the log up to its registration, and is fenced when its session expires or it shuts
+//! down; fencing moves or drops the leaderships it held, unfencing gives leaderless partitions
+//! whose ISR holds it back to it.
 
-use super::metadata::{MetadataImage, PartitionRecord, TopicRecord};
+use super::driver::{MetadataNode, ProposalFailure};
+use super::metadata::{MetadataImage, TopicRecord, NO_LEADER};
+use super::placement::{place_replicas, PlacementError};
+use super::records::{self, MetadataRecord};
+use super::rpc::{AdminCommand, AdminReply, ControllerRequest, ControllerResponse};
 use super::topic_config::{self, TopicConfigs};
 use crate::config::BrokerConfig;
-use crate::shard::Shard;
 use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Longest topic name Kafka allows.
@@ -18,16 +31,26 @@ pub const MAX_TOPIC_NAME_LENGTH: usize = 249;
 /// Producer ids the controller reserves in the metadata log at a time.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
+/// How often the active controller looks for expired broker sessions.
+const SESSION_CHECK_INTERVAL_MS: u64 = 250;
+/// Longest wait of one FetchMetadata long poll.
+const MAX_FETCH_WAIT_MS: u64 = 5_000;
+/// Bytes of entries one FetchMetadata answer carries.
+const FETCH_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
 pub struct Controller {
     config: Arc<BrokerConfig>,
     /// One metadata change at a time.
     change_lock: glommio::sync::Semaphore,
-    /// Producer ids reserved (persisted) but not yet handed out: `next..end`.
-    producer_ids: std::cell::Cell<(i64, i64)>,
+    /// Last heartbeat of each broker, as the active controller saw it (empty elsewhere).
+    sessions: RefCell<BTreeMap<i32, Instant>>,
+    /// Metadata offset each broker reported and when (DescribeQuorum observers).
+    observers: RefCell<BTreeMap<i32, (u64, i64)>>,
+    active: Cell<bool>,
 }
 
 /// A refused admin operation: the Kafka error code and a message for the client.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdminError {
     pub code: i16,
     pub message: String,
@@ -42,11 +65,12 @@ impl AdminError {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewTopic {
     pub name: String,
     /// -1: the broker's `num_partitions`.
     pub partitions: i32,
-    /// -1: the broker default (1 on a single node).
+    /// -1: the broker's `default_replication_factor`.
     pub replication_factor: i16,
     /// Explicit replica assignment per partition, if the client gave one.
     pub assignments: Vec<Vec<i32>>,
@@ -54,7 +78,7 @@ pub struct NewTopic {
 }
 
 /// How IncrementalAlterConfigs changes one key.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum ConfigOp {
     Set,
     Delete,
@@ -62,6 +86,7 @@ pub enum ConfigOp {
     Subtract,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigChange {
     pub key: String,
     pub op: ConfigOp,
@@ -94,326 +119,602 @@ pub fn validate_topic_name(name: &str) -> Result<(), AdminError> {
     Ok(())
 }
 
-impl Controller {
-    /// The controller of shard 0. Call only on shard 0 (reach it with `invoke_on(0, ..)`).
-    pub fn of(shard: &Shard) -> &Controller {
-        shard
-            .controller
-            .as_ref()
-            .expect("the controller runs on shard 0 only")
-    }
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
+impl Controller {
     pub fn new(config: Arc<BrokerConfig>) -> Controller {
         Controller {
             config,
             change_lock: glommio::sync::Semaphore::new(1),
-            producer_ids: std::cell::Cell::new((0, 0)),
+            sessions: RefCell::new(BTreeMap::new()),
+            observers: RefCell::new(BTreeMap::new()),
+            active: Cell::new(false),
         }
     }
 
-    fn check_new_topic(
-        &self,
-        image: &MetadataImage,
-        topic: &NewTopic,
-    ) -> Result<(i32, TopicConfigs), AdminError> {
-        validate_topic_name(&topic.name)?;
-        if image.topic(&topic.name).is_some() {
-            return Err(AdminError::new(
-                ResponseError::TopicAlreadyExists,
-                format!("Topic '{}' already exists.", topic.name),
-            ));
+    /// This node became the active controller with `image` current: every registered broker
+    /// gets a full session from now (Kafka's controller failover grace).
+    pub fn activate(&self, image: &MetadataImage) {
+        let now = Instant::now();
+        *self.sessions.borrow_mut() = image.brokers.keys().map(|&id| (id, now)).collect();
+        self.active.set(true);
+    }
+
+    pub fn deactivate(&self) {
+        self.active.set(false);
+        self.sessions.borrow_mut().clear();
+    }
+
+    /// Starts the session check (it acts only while this node is the active controller).
+    pub fn start(&self, node: Rc<MetadataNode>) {
+        if !node.is_voter() {
+            return;
         }
-        if image.topics.len() >= self.config.max_topics {
-            return Err(AdminError::new(
-                ResponseError::PolicyViolation,
-                format!(
-                    "the broker holds its limit of {} topics",
-                    self.config.max_topics
-                ),
-            ));
-        }
-        let partitions = if !topic.assignments.is_empty() {
-            for replicas in &topic.assignments {
-                if replicas.iter().any(|&broker| broker != self.config.node_id)
-                    || replicas.len() != 1
-                {
-                    return Err(AdminError::new(
-                        ResponseError::InvalidReplicaAssignment,
-                        format!("replica assignment {replicas:?} names brokers that do not exist"),
-                    ));
+        glommio::spawn_local(async move {
+            let timeout = Duration::from_millis(node.config.broker_session_timeout_ms);
+            loop {
+                glommio::timer::sleep(Duration::from_millis(SESSION_CHECK_INTERVAL_MS)).await;
+                if !node.is_active() || !node.controller.active.get() {
+                    continue;
+                }
+                let image = node.image();
+                let expired: Vec<(i32, u64)> = {
+                    let sessions = node.controller.sessions.borrow();
+                    image
+                        .brokers
+                        .values()
+                        .filter(|broker| !broker.fenced)
+                        .filter(|broker| {
+                            sessions
+                                .get(&broker.node_id)
+                                .is_none_or(|last| last.elapsed() > timeout)
+                        })
+                        .map(|broker| (broker.node_id, broker.broker_epoch))
+                        .collect()
+                };
+                for (node_id, broker_epoch) in expired {
+                    let _permit = node.controller.change_lock.acquire_permit(1).await;
+                    let image = node.image();
+                    if !image.is_live(node_id) {
+                        continue;
+                    }
+                    let mut batch = vec![MetadataRecord::FenceBroker {
+                        node_id,
+                        broker_epoch,
+                    }];
+                    batch.extend(records::leaders_away_from(&image, node_id));
+                    match node.propose(batch).await {
+                        Ok(offset) => tracing::warn!(
+                            broker = node_id,
+                            offset,
+                            "broker fenced: its session expired"
+                        ),
+                        Err(failure) => tracing::debug!(?failure, "could not fence broker"),
+                    }
                 }
             }
-            topic.assignments.len() as i32
-        } else if topic.partitions == -1 {
-            self.config.num_partitions
-        } else {
-            topic.partitions
+        })
+        .detach();
+    }
+}
+
+fn not_controller(node: &MetadataNode) -> ControllerResponse {
+    ControllerResponse::NotController {
+        leader_id: node.leader_id(),
+    }
+}
+
+fn failure_response(node: &MetadataNode, failure: ProposalFailure) -> ControllerResponse {
+    match failure {
+        ProposalFailure::NotController(leader_id) => ControllerResponse::NotController { leader_id },
+        ProposalFailure::TimedOut => ControllerResponse::Error {
+            message: format!(
+                "metadata change not committed within {} ms (no controller quorum?)",
+                node.config.controller_request_timeout_ms
+            ),
+        },
+    }
+}
+
+/// Serves one call on the active controller.
+pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> ControllerResponse {
+    if let ControllerRequest::DescribeQuorum = request {
+        return match quorum_report(node) {
+            Some(report) => ControllerResponse::Quorum(report),
+            None => not_controller(node),
         };
-        if partitions < 1 || partitions > self.config.max_partitions_per_topic {
-            return Err(AdminError::new(
-                ResponseError::InvalidPartitions,
-                format!(
-                    "number of partitions must be between 1 and {}",
-                    self.config.max_partitions_per_topic
-                ),
-            ));
-        }
-        if topic.replication_factor != -1 && topic.replication_factor != 1 {
-            return Err(AdminError::new(
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "Replication factor: {} larger than available brokers: 1.",
-                    topic.replication_factor
-                ),
-            ));
-        }
-        let mut configs = TopicConfigs::new();
-        for (key, value) in &topic.configs {
-            let Some(value) = value else { continue };
-            topic_config::validate(key, value)
-                .map_err(|e| AdminError::new(ResponseError::InvalidConfig, e.to_string()))?;
-            configs.insert(key.clone(), value.clone());
-        }
-        Ok((partitions, configs))
     }
-
-    /// Persists `image` and applies it on every shard before returning.
-    async fn commit(&self, shard: &Rc<Shard>, mut image: MetadataImage) -> Result<(), AdminError> {
-        image.version = shard.metadata().version + 1;
-        if let Err(error) = super::metadata::persist(&self.config.data_dir, &image) {
-            tracing::error!("cannot persist metadata: {error}");
-            return Err(AdminError::new(
-                ResponseError::KafkaStorageError,
-                format!("cannot persist metadata: {error}"),
-            ));
-        }
-        let image = Arc::new(image);
-        let applies = (0..shard.count).map(|target| {
-            let image = image.clone();
-            shard.invoke_on(target, move |owner| async move {
-                super::apply_image(&owner, image)
-                    .await
-                    .map_err(|e| format!("shard {}: {e:#}", owner.id))
-            })
-        });
-        for outcome in futures::future::join_all(applies).await {
-            match outcome {
-                Ok(Ok(())) => {}
-                Ok(Err(message)) => {
-                    tracing::error!("applying metadata failed: {message}");
-                    return Err(AdminError::new(ResponseError::KafkaStorageError, message));
-                }
-                Err(error) => {
-                    return Err(AdminError::new(
-                        ResponseError::UnknownServerError,
-                        error.to_string(),
-                    ))
+    if !node.is_active() {
+        return not_controller(node);
+    }
+    let controller = &node.controller;
+    match request {
+        ControllerRequest::Register {
+            node_id,
+            incarnation_id,
+            host,
+            port,
+            rack,
+            shard_count,
+        } => {
+            let _permit = controller.change_lock.acquire_permit(1).await;
+            let image = node.image();
+            if let Some(broker) = image.brokers.get(&node_id) {
+                if broker.incarnation_id == incarnation_id {
+                    return ControllerResponse::Registered {
+                        broker_epoch: broker.broker_epoch,
+                    };
                 }
             }
-        }
-        Ok(())
-    }
-
-    pub async fn create_topics(
-        &self,
-        shard: &Rc<Shard>,
-        topics: Vec<NewTopic>,
-        validate_only: bool,
-    ) -> Vec<Result<Arc<TopicRecord>, AdminError>> {
-        let _permit = self.change_lock.acquire_permit(1).await;
-        let mut image = (*shard.metadata()).clone();
-        let mut results = Vec::with_capacity(topics.len());
-        for topic in &topics {
-            let outcome = self
-                .check_new_topic(&image, topic)
-                .map(|(partitions, configs)| {
-                    let shards = image.place_new_partitions(partitions as usize, shard.count);
-                    let record = Arc::new(TopicRecord {
-                        name: topic.name.clone(),
-                        topic_id: Uuid::new_v4(),
-                        partitions: shards
-                            .into_iter()
-                            .map(|shard| PartitionRecord {
-                                shard,
-                                leader_epoch: 0,
-                            })
-                            .collect(),
-                        configs,
-                    });
-                    if !validate_only {
-                        image.topics.insert(topic.name.clone(), record.clone());
-                    }
-                    record
-                });
-            results.push(outcome);
-        }
-        let changed = !validate_only && results.iter().any(Result::is_ok);
-        if changed {
-            if let Err(error) = self.commit(shard, image).await {
-                return results
-                    .into_iter()
-                    .map(|r| r.and(Err(error.clone())))
-                    .collect();
-            }
-            for record in results.iter().flatten() {
-                tracing::info!(
-                    topic = %record.name,
-                    partitions = record.partitions.len(),
-                    "topic created"
-                );
-            }
-        }
-        results
-    }
-
-    /// Hands out a producer id never given before, even across restarts: ids come from blocks
-    /// whose reservation is persisted before any id of them is used.
-    pub async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, AdminError> {
-        let _permit = self.change_lock.acquire_permit(1).await;
-        let (next, end) = self.producer_ids.get();
-        if next < end {
-            self.producer_ids.set((next + 1, end));
-            return Ok(next);
-        }
-        let mut image = (*shard.metadata()).clone();
-        let start = image.next_producer_id_block_start;
-        image.next_producer_id_block_start = start + PRODUCER_ID_BLOCK_SIZE;
-        self.commit(shard, image).await?;
-        self.producer_ids
-            .set((start + 1, start + PRODUCER_ID_BLOCK_SIZE));
-        Ok(start)
-    }
-
-    pub async fn delete_topics(
-        &self,
-        shard: &Rc<Shard>,
-        names: Vec<String>,
-    ) -> Vec<Result<Uuid, AdminError>> {
-        let _permit = self.change_lock.acquire_permit(1).await;
-        let mut image = (*shard.metadata()).clone();
-        let results: Vec<Result<Uuid, AdminError>> = names
-            .iter()
-            .map(|name| match image.topics.remove(name) {
-                Some(topic) => Ok(topic.topic_id),
-                None => Err(AdminError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                )),
-            })
-            .collect();
-        if results.iter().any(Result::is_ok) {
-            if let Err(error) = self.commit(shard, image).await {
-                return results
-                    .into_iter()
-                    .map(|r| r.and(Err(error.clone())))
-                    .collect();
-            }
-            for (name, _) in names.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
-                tracing::info!(topic = %name, "topic deleted");
-            }
-        }
-        results
-    }
-
-    pub async fn create_partitions(
-        &self,
-        shard: &Rc<Shard>,
-        requests: Vec<(String, i32)>,
-        validate_only: bool,
-    ) -> Vec<Result<(), AdminError>> {
-        let _permit = self.change_lock.acquire_permit(1).await;
-        let mut image = (*shard.metadata()).clone();
-        let mut results = Vec::with_capacity(requests.len());
-        for (name, count) in &requests {
-            let outcome = match image.topic(name).cloned() {
-                None => Err(AdminError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                )),
-                Some(topic) if *count <= topic.partition_count() => Err(AdminError::new(
-                    ResponseError::InvalidPartitions,
-                    format!(
-                        "Topic currently has {} partitions, which is higher than the requested {count}.",
-                        topic.partition_count()
-                    ),
-                )),
-                Some(_) if *count > self.config.max_partitions_per_topic => Err(AdminError::new(
-                    ResponseError::InvalidPartitions,
-                    format!("at most {} partitions", self.config.max_partitions_per_topic),
-                )),
-                Some(topic) => {
-                    let added = (*count - topic.partition_count()) as usize;
-                    let shards = image.place_new_partitions(added, shard.count);
-                    let mut record = (*topic).clone();
-                    record.partitions.extend(shards.into_iter().map(|shard| PartitionRecord {
-                        shard,
-                        leader_epoch: 0,
-                    }));
-                    if !validate_only {
-                        image.topics.insert(name.clone(), Arc::new(record));
-                    }
-                    Ok(())
-                }
+            let record = MetadataRecord::RegisterBroker {
+                node_id,
+                incarnation_id,
+                host,
+                port,
+                rack,
+                shard_count,
             };
-            results.push(outcome);
-        }
-        if !validate_only && results.iter().any(Result::is_ok) {
-            if let Err(error) = self.commit(shard, image).await {
-                return results
-                    .into_iter()
-                    .map(|r| r.and(Err(error.clone())))
-                    .collect();
+            // A re-registration replaces the old incarnation: its leaderships go first.
+            let mut batch = records::leaders_away_from(&image, node_id);
+            batch.push(record);
+            match node.propose(batch).await {
+                Ok(offset) => {
+                    controller
+                        .sessions
+                        .borrow_mut()
+                        .insert(node_id, Instant::now());
+                    tracing::info!(broker = node_id, broker_epoch = offset, "broker registered");
+                    ControllerResponse::Registered {
+                        broker_epoch: offset,
+                    }
+                }
+                Err(failure) => failure_response(node, failure),
             }
         }
-        results
+        ControllerRequest::Heartbeat {
+            node_id,
+            broker_epoch,
+            applied_offset,
+            want_shutdown,
+        } => {
+            let image = node.image();
+            let Some(broker) = image.brokers.get(&node_id) else {
+                return ControllerResponse::StaleBrokerEpoch;
+            };
+            if broker.broker_epoch != broker_epoch {
+                return ControllerResponse::StaleBrokerEpoch;
+            }
+            controller
+                .sessions
+                .borrow_mut()
+                .insert(node_id, Instant::now());
+            controller
+                .observers
+                .borrow_mut()
+                .insert(node_id, (applied_offset, now_ms()));
+            if want_shutdown {
+                if broker.fenced {
+                    return ControllerResponse::Heartbeat {
+                        fenced: true,
+                        shutdown_ready: true,
+                    };
+                }
+                let _permit = controller.change_lock.acquire_permit(1).await;
+                let image = node.image();
+                let mut batch = vec![
+                    MetadataRecord::BrokerShuttingDown {
+                        node_id,
+                        broker_epoch,
+                    },
+                    MetadataRecord::FenceBroker {
+                        node_id,
+                        broker_epoch,
+                    },
+                ];
+                batch.extend(records::leaders_away_from(&image, node_id));
+                return match node.propose(batch).await {
+                    Ok(_) => {
+                        tracing::info!(broker = node_id, "controlled shutdown: broker fenced");
+                        ControllerResponse::Heartbeat {
+                            fenced: true,
+                            shutdown_ready: true,
+                        }
+                    }
+                    Err(failure) => failure_response(node, failure),
+                };
+            }
+            if broker.fenced && applied_offset >= broker_epoch {
+                let _permit = controller.change_lock.acquire_permit(1).await;
+                let image = node.image();
+                if image
+                    .brokers
+                    .get(&node_id)
+                    .is_some_and(|b| b.fenced && b.broker_epoch == broker_epoch)
+                {
+                    let mut batch = vec![MetadataRecord::UnfenceBroker {
+                        node_id,
+                        broker_epoch,
+                    }];
+                    batch.extend(records::leaders_onto(&image, node_id));
+                    if let Err(failure) = node.propose(batch).await {
+                        return failure_response(node, failure);
+                    }
+                    tracing::info!(broker = node_id, "broker unfenced: caught up with the metadata log");
+                }
+            }
+            let fenced = !node.image().is_live(node_id);
+            ControllerResponse::Heartbeat {
+                fenced,
+                shutdown_ready: false,
+            }
+        }
+        ControllerRequest::FetchMetadata {
+            node_id,
+            after_offset,
+            max_wait_ms,
+        } => {
+            controller
+                .observers
+                .borrow_mut()
+                .insert(node_id, (after_offset, now_ms()));
+            let wait = Duration::from_millis(max_wait_ms.min(MAX_FETCH_WAIT_MS));
+            if node.commit_index() <= after_offset {
+                node.wait_applied(after_offset + 1, wait).await;
+            }
+            ControllerResponse::Metadata(node.committed_after(after_offset, FETCH_MAX_BYTES))
+        }
+        ControllerRequest::Admin(command) => {
+            let _permit = controller.change_lock.acquire_permit(1).await;
+            let image = node.image();
+            let (records, reply) = decide(&node.config, &image, command);
+            if records.is_empty() {
+                return ControllerResponse::Admin {
+                    reply,
+                    offset: image.version,
+                };
+            }
+            match node.propose(records).await {
+                Ok(offset) => ControllerResponse::Admin { reply, offset },
+                Err(failure) => failure_response(node, failure),
+            }
+        }
+        ControllerRequest::DescribeQuorum => unreachable!("answered above"),
     }
+}
 
-    /// Changes topic configs. `replace_all` is the legacy AlterConfigs: the given set replaces
-    /// every explicit config; otherwise each change applies on its own (IncrementalAlterConfigs).
-    pub async fn alter_topic_configs(
-        &self,
-        shard: &Rc<Shard>,
-        requests: Vec<(String, Vec<ConfigChange>)>,
-        replace_all: bool,
-        validate_only: bool,
-    ) -> Vec<Result<(), AdminError>> {
-        let _permit = self.change_lock.acquire_permit(1).await;
-        let mut image = (*shard.metadata()).clone();
-        let mut results = Vec::with_capacity(requests.len());
-        for (name, changes) in &requests {
-            let outcome = match image.topic(name).cloned() {
-                None => Err(AdminError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                )),
-                Some(topic) => {
+/// DescribeQuorum's answer, from the leader's view of its followers (None off the leader).
+fn quorum_report(node: &MetadataNode) -> Option<super::rpc::QuorumReport> {
+    let status = node.quorum_status()?;
+    if status.leader_id != Some(node.node_id) {
+        return None;
+    }
+    let now = now_ms();
+    let voters = status
+        .voters
+        .iter()
+        .map(|voter| super::rpc::ReplicaReport {
+            node_id: voter.node_id,
+            log_end_offset: if voter.node_id == node.node_id {
+                status.last_index
+            } else {
+                voter.matched_index
+            },
+            last_fetch_timestamp_ms: if voter.recently_active { now } else { -1 },
+            last_caught_up_timestamp_ms: if voter.matched_index >= status.commit_index {
+                now
+            } else {
+                -1
+            },
+        })
+        .collect();
+    let voter_ids: Vec<i32> = status.voters.iter().map(|v| v.node_id).collect();
+    let observers = node
+        .controller
+        .observers
+        .borrow()
+        .iter()
+        .filter(|(id, _)| !voter_ids.contains(id))
+        .map(|(&node_id, &(offset, at_ms))| super::rpc::ReplicaReport {
+            node_id,
+            log_end_offset: offset,
+            last_fetch_timestamp_ms: at_ms,
+            last_caught_up_timestamp_ms: if offset >= status.commit_index { at_ms } else { -1 },
+        })
+        .collect();
+    Some(super::rpc::QuorumReport {
+        leader_id: node.node_id,
+        term: status.term,
+        high_watermark: status.commit_index,
+        voters,
+        observers,
+    })
+}
+
+/// The records an admin command writes and the answer it gets, decided against `image`.
+pub fn decide(
+    config: &BrokerConfig,
+    image: &MetadataImage,
+    command: AdminCommand,
+) -> (Vec<MetadataRecord>, AdminReply) {
+    match command {
+        AdminCommand::CreateTopics {
+            topics,
+            validate_only,
+        } => {
+            let (records, results) = create_topics(config, image, &topics);
+            let records = if validate_only { Vec::new() } else { records };
+            (records, AdminReply::CreateTopics(results))
+        }
+        AdminCommand::DeleteTopics { names } => {
+            let mut records = Vec::new();
+            let results = names
+                .iter()
+                .map(|name| match image.topic(name) {
+                    Some(topic) => {
+                        records.push(MetadataRecord::DeleteTopic {
+                            name: name.clone(),
+                            topic_id: topic.topic_id,
+                        });
+                        Ok(topic.topic_id)
+                    }
+                    None => Err(AdminError::new(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("topic {name:?} does not exist"),
+                    )),
+                })
+                .collect();
+            (records, AdminReply::DeleteTopics(results))
+        }
+        AdminCommand::CreatePartitions {
+            requests,
+            validate_only,
+        } => {
+            let (records, results) = create_partitions(config, image, &requests);
+            let records = if validate_only { Vec::new() } else { records };
+            (records, AdminReply::Changes(results))
+        }
+        AdminCommand::AlterTopicConfigs {
+            requests,
+            replace_all,
+            validate_only,
+        } => {
+            let mut records = Vec::new();
+            let results = requests
+                .iter()
+                .map(|(name, changes)| {
+                    let topic = image.topic(name).ok_or_else(|| {
+                        AdminError::new(
+                            ResponseError::UnknownTopicOrPartition,
+                            format!("topic {name:?} does not exist"),
+                        )
+                    })?;
                     let mut configs = if replace_all {
                         TopicConfigs::new()
                     } else {
                         topic.configs.clone()
                     };
-                    apply_config_changes(&mut configs, changes, &self.config).map(|()| {
-                        if !validate_only {
-                            let mut record = (*topic).clone();
-                            record.configs = configs;
-                            image.topics.insert(name.clone(), Arc::new(record));
-                        }
-                    })
-                }
-            };
-            results.push(outcome);
+                    apply_config_changes(&mut configs, changes, config)?;
+                    records.push(MetadataRecord::SetTopicConfigs {
+                        name: name.clone(),
+                        topic_id: topic.topic_id,
+                        configs,
+                    });
+                    Ok(())
+                })
+                .collect();
+            let records = if validate_only { Vec::new() } else { records };
+            (records, AdminReply::Changes(results))
         }
-        if !validate_only && results.iter().any(Result::is_ok) {
-            if let Err(error) = self.commit(shard, image).await {
-                return results
-                    .into_iter()
-                    .map(|r| r.and(Err(error.clone())))
-                    .collect();
-            }
-            tracing::info!(topics = requests.len(), "topic configs altered");
+        AdminCommand::AllocateProducerIds { .. } => {
+            let start = image.next_producer_id_block_start;
+            (
+                vec![MetadataRecord::ProducerIds {
+                    next_block_start: start + PRODUCER_ID_BLOCK_SIZE,
+                }],
+                AdminReply::ProducerIds(Ok(start)),
+            )
         }
-        results
     }
+}
+
+fn replication_factor_error(wanted: usize, live: usize) -> AdminError {
+    AdminError::new(
+        ResponseError::InvalidReplicationFactor,
+        format!("Replication factor: {wanted} larger than available brokers: {live}."),
+    )
+}
+
+/// The leader of a new partition: its first replica that is live, else none.
+fn first_live(image: &MetadataImage, replicas: &[i32]) -> i32 {
+    replicas
+        .iter()
+        .copied()
+        .find(|&id| image.is_live(id))
+        .unwrap_or(NO_LEADER)
+}
+
+fn create_topics(
+    config: &BrokerConfig,
+    image: &MetadataImage,
+    topics: &[NewTopic],
+) -> (Vec<MetadataRecord>, Vec<Result<TopicRecord, AdminError>>) {
+    // Later topics of the same request are placed over the load of the earlier ones.
+    let mut working = image.clone();
+    let mut records = Vec::new();
+    let mut results = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let outcome = check_new_topic(config, &working, topic).and_then(|(partitions, configs)| {
+            let replica_lists = if topic.assignments.is_empty() {
+                let factor = if topic.replication_factor == -1 {
+                    config.default_replication_factor
+                } else {
+                    topic.replication_factor
+                };
+                if factor < 1 {
+                    return Err(AdminError::new(
+                        ResponseError::InvalidReplicationFactor,
+                        "replication factor must be at least 1",
+                    ));
+                }
+                place_replicas(&working, partitions as usize, factor as usize).map_err(
+                    |PlacementError::NotEnoughBrokers { wanted, live }| {
+                        replication_factor_error(wanted, live)
+                    },
+                )?
+            } else {
+                topic.assignments.clone()
+            };
+            let record = TopicRecord {
+                name: topic.name.clone(),
+                topic_id: Uuid::new_v4(),
+                partitions: replica_lists
+                    .into_iter()
+                    .map(|replicas| {
+                        let leader = first_live(&working, &replicas);
+                        records::new_partition(replicas, leader)
+                    })
+                    .collect(),
+                configs,
+            };
+            working
+                .topics
+                .insert(record.name.clone(), Arc::new(record.clone()));
+            Ok(record)
+        });
+        if let Ok(record) = &outcome {
+            records.push(MetadataRecord::CreateTopic {
+                topic: record.clone(),
+            });
+        }
+        results.push(outcome);
+    }
+    (records, results)
+}
+
+fn check_new_topic(
+    config: &BrokerConfig,
+    image: &MetadataImage,
+    topic: &NewTopic,
+) -> Result<(i32, TopicConfigs), AdminError> {
+    validate_topic_name(&topic.name)?;
+    if image.topic(&topic.name).is_some() {
+        return Err(AdminError::new(
+            ResponseError::TopicAlreadyExists,
+            format!("Topic '{}' already exists.", topic.name),
+        ));
+    }
+    if image.topics.len() >= config.max_topics {
+        return Err(AdminError::new(
+            ResponseError::PolicyViolation,
+            format!("the cluster holds its limit of {} topics", config.max_topics),
+        ));
+    }
+    let partitions = if !topic.assignments.is_empty() {
+        let width = topic.assignments[0].len();
+        for replicas in &topic.assignments {
+            let mut distinct = replicas.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if replicas.is_empty()
+                || replicas.len() != width
+                || distinct.len() != replicas.len()
+                || replicas.iter().any(|id| !image.brokers.contains_key(id))
+            {
+                return Err(AdminError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!(
+                        "replica assignment {replicas:?} is empty, repeats a broker, differs in size from the others or names brokers that are not registered"
+                    ),
+                ));
+            }
+        }
+        topic.assignments.len() as i32
+    } else if topic.partitions == -1 {
+        config.num_partitions
+    } else {
+        topic.partitions
+    };
+    if partitions < 1 || partitions > config.max_partitions_per_topic {
+        return Err(AdminError::new(
+            ResponseError::InvalidPartitions,
+            format!(
+                "number of partitions must be between 1 and {}",
+                config.max_partitions_per_topic
+            ),
+        ));
+    }
+    let mut configs = TopicConfigs::new();
+    for (key, value) in &topic.configs {
+        let Some(value) = value else { continue };
+        topic_config::validate(key, value)
+            .map_err(|e| AdminError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        configs.insert(key.clone(), value.clone());
+    }
+    Ok((partitions, configs))
+}
+
+fn create_partitions(
+    config: &BrokerConfig,
+    image: &MetadataImage,
+    requests: &[(String, i32)],
+) -> (Vec<MetadataRecord>, Vec<Result<(), AdminError>>) {
+    let mut working = image.clone();
+    let mut records = Vec::new();
+    let results = requests
+        .iter()
+        .map(|(name, count)| {
+            let topic = working.topic(name).cloned().ok_or_else(|| {
+                AdminError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic {name:?} does not exist"),
+                )
+            })?;
+            if *count <= topic.partition_count() {
+                return Err(AdminError::new(
+                    ResponseError::InvalidPartitions,
+                    format!(
+                        "Topic currently has {} partitions, which is higher than the requested {count}.",
+                        topic.partition_count()
+                    ),
+                ));
+            }
+            if *count > config.max_partitions_per_topic {
+                return Err(AdminError::new(
+                    ResponseError::InvalidPartitions,
+                    format!("at most {} partitions", config.max_partitions_per_topic),
+                ));
+            }
+            let added = (*count - topic.partition_count()) as usize;
+            let factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+            let lists = place_replicas(&working, added, factor).map_err(
+                |PlacementError::NotEnoughBrokers { wanted, live }| {
+                    replication_factor_error(wanted, live)
+                },
+            )?;
+            let partitions: Vec<_> = lists
+                .into_iter()
+                .map(|replicas| {
+                    let leader = first_live(&working, &replicas);
+                    records::new_partition(replicas, leader)
+                })
+                .collect();
+            let mut record = (*topic).clone();
+            record.partitions.extend(partitions.iter().cloned());
+            working.topics.insert(name.clone(), Arc::new(record));
+            records.push(MetadataRecord::AddPartitions {
+                name: name.clone(),
+                topic_id: topic.topic_id,
+                partitions,
+            });
+            Ok(())
+        })
+        .collect();
+    (records, results)
 }
 
 fn apply_config_changes(
@@ -477,6 +778,114 @@ fn apply_config_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn image_with_live_brokers(count: i32) -> MetadataImage {
+        let mut image = MetadataImage::empty();
+        for node_id in 1..=count {
+            records::apply_batch(
+                &mut image,
+                node_id as u64 * 2 - 1,
+                &[MetadataRecord::RegisterBroker {
+                    node_id,
+                    incarnation_id: Uuid::new_v4(),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + node_id,
+                    rack: None,
+                    shard_count: 1,
+                }],
+            );
+            let epoch = image.version;
+            records::apply_batch(
+                &mut image,
+                node_id as u64 * 2,
+                &[MetadataRecord::UnfenceBroker {
+                    node_id,
+                    broker_epoch: epoch,
+                }],
+            );
+        }
+        image
+    }
+
+    fn new_topic(name: &str, partitions: i32, replication_factor: i16) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            assignments: Vec::new(),
+            configs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn create_topics_spreads_leaders_and_refuses_more_replicas_than_brokers() {
+        let config = BrokerConfig::default();
+        let image = image_with_live_brokers(3);
+        let (records, reply) = decide(
+            &config,
+            &image,
+            AdminCommand::CreateTopics {
+                topics: vec![new_topic("a", 6, 1), new_topic("b", 1, 4), new_topic("a", 1, 1)],
+                validate_only: false,
+            },
+        );
+        let AdminReply::CreateTopics(results) = reply else {
+            panic!("create topics reply");
+        };
+        let created = results[0].as_ref().unwrap();
+        let mut leaders: Vec<i32> = created.partitions.iter().map(|p| p.leader).collect();
+        leaders.sort();
+        assert_eq!(leaders, vec![1, 1, 2, 2, 3, 3]);
+        assert_eq!(
+            results[1].as_ref().unwrap_err().code,
+            ResponseError::InvalidReplicationFactor.code()
+        );
+        // The second "a" of the same request sees the first.
+        assert_eq!(
+            results[2].as_ref().unwrap_err().code,
+            ResponseError::TopicAlreadyExists.code()
+        );
+        assert_eq!(records.len(), 1);
+    }
+
+    #[test]
+    fn validate_only_writes_nothing_and_assignments_name_registered_brokers() {
+        let config = BrokerConfig::default();
+        let image = image_with_live_brokers(2);
+        let mut explicit = new_topic("x", -1, -1);
+        explicit.assignments = vec![vec![2], vec![1]];
+        let (records, reply) = decide(
+            &config,
+            &image,
+            AdminCommand::CreateTopics {
+                topics: vec![explicit],
+                validate_only: true,
+            },
+        );
+        assert!(records.is_empty());
+        let AdminReply::CreateTopics(results) = reply else {
+            panic!("create topics reply");
+        };
+        let leaders: Vec<i32> = results[0].as_ref().unwrap().partitions.iter().map(|p| p.leader).collect();
+        assert_eq!(leaders, vec![2, 1]);
+        let mut bad = new_topic("y", -1, -1);
+        bad.assignments = vec![vec![7]];
+        let (_, reply) = decide(
+            &config,
+            &image,
+            AdminCommand::CreateTopics {
+                topics: vec![bad],
+                validate_only: false,
+            },
+        );
+        let AdminReply::CreateTopics(results) = reply else {
+            panic!("create topics reply");
+        };
+        assert_eq!(
+            results[0].as_ref().unwrap_err().code,
+            ResponseError::InvalidReplicaAssignment.code()
+        );
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {

@@ -1,7 +1,11 @@
-//! The metadata image: topics, their partitions, where each partition lives, and topic configs.
+//! The metadata image: brokers, topics, their partitions (replicas, leader, epochs, ISR) and
+//! topic configs, as the committed metadata log has made them.
 //!
-//! The image is immutable once built. The controller (shard 0) makes a new image for every change,
-//! persists it, and hands every shard an `Arc` of it, so readers never take a lock.
+//! The image is immutable once built. Every node applies the committed log in order
+//! ([`super::records`]) to a new image and hands every shard an `Arc` of it, so readers never
+//! take a lock. The image is the same on every node at the same offset (see [`MetadataImage::digest`])
+//! except for one node-local field: the shard that hosts a partition on this node
+//! ([`PartitionRecord::shard`]), filled from the node's own placement ([`super::placement`]).
 
 use crate::cluster::topic_config::TopicConfigs;
 use serde::{Deserialize, Serialize};
@@ -10,16 +14,43 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// File under the data directory that holds the persisted image.
-pub const METADATA_FILE_NAME: &str = "cluster-metadata.json";
+/// File under the data directory of the single-node broker before the metadata log existed;
+/// read once to bootstrap the log, then renamed.
+pub const LEGACY_METADATA_FILE_NAME: &str = "cluster-metadata.json";
 
-/// Where one partition lives and under which leader epoch it is written.
+/// `shard` of a partition this node does not host.
+pub const NOT_HOSTED: u32 = u32::MAX;
+
+/// No leader (Kafka's -1).
+pub const NO_LEADER: i32 = -1;
+
+fn not_hosted() -> u32 {
+    NOT_HOSTED
+}
+
+/// One partition: where its replicas are, who leads it, under which epochs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PartitionRecord {
-    /// Shard (core index) that owns the partition's log and serves it.
+    /// Node-local: the shard (core index) of this node that owns the partition's log, or
+    /// [`NOT_HOSTED`]. Not part of the replicated image.
+    #[serde(skip, default = "not_hosted")]
     pub shard: u32,
-    /// Leader epoch stamped into batches; bumped on leadership changes.
+    /// Node ids holding a replica, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// In-sync replicas (for replication factor 1, the one replica).
+    pub isr: Vec<i32>,
+    /// Current leader, or [`NO_LEADER`] while no replica of the ISR is available.
+    pub leader: i32,
+    /// Leader epoch stamped into batches; bumped on every leadership change.
     pub leader_epoch: i32,
+    /// Bumped on every change of the partition (leader or ISR); AlterPartition checks it.
+    pub partition_epoch: i32,
+}
+
+impl PartitionRecord {
+    pub fn has_leader(&self) -> bool {
+        self.leader != NO_LEADER
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -37,24 +68,54 @@ impl TopicRecord {
     }
 }
 
+/// A registered broker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrokerRecord {
+    pub node_id: i32,
+    /// New on every start of the broker process; a registration with a new one replaces the
+    /// old incarnation.
+    pub incarnation_id: Uuid,
+    /// Offset of the registration record in the metadata log (Kafka's broker epoch).
+    pub broker_epoch: u64,
+    /// Advertised Kafka listener.
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub shard_count: u32,
+    /// Fenced brokers lead nothing and are not shown to clients.
+    pub fenced: bool,
+    /// In a controlled shutdown: gets no new leaderships.
+    #[serde(default)]
+    pub shutting_down: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MetadataImage {
-    /// Increases with every change; shards apply images in order.
+    /// Offset of the last metadata log entry applied (0: nothing yet).
     pub version: u64,
     pub cluster_id: String,
+    pub brokers: BTreeMap<i32, BrokerRecord>,
     pub topics: BTreeMap<String, Arc<TopicRecord>>,
     /// Producer ids below it have been handed out (in blocks, by the controller).
-    #[serde(default)]
     pub next_producer_id_block_start: i64,
+    /// Cluster-wide configs set through the metadata log.
+    pub cluster_configs: BTreeMap<String, String>,
+    /// Node-local: the active controller as this node last saw it (not replicated).
+    #[serde(skip)]
+    pub active_controller_id: Option<i32>,
 }
 
 impl MetadataImage {
-    pub fn new_cluster() -> MetadataImage {
+    /// An empty image; the cluster id arrives with the first record of the log.
+    pub fn empty() -> MetadataImage {
         MetadataImage {
             version: 0,
-            cluster_id: Uuid::new_v4().simple().to_string(),
+            cluster_id: String::new(),
+            brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
             next_producer_id_block_start: 0,
+            cluster_configs: BTreeMap::new(),
+            active_controller_id: None,
         }
     }
 
@@ -68,7 +129,19 @@ impl MetadataImage {
             .find(|topic| topic.topic_id == topic_id)
     }
 
-    /// Number of partitions each shard owns, the load that placement balances.
+    /// Brokers clients may use: registered and not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRecord> {
+        self.brokers.values().filter(|broker| !broker.fenced)
+    }
+
+    pub fn is_live(&self, node_id: i32) -> bool {
+        self.brokers
+            .get(&node_id)
+            .is_some_and(|broker| !broker.fenced)
+    }
+
+    /// Number of partitions each shard of this node hosts, the load that local placement
+    /// balances.
     pub fn partitions_per_shard(&self, shard_count: usize) -> Vec<usize> {
         let mut counts = vec![0usize; shard_count];
         for topic in self.topics.values() {
@@ -81,83 +154,80 @@ impl MetadataImage {
         counts
     }
 
-    /// Picks owners for `count` new partitions: each goes to the least-loaded shard, so that
-    /// placement stays balanced and never depends on a hash of names or the core count.
-    pub fn place_new_partitions(&self, count: usize, shard_count: usize) -> Vec<u32> {
-        assert!(shard_count > 0);
-        let mut load = self.partitions_per_shard(shard_count);
-        (0..count)
-            .map(|_| {
-                let (shard, _) = load
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(shard, count)| (**count, *shard))
-                    .expect("at least one shard");
-                load[shard] += 1;
-                shard as u32
-            })
-            .collect()
+    /// A digest of the replicated part of the image (node-local fields excluded): equal on
+    /// every node that applied the log to the same offset.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("the image serialises");
+        let low = crc32c::crc32c(&bytes);
+        let high = crc32c::crc32c_append(low ^ 0x5bd1_e995, &bytes);
+        format!("{high:08x}{low:08x}-{}", bytes.len())
     }
 
-    /// Moves partitions whose shard no longer exists (the broker restarted with fewer cores).
-    /// Returns how many moved; partitions on surviving shards never move.
-    pub fn reassign_missing_shards(&mut self, shard_count: usize) -> usize {
-        let mut moved = 0;
-        let orphans: Vec<(String, usize)> = self
-            .topics
-            .values()
-            .flat_map(|topic| {
-                topic
-                    .partitions
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.shard as usize >= shard_count)
-                    .map(|(index, _)| (topic.name.clone(), index))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for (name, index) in orphans {
-            let shard = self.place_new_partitions(1, shard_count)[0];
-            let topic = Arc::make_mut(self.topics.get_mut(&name).expect("orphan topic exists"));
-            topic.partitions[index].shard = shard;
-            topic.partitions[index].leader_epoch += 1;
-            moved += 1;
-        }
-        moved
+    /// Snapshot form of the replicated image (the metadata log's snapshot data).
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("the image serialises")
+    }
+
+    pub fn from_snapshot(data: &[u8]) -> anyhow::Result<MetadataImage> {
+        serde_json::from_slice(data)
+            .map_err(|e| anyhow::anyhow!("metadata snapshot does not decode: {e}"))
     }
 }
 
-pub fn metadata_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(METADATA_FILE_NAME)
+/// The image of the single-node broker before the metadata log (version 1 of the data
+/// directory): topics with the shard of each partition.
+#[derive(Debug, Deserialize)]
+pub struct LegacyImage {
+    pub cluster_id: String,
+    pub topics: BTreeMap<String, LegacyTopic>,
+    #[serde(default)]
+    pub next_producer_id_block_start: i64,
 }
 
-/// Loads the persisted image, or makes a new cluster if there is none.
-pub fn load_or_init(data_dir: &Path) -> anyhow::Result<MetadataImage> {
-    let path = metadata_path(data_dir);
+#[derive(Debug, Deserialize)]
+pub struct LegacyTopic {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: Vec<LegacyPartition>,
+    pub configs: TopicConfigs,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LegacyPartition {
+    pub shard: u32,
+    pub leader_epoch: i32,
+}
+
+pub fn legacy_metadata_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(LEGACY_METADATA_FILE_NAME)
+}
+
+/// The legacy image, if this data directory has one.
+pub fn load_legacy(data_dir: &Path) -> anyhow::Result<Option<LegacyImage>> {
+    let path = legacy_metadata_path(data_dir);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
             .map_err(|e| anyhow::anyhow!("metadata file {} is corrupt: {e}", path.display())),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            Ok(MetadataImage::new_cluster())
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(anyhow::anyhow!("cannot read {}: {error}", path.display())),
     }
 }
 
-/// Writes the image atomically: temp file, fsync, rename, fsync of the directory. Metadata
-/// changes are rare (topic admin), so a blocking write on the controller shard is acceptable.
-pub fn persist(data_dir: &Path, image: &MetadataImage) -> std::io::Result<()> {
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let path = metadata_path(data_dir);
-    let temp_path = data_dir.join(format!("{METADATA_FILE_NAME}.tmp"));
-    let bytes = serde_json::to_vec_pretty(image).map_err(std::io::Error::other)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+    temp_name.push(".tmp");
+    let temp_path = dir.join(temp_name);
     {
         let mut file = std::fs::File::create(&temp_path)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
     }
-    std::fs::rename(&temp_path, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()?;
+    std::fs::rename(&temp_path, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
@@ -170,56 +240,68 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn topic(name: &str, shards: &[u32]) -> Arc<TopicRecord> {
-        Arc::new(TopicRecord {
-            name: name.to_string(),
-            topic_id: Uuid::new_v4(),
-            partitions: shards
-                .iter()
-                .map(|&shard| PartitionRecord {
-                    shard,
-                    leader_epoch: 0,
-                })
-                .collect(),
-            configs: TopicConfigs::default(),
-        })
-    }
-
-    #[test]
-    fn placement_balances_across_shards() {
-        let mut image = MetadataImage::new_cluster();
-        image.topics.insert("a".into(), topic("a", &[0, 0, 0]));
-        let placed = image.place_new_partitions(5, 3);
-        assert_eq!(placed, vec![1, 2, 1, 2, 1]);
-        let mut counts = image.partitions_per_shard(3);
-        for shard in placed {
-            counts[shard as usize] += 1;
+    fn partition(leader: i32) -> PartitionRecord {
+        PartitionRecord {
+            shard: 3,
+            replicas: vec![leader],
+            isr: vec![leader],
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
         }
-        assert_eq!(counts, vec![3, 3, 2]);
     }
 
     #[test]
-    fn fewer_cores_moves_only_orphans() {
-        let mut image = MetadataImage::new_cluster();
-        image.topics.insert("a".into(), topic("a", &[0, 1, 2, 3]));
-        assert_eq!(image.reassign_missing_shards(2), 2);
-        let shards: Vec<u32> = image.topics["a"]
-            .partitions
-            .iter()
-            .map(|p| p.shard)
-            .collect();
-        assert_eq!(&shards[..2], &[0, 1]);
-        assert!(shards.iter().all(|&s| s < 2));
-        assert_eq!(image.topics["a"].partitions[2].leader_epoch, 1);
+    fn digest_ignores_node_local_fields() {
+        let mut image = MetadataImage::empty();
+        image.cluster_id = "c".into();
+        image.topics.insert(
+            "t".into(),
+            Arc::new(TopicRecord {
+                name: "t".into(),
+                topic_id: Uuid::nil(),
+                partitions: vec![partition(1)],
+                configs: TopicConfigs::default(),
+            }),
+        );
+        let mut other = image.clone();
+        Arc::make_mut(other.topics.get_mut("t").unwrap()).partitions[0].shard = 0;
+        other.active_controller_id = Some(2);
+        assert_eq!(image.digest(), other.digest());
+        Arc::make_mut(other.topics.get_mut("t").unwrap()).partitions[0].leader_epoch = 1;
+        assert_ne!(image.digest(), other.digest());
     }
 
     #[test]
-    fn persist_round_trips() {
+    fn snapshot_round_trips_without_local_fields() {
+        let mut image = MetadataImage::empty();
+        image.version = 9;
+        image.topics.insert(
+            "t".into(),
+            Arc::new(TopicRecord {
+                name: "t".into(),
+                topic_id: Uuid::new_v4(),
+                partitions: vec![partition(2)],
+                configs: TopicConfigs::default(),
+            }),
+        );
+        let restored = MetadataImage::from_snapshot(&image.to_snapshot()).unwrap();
+        assert_eq!(restored.version, 9);
+        assert_eq!(restored.topics["t"].partitions[0].shard, NOT_HOSTED);
+        assert_eq!(restored.digest(), image.digest());
+    }
+
+    #[test]
+    fn legacy_image_parses() {
+        let text = r#"{"version":3,"cluster_id":"abc","topics":{"t":{"name":"t",
+            "topic_id":"00000000-0000-0000-0000-000000000001",
+            "partitions":[{"shard":1,"leader_epoch":2}],"configs":{}}},
+            "next_producer_id_block_start":2000}"#;
         let dir = tempfile::tempdir().unwrap();
-        let mut image = MetadataImage::new_cluster();
-        image.topics.insert("t".into(), topic("t", &[0, 1]));
-        image.version = 7;
-        persist(dir.path(), &image).unwrap();
-        assert_eq!(load_or_init(dir.path()).unwrap(), image);
+        std::fs::write(legacy_metadata_path(dir.path()), text).unwrap();
+        let legacy = load_legacy(dir.path()).unwrap().unwrap();
+        assert_eq!(legacy.cluster_id, "abc");
+        assert_eq!(legacy.topics["t"].partitions[0].shard, 1);
+        assert_eq!(legacy.next_producer_id_block_start, 2000);
     }
 }

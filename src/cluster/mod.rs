@@ -1,12 +1,25 @@
-//! Cluster state as one node sees it: the metadata image, the controller that changes it, and the
-//! partitions this shard owns.
+//! The cluster as one node sees it: the controller quorum and its metadata log ([`quorum`],
+//! [`driver`]), the active controller that decides changes ([`controller`]), the records and the
+//! image they build ([`records`], [`metadata`]), placement over brokers and shards
+//! ([`placement`]), the broker lifecycle ([`broker_agent`]), calls between nodes ([`rpc`],
+//! [`client`]), and the partitions this shard owns.
 //!
-//! A partition already carries a leader epoch and a high watermark separate from its log end, so
-//! that replication fits later without changing its callers.
+//! A partition carries a leader epoch and a high watermark separate from its log end, so that
+//! replication fits without changing its callers.
 
+pub mod broker_agent;
+pub mod client;
 pub mod controller;
+pub mod driver;
 mod maintenance;
 pub mod metadata;
+pub mod placement;
+pub mod quorum;
+pub mod quorum_shim;
+pub mod records;
+pub mod rpc;
+mod server;
+pub mod startup;
 pub mod topic_config;
 
 use crate::log::{LogConfig, PartitionLog};
@@ -46,6 +59,23 @@ impl Partition {
 }
 
 pub type PartitionKey = (String, i32);
+
+/// The shard of this node that serves `record` as its leader, or the error a client gets for
+/// it here: LEADER_NOT_AVAILABLE while it has no leader, NOT_LEADER_OR_FOLLOWER when another
+/// node leads it.
+pub fn leader_shard(
+    shard: &Shard,
+    record: &metadata::PartitionRecord,
+) -> Result<usize, kafka_protocol::error::ResponseError> {
+    use kafka_protocol::error::ResponseError;
+    if record.leader == metadata::NO_LEADER {
+        return Err(ResponseError::LeaderNotAvailable);
+    }
+    if record.leader != shard.config.node_id || record.shard as usize >= shard.count {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    Ok(record.shard as usize)
+}
 
 /// The partitions a shard owns, by (topic, partition).
 #[derive(Default)]

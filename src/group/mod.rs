@@ -30,7 +30,7 @@ pub use coordinator::{
     FetchedPartition, GroupShard, ListedGroupInfo,
 };
 
-use crate::cluster::controller::{Controller, NewTopic};
+use crate::cluster::controller::NewTopic;
 use crate::shard::Shard;
 use kafka_protocol::error::ResponseError;
 use std::rc::Rc;
@@ -105,7 +105,27 @@ pub fn validate_group_id(group_id: &str) -> Result<(), ResponseError> {
 pub async fn route(shard: &Rc<Shard>, group_id: &str) -> Result<Route, ResponseError> {
     validate_group_id(group_id)?;
     ensure_offsets_topic(shard).await?;
-    route_existing(shard, group_id).ok_or(ResponseError::CoordinatorNotAvailable)
+    if let Some(route) = route_existing(shard, group_id) {
+        return Ok(route);
+    }
+    // Another node leads the group's partition (NOT_COORDINATOR sends the client to
+    // FindCoordinator), or nobody does yet.
+    match coordinator_node(shard, group_id) {
+        Some(node) if node != shard.config.node_id => Err(ResponseError::NotCoordinator),
+        _ => Err(ResponseError::CoordinatorNotAvailable),
+    }
+}
+
+/// The node that leads the group's `__consumer_offsets` partition, if it has a live leader.
+pub fn coordinator_node(shard: &Shard, group_id: &str) -> Option<i32> {
+    let image = shard.metadata();
+    let topic = image.topic(OFFSETS_TOPIC)?;
+    let count = topic.partition_count();
+    if count < 1 {
+        return None;
+    }
+    let leader = topic.partitions[partition_for(group_id, count) as usize].leader;
+    image.is_live(leader).then_some(leader)
 }
 
 /// The route of a group if `__consumer_offsets` exists (no creation, no hop).
@@ -117,8 +137,8 @@ pub fn route_existing(shard: &Shard, group_id: &str) -> Option<Route> {
         return None;
     }
     let partition = partition_for(group_id, count);
-    let owner = topic.partitions[partition as usize].shard as usize;
-    (owner < shard.count).then_some(Route { partition, owner })
+    let owner = crate::cluster::leader_shard(shard, &topic.partitions[partition as usize]).ok()?;
+    Some(Route { partition, owner })
 }
 
 /// Shards that own at least one `__consumer_offsets` partition (where groups can live).
@@ -130,8 +150,7 @@ pub fn coordinator_shards(shard: &Shard) -> Vec<usize> {
     let mut owners: Vec<usize> = topic
         .partitions
         .iter()
-        .map(|p| p.shard as usize)
-        .filter(|&owner| owner < shard.count)
+        .filter_map(|p| crate::cluster::leader_shard(shard, p).ok())
         .collect();
     owners.sort_unstable();
     owners.dedup();
@@ -159,8 +178,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), ResponseError
                     ),
                 ],
             };
-            Controller::of(&controller_shard)
-                .create_topics(&controller_shard, vec![topic], false)
+            crate::cluster::client::create_topics(&controller_shard, vec![topic], false)
                 .await
                 .into_iter()
                 .next()

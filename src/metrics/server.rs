@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 pub const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub const MAX_ADMIN_CONNECTIONS: usize = 32;
+/// Leaderless partitions `/v1/cluster/health` lists (the count is unbounded, the list is not).
+const LEADERLESS_PARTITIONS_LISTED: usize = 100;
 /// A shard whose heartbeat is older than this makes `/v1/cluster/health` unhealthy.
 const SHARD_ALIVE_WITHIN_MS: u64 = crate::service::STALL_WARNING_AFTER_MS;
 
@@ -137,6 +139,7 @@ async fn route(shard: &Rc<Shard>, path: &str, liveness: &Liveness, started: Inst
                 heartbeat_ages: liveness.heartbeat_ages(),
                 ready: liveness.is_ready(),
                 uptime: started.elapsed(),
+                quorum: quorum_snapshot(shard),
             };
             Response {
                 status: 200,
@@ -167,6 +170,30 @@ async fn route(shard: &Rc<Shard>, path: &str, liveness: &Liveness, started: Inst
             "not found: try /metrics, /v1/status/ready, /v1/cluster/health\n",
         ),
     }
+}
+
+fn quorum_snapshot(shard: &Shard) -> exposition::QuorumSnapshot {
+    let image = shard.metadata();
+    let mut snapshot = exposition::QuorumSnapshot {
+        applied_offset: image.version,
+        brokers_registered: image.brokers.len() as u64,
+        brokers_fenced: image.brokers.values().filter(|b| b.fenced).count() as u64,
+        ..Default::default()
+    };
+    if let Some(node) = shard.metadata_node.get() {
+        snapshot.is_voter = node.is_voter();
+        snapshot.is_active_controller = node.is_active();
+        snapshot.leader_changes = node.counters.leader_changes.get();
+        snapshot.proposals_committed = node.counters.proposals_committed.get();
+        snapshot.proposals_failed = node.counters.proposals_failed.get();
+        if let Some(status) = node.quorum_status() {
+            snapshot.term = status.term;
+            snapshot.commit_index = status.commit_index;
+            snapshot.snapshot_index = status.snapshot_index;
+            snapshot.elections_started = status.elections_started;
+        }
+    }
+    snapshot
 }
 
 fn health_report(
@@ -213,18 +240,68 @@ fn health_report(
         reasons.push(format!("{} partition logs failed", failed.len()));
     }
     let partitions: usize = snapshots.iter().map(|s| s.partitions.len()).sum();
+    let image = shard.metadata();
+    let node = shard.metadata_node.get();
+    let active_controller_id = node.and_then(|node| node.leader_id());
+    if active_controller_id.is_none() {
+        reasons.push("no active controller".to_string());
+    }
+    let status = node.and_then(|node| node.quorum_status());
+    let all_nodes: Vec<i32> = image.brokers.keys().copied().collect();
+    let nodes_down: Vec<i32> = image
+        .brokers
+        .values()
+        .filter(|broker| broker.fenced)
+        .map(|broker| broker.node_id)
+        .collect();
+    let leaderless: Vec<serde_json::Value> = image
+        .topics
+        .values()
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| !image.is_live(p.leader))
+                .map(|(index, _)| serde_json::json!({ "topic": topic.name, "partition": index }))
+                .collect::<Vec<_>>()
+        })
+        .take(LEADERLESS_PARTITIONS_LISTED)
+        .collect();
     serde_json::json!({
         "is_healthy": reasons.is_empty(),
         "unhealthy_reasons": reasons,
         "node_id": node_id,
-        "controller_id": node_id,
-        "all_nodes": [node_id],
-        "nodes_down": [],
-        "leaderless_partitions": [],
+        "controller_id": active_controller_id,
+        "all_nodes": all_nodes,
+        "nodes_down": nodes_down,
+        "leaderless_partitions": leaderless,
         "failed_partitions": failed,
-        "topics": shard.metadata().topics.len(),
+        "topics": image.topics.len(),
         "partitions": partitions,
         "shards": shards,
+        "controller": {
+            "active_controller_id": active_controller_id,
+            "is_voter": node.is_some_and(|node| node.is_voter()),
+            "is_active": node.is_some_and(|node| node.is_active()),
+            "term": status.as_ref().map_or(0, |s| s.term),
+            "commit_index": status.as_ref().map_or(0, |s| s.commit_index),
+            "applied_index": status.as_ref().map_or(0, |s| s.applied_index),
+            "snapshot_index": status.as_ref().map_or(0, |s| s.snapshot_index),
+        },
+        "metadata": {
+            "cluster_id": image.cluster_id,
+            "applied_offset": image.version,
+            "image_digest": image.digest(),
+            "brokers": image.brokers.values().map(|broker| serde_json::json!({
+                "node_id": broker.node_id,
+                "fenced": broker.fenced,
+                "host": broker.host,
+                "port": broker.port,
+                "rack": broker.rack,
+                "broker_epoch": broker.broker_epoch,
+            })).collect::<Vec<_>>(),
+        },
     })
 }
 

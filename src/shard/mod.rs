@@ -43,8 +43,9 @@ pub struct Shard {
     pub request_memory: Rc<glommio::sync::Semaphore>,
     /// `senders[peer]` carries tasks to shard `peer`; `None` at our own index.
     senders: Vec<Option<ConnectedSender<ShardTask>>>,
-    /// Controller state: present on shard 0 only.
-    pub controller: Option<cluster::controller::Controller>,
+    /// The metadata node (controller quorum driver, metadata image, broker lifecycle): set on
+    /// shard 0 only, once the shard's partitions are open.
+    pub metadata_node: std::cell::OnceCell<Rc<cluster::driver::MetadataNode>>,
     /// Group coordinator state of the `__consumer_offsets` partitions this shard owns.
     pub groups: crate::group::GroupShard,
     /// Set when the broker is shutting down: stop accepting and reading requests.
@@ -184,21 +185,11 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let mut image = cluster::metadata::load_or_init(&config.data_dir)?;
-    let moved = image.reassign_missing_shards(shard_count);
-    if moved > 0 || image.version == 0 {
-        if moved > 0 {
-            tracing::info!(
-                moved,
-                shard_count,
-                "placed partitions of removed shards on remaining shards"
-            );
-        }
-        image.version += 1;
-        cluster::metadata::persist(&config.data_dir, &image)?;
-    }
-    let image = Arc::new(image);
     let config = Arc::new(config);
+    let startup = cluster::startup::open(&config, shard_count)?;
+    let image = Arc::new(startup.image.clone());
+    // Moves to shard 0, which owns the quorum and the node's metadata from then on.
+    let startup = Arc::new(std::sync::Mutex::new(Some(startup)));
 
     // Signals go to a dedicated waiter thread, not to the shard threads.
     let signals = block_termination_signals()?;
@@ -215,6 +206,7 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     {
         let config = config.clone();
         let image = image.clone();
+        let startup = startup.clone();
         let stop_flag = stop_flag.clone();
         let started = started.clone();
         let drained = drained.clone();
@@ -229,6 +221,9 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
                     shard_count,
                     config,
                     image,
+                    (shard_id == 0)
+                        .then(|| startup.lock().expect("not poisoned").take())
+                        .flatten(),
                     links,
                     stop_flag,
                     started,
@@ -305,6 +300,7 @@ async fn shard_main(
     shard_count: usize,
     config: Arc<BrokerConfig>,
     image: Arc<MetadataImage>,
+    startup: Option<cluster::startup::StartupMetadata>,
     links: ShardLinks,
     stop_flag: Arc<AtomicBool>,
     started: Arc<ShardBarrier>,
@@ -336,7 +332,7 @@ async fn shard_main(
     let shard = Rc::new(Shard {
         id: shard_id,
         count: shard_count,
-        controller: (shard_id == 0).then(|| cluster::controller::Controller::new(config.clone())),
+        metadata_node: std::cell::OnceCell::new(),
         config: config.clone(),
         metadata: RefCell::new(image.clone()),
         partitions: PartitionTable::default(),
@@ -362,6 +358,25 @@ async fn shard_main(
     }
 
     cluster::open_owned_partitions(&shard, &image).await?;
+    if let Some(startup) = startup {
+        let roles = config.roles()?;
+        let node = cluster::driver::MetadataNode::new(
+            config.clone(),
+            startup.quorum,
+            startup.image,
+            startup.placement,
+        );
+        let _ = shard.metadata_node.set(node.clone());
+        node.start(&shard)?;
+        if roles.broker {
+            let agent = Rc::new(cluster::broker_agent::BrokerAgent::new(
+                startup.incarnation_id,
+                startup.broker_epoch,
+            ));
+            *node.agent.borrow_mut() = Some(agent.clone());
+            cluster::broker_agent::start(node.clone(), agent, shard_count);
+        }
+    }
     // Loads this shard's consumer groups from `__consumer_offsets` in the background.
     crate::group::start(&shard);
     started.wait().await?;
@@ -389,6 +404,13 @@ async fn shard_main(
     .detach();
 
     crate::net::accept_loop(shard.clone(), listener).await;
+    if let Some(node) = shard.metadata_node.get() {
+        let agent = node.agent.borrow().clone();
+        match agent {
+            Some(agent) => cluster::broker_agent::controlled_shutdown(node, &agent).await,
+            None => node.shutting_down.set(true),
+        }
+    }
     // Connections finish their in-flight requests, bounded by the drain timeout.
     let drain = shard.stopping.close();
     if glommio::timer::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), async {

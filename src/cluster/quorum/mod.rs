@@ -1,0 +1,1 @@
+//! placeholder: the quorum core is being written
