@@ -15,7 +15,7 @@
 use super::controller::Controller;
 use super::metadata::MetadataImage;
 use super::placement::LocalPlacement;
-use super::quorum_shim::{Applied, DirFs, ProposalId, ProposeError, Quorum, QuorumStatus, RaftMessage};
+use super::quorum::{Applied, DirFs, ProposalId, ProposeError, Quorum, QuorumStatus, RaftMessage};
 use super::records::{self, MetadataRecord};
 use crate::config::{BrokerConfig, Voter};
 use crate::shard::Shard;
@@ -394,7 +394,7 @@ impl MetadataNode {
         for (index, data) in chunk.entries {
             let _ = self
                 .apply_sender
-                .unbounded_send(Applied::Entry(super::quorum_shim::CommittedEntry {
+                .unbounded_send(Applied::Entry(super::quorum::CommittedEntry {
                     index,
                     term: 0,
                     data,

@@ -15,7 +15,6 @@ mod maintenance;
 pub mod metadata;
 pub mod placement;
 pub mod quorum;
-pub mod quorum_shim;
 pub mod records;
 pub mod rpc;
 mod server;

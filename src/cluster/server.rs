@@ -52,7 +52,7 @@ async fn serve_connection(node: Rc<MetadataNode>, mut stream: TcpStream) {
             }
         };
         match frame {
-            (rpc::KIND_RAFT, body) => match super::quorum_shim::RaftMessage::parse_from_bytes(&body) {
+            (rpc::KIND_RAFT, body) => match super::quorum::RaftMessage::parse_from_bytes(&body) {
                 Ok(message) => node.step(message),
                 Err(error) => {
                     tracing::warn!(%peer, "closing controller connection: bad raft message: {error}");

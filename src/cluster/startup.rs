@@ -5,7 +5,7 @@
 
 use super::metadata::{self, MetadataImage, TopicRecord, NO_LEADER};
 use super::placement::LocalPlacement;
-use super::quorum_shim::{Applied, DirFs, Quorum, QuorumConfig};
+use super::quorum::{Applied, DirFs, Quorum, QuorumConfig};
 use super::records::{self, MetadataRecord};
 use crate::config::BrokerConfig;
 use std::sync::Arc;
@@ -143,7 +143,7 @@ pub fn open(config: &Arc<BrokerConfig>, shard_count: usize) -> anyhow::Result<St
         let dir = config.data_dir.join(METADATA_LOG_DIR_NAME);
         let fs = DirFs::open(&dir)
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", dir.display()))?;
-        let (mut opened, restore) = Quorum::open(quorum_config(config)?, fs, super::quorum_shim::logger())?;
+        let (mut opened, restore) = Quorum::open(quorum_config(config)?, fs, super::quorum::logger())?;
         if let Some(restore) = restore {
             apply_one(&mut image, restore);
         }
