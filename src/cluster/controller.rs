@@ -39,7 +39,6 @@ const MAX_FETCH_WAIT_MS: u64 = 5_000;
 const FETCH_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 pub struct Controller {
-    config: Arc<BrokerConfig>,
     /// One metadata change at a time.
     change_lock: glommio::sync::Semaphore,
     /// Last heartbeat of each broker, as the active controller saw it (empty elsewhere).
@@ -127,9 +126,8 @@ fn now_ms() -> i64 {
 }
 
 impl Controller {
-    pub fn new(config: Arc<BrokerConfig>) -> Controller {
+    pub fn new() -> Controller {
         Controller {
-            config,
             change_lock: glommio::sync::Semaphore::new(1),
             sessions: RefCell::new(BTreeMap::new()),
             observers: RefCell::new(BTreeMap::new()),
@@ -218,6 +216,7 @@ fn failure_response(node: &MetadataNode, failure: ProposalFailure) -> Controller
                 node.config.controller_request_timeout_ms
             ),
         },
+        ProposalFailure::Storage(message) => ControllerResponse::Error { message },
     }
 }
 

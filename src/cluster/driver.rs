@@ -43,6 +43,9 @@ pub enum ProposalFailure {
     NotController(Option<i32>),
     /// Not committed within the controller request timeout (no quorum reachable).
     TimedOut,
+    /// This node cannot take the change now: its metadata log cannot be written (a full disk;
+    /// a change already proposed may still commit once the write succeeds), or raft dropped it.
+    Storage(String),
 }
 
 /// Counters for /metrics and DescribeQuorum.
@@ -64,7 +67,9 @@ pub struct MetadataNode {
     placement: RefCell<LocalPlacement>,
     apply_sender: mpsc::UnboundedSender<Applied>,
     apply_receiver: RefCell<Option<mpsc::UnboundedReceiver<Applied>>>,
-    pending: RefCell<HashMap<ProposalId, oneshot::Sender<u64>>>,
+    pending: RefCell<HashMap<ProposalId, oneshot::Sender<Result<u64, String>>>>,
+    /// The last poll failed to write the metadata log.
+    persistence_failing: Cell<bool>,
     peers: RefCell<BTreeMap<i32, mpsc::Sender<RaftMessage>>>,
     /// The active controller as last seen (from the quorum on voters, from answers elsewhere).
     leader_hint: Cell<Option<i32>>,
@@ -95,7 +100,7 @@ impl MetadataNode {
         let (apply_sender, apply_receiver) = mpsc::unbounded();
         Rc::new(MetadataNode {
             node_id: config.node_id,
-            controller: Controller::new(config.clone()),
+            controller: Controller::new(),
             voters,
             quorum: quorum.map(RefCell::new),
             image: RefCell::new(Arc::new(image)),
@@ -103,6 +108,7 @@ impl MetadataNode {
             apply_sender,
             apply_receiver: RefCell::new(Some(apply_receiver)),
             pending: RefCell::new(HashMap::new()),
+            persistence_failing: Cell::new(false),
             peers: RefCell::new(BTreeMap::new()),
             leader_hint: Cell::new(None),
             active_term: Cell::new(None),
@@ -252,11 +258,22 @@ impl MetadataNode {
         let output = match quorum.borrow_mut().poll() {
             Ok(output) => output,
             Err(error) => {
-                // Persistence failed: nothing that depends on it was sent. Retried next tick.
-                tracing::error!("metadata log persistence failed: {error:#}");
+                // Persistence failed: nothing that depends on it was sent; the quorum retries
+                // the same writes at the next poll. Waiting callers learn now, not at their
+                // timeout, and the log says so once per failure streak.
+                let message = format!("metadata log cannot be written: {error:#}");
+                if !self.persistence_failing.replace(true) {
+                    tracing::error!("{message}; retrying every tick");
+                }
+                for (_, sender) in self.pending.borrow_mut().drain() {
+                    let _ = sender.send(Err(message.clone()));
+                }
                 return;
             }
         };
+        if self.persistence_failing.replace(false) {
+            tracing::info!("metadata log writes succeed again");
+        }
         {
             let mut peers = self.peers.borrow_mut();
             for (to, message) in output.messages {
@@ -349,7 +366,7 @@ impl MetadataNode {
             }
             Err(ProposeError::Dropped(why)) => {
                 tracing::debug!("proposal dropped: {why}");
-                return Err(ProposalFailure::NotController(self.leader_id()));
+                return Err(ProposalFailure::Storage(format!("metadata change refused: {why}")));
             }
         };
         let (sender, receiver) = oneshot::channel();
@@ -360,11 +377,17 @@ impl MetadataNode {
         })
         .await;
         match outcome {
-            Ok(Ok(offset)) => {
+            Ok(Ok(Ok(offset))) => {
                 self.counters
                     .proposals_committed
                     .set(self.counters.proposals_committed.get() + 1);
                 Ok(offset)
+            }
+            Ok(Ok(Err(why))) => {
+                self.counters
+                    .proposals_failed
+                    .set(self.counters.proposals_failed.get() + 1);
+                Err(ProposalFailure::Storage(why))
             }
             Ok(Err(_cancelled)) => {
                 self.counters
@@ -417,9 +440,6 @@ impl MetadataNode {
         .is_ok_and(|outcome| outcome.is_ok())
     }
 
-    fn shard(&self) -> Option<Rc<Shard>> {
-        self.shard.borrow().upgrade()
-    }
 }
 
 /// Applies committed entries in order, publishes the image, answers proposals.
@@ -430,7 +450,7 @@ async fn apply_loop(
 ) {
     while let Some(first) = receiver.next().await {
         let mut batch = vec![first];
-        while let Ok(Some(more)) = receiver.try_next() {
+        while let Ok(more) = receiver.try_recv() {
             batch.push(more);
         }
         let mut image = (*node.image()).clone();
@@ -490,7 +510,7 @@ async fn apply_loop(
         }
         for (id, offset) in answered {
             if let Some(sender) = node.pending.borrow_mut().remove(&id) {
-                let _ = sender.send(offset);
+                let _ = sender.send(Ok(offset));
             }
         }
         let version = image.version;
@@ -555,7 +575,7 @@ async fn peer_loop(peer: Voter, mut receiver: mpsc::Receiver<RaftMessage>) {
             if buffer.len() >= PEER_BATCH_BYTES {
                 break;
             }
-            next = receiver.try_next().ok().flatten();
+            next = receiver.try_recv().ok();
         }
         if stream.is_none() {
             if refused_until.is_some_and(|until| Instant::now() < until) {

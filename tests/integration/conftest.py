@@ -3,8 +3,11 @@
 * `broker`          a fresh broker (2 shards) on a free port with its own data dir.
 * `broker_factory`  start more / differently configured brokers: broker_factory("--num-partitions", "3"),
                     broker_factory(config={...}) (TOML via --config), broker_factory(start=False).
+* `cluster_factory` a multi-node cluster (cluster.py): cluster_factory(voters=3, brokers=1,
+                    extra_args=[...]) builds it (not started); `.start()` starts every node and
+                    waits until the cluster formed.
 
-Every broker a test started is stopped at teardown with SIGTERM, and the teardown asserts it
+Every broker (and cluster node) a test started is stopped at teardown with SIGTERM, and the teardown asserts it
 exited with code 0 within 10 s. A failing test (or teardown) gets each broker's log attached to
 its report. Data dirs are removed after passing tests (unless RIPTIDE_KEEP_DATA=1) and kept
 after failures.
@@ -72,6 +75,8 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
     if rep.failed:
+        for c in getattr(item, "_riptide_clusters", []):
+            rep.sections.append((f"riptide cluster ({rep.when})", c.describe()))
         for b in getattr(item, "_riptide_brokers", []):
             rep.sections.append((f"riptide log: {b.name} ({rep.when})", b.log_tail(150)))
 
@@ -118,3 +123,39 @@ def kcat_bin() -> str:
     if not path:
         pytest.fail("kcat is not installed (scripts/setup-test-deps installs it)", pytrace=False)
     return path
+
+
+@pytest.fixture
+def cluster_factory(request, riptide_bin, data_root):
+    """Build clusters (cluster.Cluster) whose nodes the test's report and teardown know about.
+
+    Teardown SIGTERMs every live node at once and asserts each exits with code 0 (nodes the
+    test killed or stopped itself are left alone)."""
+    from cluster import Cluster
+
+    procs = getattr(request.node, "_riptide_brokers", None)
+    if procs is None:
+        procs = []
+        request.node._riptide_brokers = procs
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in request.node.name)[:80]
+    clusters: list = []
+    request.node._riptide_clusters = clusters
+
+    def make(voters: int = 3, brokers: int = 0, **kwargs) -> Cluster:
+        workdir = data_root / f"{safe}-{os.getpid()}-{id(request.node):x}-c{len(clusters)}"
+        c = Cluster(workdir, riptide_bin, voters=voters, brokers=brokers,
+                    register=procs.append, **kwargs)
+        clusters.append(c)
+        return c
+
+    yield make
+
+    errors = []
+    for c in clusters:
+        errors.extend(c.stop_all())
+    if errors:
+        pytest.fail("cluster node did not shut down cleanly:\n" + "\n".join(errors), pytrace=False)
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.passed and os.environ.get("RIPTIDE_KEEP_DATA") != "1":
+        for c in clusters:
+            shutil.rmtree(c.workdir, ignore_errors=True)

@@ -119,7 +119,12 @@ pub struct Quorum<F: MetaFs> {
     applied_index: u64,
     /// Hard state as last written to disk.
     durable_hard_state: HardState,
+    /// Length of the valid log file; past it may lie a partial append that failed.
     log_file_bytes: u64,
+    /// An append failed part-way: cut the file back to `log_file_bytes` before the next.
+    log_tail_dirty: bool,
+    /// A ready whose writes failed, retried first by the next poll.
+    stalled: Option<raft::Ready>,
     reported: (u64, u64),
     role: StateRole,
     elections_started: u64,
@@ -211,6 +216,8 @@ impl<F: MetaFs> Quorum<F> {
             applied_index: applied,
             durable_hard_state,
             log_file_bytes: valid_bytes as u64,
+            log_tail_dirty: false,
+            stalled: None,
             reported: (0, 0),
             role: StateRole::Follower,
             elections_started: 0,
@@ -223,7 +230,16 @@ impl<F: MetaFs> Quorum<F> {
         Ok((quorum, restore))
     }
 
+    /// raft-rs allows no step, tick or proposal between a ready and its advance, so a node
+    /// whose ready is stalled on a failed write sits out, as if cut off, until it settles.
+    fn is_stalled(&self) -> bool {
+        self.stalled.is_some()
+    }
+
     pub fn tick(&mut self) {
+        if self.is_stalled() {
+            return;
+        }
         self.node.tick();
         self.observe_role();
     }
@@ -241,6 +257,7 @@ impl<F: MetaFs> Quorum<F> {
             from.is_some_and(|id| self.voters.contains(&id)),
             "raft message from {from:?}, not a voter"
         );
+        anyhow::ensure!(!self.is_stalled(), "metadata log writes are failing; message dropped");
         self.node.step(message)?;
         self.observe_role();
         Ok(())
@@ -249,6 +266,9 @@ impl<F: MetaFs> Quorum<F> {
     pub fn propose(&mut self, data: Vec<u8>) -> Result<ProposalId, ProposeError> {
         if !self.is_leader() {
             return Err(ProposeError::NotLeader(self.leader_id()));
+        }
+        if self.is_stalled() {
+            return Err(ProposeError::Dropped("metadata log writes are failing".into()));
         }
         self.next_proposal += 1;
         let id = ProposalId(self.next_proposal);
@@ -262,74 +282,106 @@ impl<F: MetaFs> Quorum<F> {
     }
 
     pub fn campaign(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.is_stalled(), "metadata log writes are failing");
         self.node.campaign()?;
         self.observe_role();
         Ok(())
     }
 
     /// Runs the ready loop: persists, then returns messages and committed entries.
+    ///
+    /// When a write fails (a full disk), the ready being settled is kept and its writes are
+    /// retried from the start by the next poll; nothing depending on them has left.
     pub fn poll(&mut self) -> anyhow::Result<QuorumOutput> {
         let mut output = QuorumOutput::default();
         for _ in 0..MAX_READY_ROUNDS_PER_POLL {
-            if !self.node.has_ready() {
-                break;
+            let ready = match self.stalled.take() {
+                Some(ready) => ready,
+                None if self.node.has_ready() => self.node.ready(),
+                None => break,
+            };
+            if let Err(error) = self.persist_ready(&ready) {
+                self.stalled = Some(ready);
+                return Err(error);
             }
-            let mut ready = self.node.ready();
-            let messages = ready.take_messages();
-            self.collect_messages(messages, &mut output);
-            if !ready.snapshot().is_empty() {
-                let snapshot = ready.snapshot().clone();
-                self.persist_received_snapshot(&snapshot)?;
-                let metadata = snapshot.get_metadata();
-                output.applied.push(Applied::Restore {
-                    index: metadata.index,
-                    term: metadata.term,
-                    data: snapshot.data.to_vec(),
-                });
-                self.applied_index = metadata.index;
-                self.node.mut_store().install_snapshot(snapshot);
-            }
-            let committed = ready.take_committed_entries();
-            self.deliver(committed, &mut output);
-            if !ready.entries().is_empty() {
-                let mut bytes = Vec::new();
-                for entry in ready.entries() {
-                    storage::encode_log_record(entry, &mut bytes)?;
-                }
-                self.fs.append(LOG_FILE, &bytes)?;
-                self.fs.sync(LOG_FILE)?;
-                self.log_file_bytes += bytes.len() as u64;
-                let entries = ready.take_entries();
-                self.node.mut_store().append(&entries)?;
-            }
-            if let Some(hard_state) = ready.hs() {
-                self.node.mut_store().hard_state = hard_state.clone();
-            }
-            // Votes and append responses name the term and entries just written: persist the
-            // term and vote before they can leave.
-            self.persist_hard_state(false)?;
-            let persisted = ready.take_persisted_messages();
-            self.collect_messages(persisted, &mut output);
-            let mut light = self.node.advance(ready);
-            if let Some(commit) = light.commit_index() {
-                self.node.mut_store().hard_state.commit = commit;
-            }
-            let messages = light.take_messages();
-            self.collect_messages(messages, &mut output);
-            let committed = light.take_committed_entries();
-            self.deliver(committed, &mut output);
-            self.node.advance_apply();
-            self.observe_role();
+            self.settle(ready, &mut output)?;
         }
         // The commit index is an optimisation on restart, not a safety property: write it once
-        // per poll rather than per round.
-        self.persist_hard_state(true)?;
+        // per poll rather than per round, and let a failure wait for the next poll.
+        if let Err(error) = self.persist_hard_state(true) {
+            tracing::warn!("cannot write the metadata log's commit index: {error:#}");
+        }
         let now = (self.node.raft.term, self.node.raft.leader_id);
         if now != self.reported {
             self.reported = now;
             output.leader_changed = true;
         }
         Ok(output)
+    }
+
+    /// Makes durable what `ready` asks for: a received snapshot, new entries, term and vote.
+    /// Safe to repeat after a failure: a partial append is cut off before writing again.
+    fn persist_ready(&mut self, ready: &raft::Ready) -> anyhow::Result<()> {
+        if !ready.snapshot().is_empty() {
+            self.persist_received_snapshot(ready.snapshot())?;
+        }
+        if !ready.entries().is_empty() {
+            if self.log_tail_dirty {
+                self.fs.truncate(LOG_FILE, self.log_file_bytes)?;
+                self.log_tail_dirty = false;
+            }
+            let mut bytes = Vec::new();
+            for entry in ready.entries() {
+                storage::encode_log_record(entry, &mut bytes)?;
+            }
+            self.log_tail_dirty = true;
+            self.fs.append(LOG_FILE, &bytes)?;
+            self.fs.sync(LOG_FILE)?;
+            self.log_tail_dirty = false;
+            self.log_file_bytes += bytes.len() as u64;
+        }
+        if let Some(hard_state) = ready.hs() {
+            // Votes and append responses name this term and vote: durable before they leave.
+            self.write_hard_state_if_changed(hard_state, false)?;
+        }
+        Ok(())
+    }
+
+    /// Hands on what a persisted `ready` carries and advances raft past it.
+    fn settle(&mut self, mut ready: raft::Ready, output: &mut QuorumOutput) -> anyhow::Result<()> {
+        let messages = ready.take_messages();
+        self.collect_messages(messages, output);
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            let metadata = snapshot.get_metadata();
+            output.applied.push(Applied::Restore {
+                index: metadata.index,
+                term: metadata.term,
+                data: snapshot.data.to_vec(),
+            });
+            self.applied_index = metadata.index;
+            self.node.mut_store().install_snapshot(snapshot);
+        }
+        let committed = ready.take_committed_entries();
+        self.deliver(committed, output);
+        let entries = ready.take_entries();
+        self.node.mut_store().append(&entries)?;
+        if let Some(hard_state) = ready.hs() {
+            self.node.mut_store().hard_state = hard_state.clone();
+        }
+        let persisted = ready.take_persisted_messages();
+        self.collect_messages(persisted, output);
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.mut_store().hard_state.commit = commit;
+        }
+        let messages = light.take_messages();
+        self.collect_messages(messages, output);
+        let committed = light.take_committed_entries();
+        self.deliver(committed, output);
+        self.node.advance_apply();
+        self.observe_role();
+        Ok(())
     }
 
     fn collect_messages(&self, messages: Vec<RaftMessage>, output: &mut QuorumOutput) {
@@ -361,19 +413,26 @@ impl<F: MetaFs> Quorum<F> {
         }
     }
 
-    /// Writes the hard state when its term or vote changed (or, with `including_commit`, its
-    /// commit index).
     fn persist_hard_state(&mut self, including_commit: bool) -> anyhow::Result<()> {
-        let current = &self.node.store().hard_state;
+        let current = self.node.store().hard_state.clone();
+        self.write_hard_state_if_changed(&current, including_commit)
+    }
+
+    /// Writes `hard_state` when its term or vote differ from the durable one (or, with
+    /// `including_commit`, its commit index).
+    fn write_hard_state_if_changed(
+        &mut self,
+        hard_state: &HardState,
+        including_commit: bool,
+    ) -> anyhow::Result<()> {
         let durable = &self.durable_hard_state;
-        let changed = current.term != durable.term
-            || current.vote != durable.vote
-            || (including_commit && current.commit != durable.commit);
+        let changed = hard_state.term != durable.term
+            || hard_state.vote != durable.vote
+            || (including_commit && hard_state.commit != durable.commit);
         if changed {
-            let current = current.clone();
             self.fs
-                .replace(HARD_STATE_FILE, &storage::encode_checked(&current)?)?;
-            self.durable_hard_state = current;
+                .replace(HARD_STATE_FILE, &storage::encode_checked(hard_state)?)?;
+            self.durable_hard_state = hard_state.clone();
         }
         Ok(())
     }
@@ -406,6 +465,7 @@ impl<F: MetaFs> Quorum<F> {
             .applied_index
             .saturating_sub(self.node.store().snapshot_index());
         since > 0
+            && self.stalled.is_none()
             && (since >= self.max_entries_before_snapshot.max(1)
                 || self.log_file_bytes >= MAX_LOG_FILE_BYTES)
     }
