@@ -123,18 +123,32 @@ pub async fn controlled_shutdown(node: &Rc<MetadataNode>, agent: &BrokerAgent) {
         applied_offset: node.applied_offset(),
         want_shutdown: true,
     };
-    match call_active(
-        node,
-        request,
-        Duration::from_millis(CONTROLLED_SHUTDOWN_TIMEOUT_MS),
-    )
-    .await
+    if !node
+        .image()
+        .live_brokers()
+        .any(|broker| broker.node_id != node.node_id)
     {
-        Ok(ControllerResponse::Heartbeat {
+        // The last broker standing has nobody to hand leadership to, and no quorum to ask.
+        tracing::info!("controlled shutdown skipped: no other live broker");
+        return;
+    }
+    let limit = Duration::from_millis(CONTROLLED_SHUTDOWN_TIMEOUT_MS);
+    // The bound covers the case where this node is the active controller and serves the call
+    // itself (bounded there only by the controller request timeout).
+    let outcome = glommio::timer::timeout(limit, async {
+        Ok::<_, glommio::GlommioError<()>>(call_active(node, request, limit).await)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(ControllerResponse::Heartbeat {
             shutdown_ready: true,
             ..
-        }) => tracing::info!("controlled shutdown: the controller fenced this broker"),
-        other => tracing::warn!(?other, "controlled shutdown not confirmed by the controller"),
+        })) => tracing::info!("controlled shutdown: the controller fenced this broker"),
+        Err(_) => tracing::warn!(
+            timeout_ms = CONTROLLED_SHUTDOWN_TIMEOUT_MS,
+            "controlled shutdown not confirmed in time"
+        ),
+        Ok(other) => tracing::warn!(?other, "controlled shutdown not confirmed by the controller"),
     }
 }
 
