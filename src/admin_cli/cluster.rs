@@ -72,18 +72,33 @@ pub fn info(cluster: &mut Cluster, api_versions: bool) -> Result<Option<Output>,
             .and_then(|topic| topic.partitions.first())
             .filter(|partition| partition.error_code == 0)
         {
-            let mut voters = Table::new(vec!["VOTER", "ROLE", "LOG-END-OFFSET", "LAG", "LAST-FETCH-MS-AGO"])
-                .titled(format!(
-                    "CONTROLLER QUORUM (leader {}, term {}, high watermark {})",
-                    partition.leader_id.0, partition.leader_epoch, partition.high_watermark
-                ));
+            let mut voters = Table::new(vec![
+                "VOTER",
+                "ROLE",
+                "LOG-END-OFFSET",
+                "LAG",
+                "LAST-FETCH-MS-AGO",
+            ])
+            .titled(format!(
+                "CONTROLLER QUORUM (leader {}, term {}, high watermark {})",
+                partition.leader_id.0, partition.leader_epoch, partition.high_watermark
+            ));
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
-            let ago = |at: i64| if at < 0 { "-".to_string() } else { (now_ms - at).max(0).to_string() };
+            let ago = |at: i64| {
+                if at < 0 {
+                    "-".to_string()
+                } else {
+                    (now_ms - at).max(0).to_string()
+                }
+            };
             let mut json_voters = Vec::new();
-            let groups = [("voter", &partition.current_voters), ("observer", &partition.observers)];
+            let groups = [
+                ("voter", &partition.current_voters),
+                ("observer", &partition.observers),
+            ];
             for (kind, replicas) in groups {
                 for replica in replicas.iter() {
                     let lag = (partition.high_watermark - replica.log_end_offset).max(0);

@@ -23,7 +23,10 @@ fn replica(report: &ReplicaReport) -> ReplicaState {
         .with_last_caught_up_timestamp(report.last_caught_up_timestamp_ms)
 }
 
-pub async fn handle(context: &RequestContext, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
+pub async fn handle(
+    context: &RequestContext,
+    request: DescribeQuorumRequest,
+) -> DescribeQuorumResponse {
     let asks_metadata_log = request.topics.iter().any(|topic| {
         topic.topic_name.0.as_str() == METADATA_TOPIC
             && topic.partitions.iter().any(|p| p.partition_index == 0)

@@ -128,23 +128,23 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1);
-            match (topic, record.map(|r| crate::cluster::leader_shard(shard, r))) {
+            match (
+                topic,
+                record.map(|r| crate::cluster::leader_shard(shard, r)),
+            ) {
                 (Some(_), Some(Err(error))) => {
                     data = data.with_error_code(error.code());
                 }
                 (Some(topic), Some(Ok(owner))) => {
-                    work_by_owner
-                        .entry(owner)
-                        .or_default()
-                        .push(ReadWork {
-                            slot: (topic_slot, partition_slot),
-                            topic: topic.name.clone(),
-                            partition: fetch_partition.partition,
-                            fetch_offset: fetch_partition.fetch_offset,
-                            max_bytes: usize::try_from(fetch_partition.partition_max_bytes)
-                                .unwrap_or(0),
-                            current_leader_epoch: fetch_partition.current_leader_epoch,
-                        });
+                    work_by_owner.entry(owner).or_default().push(ReadWork {
+                        slot: (topic_slot, partition_slot),
+                        topic: topic.name.clone(),
+                        partition: fetch_partition.partition,
+                        fetch_offset: fetch_partition.fetch_offset,
+                        max_bytes: usize::try_from(fetch_partition.partition_max_bytes)
+                            .unwrap_or(0),
+                        current_leader_epoch: fetch_partition.current_leader_epoch,
+                    });
                 }
                 _ => {
                     let code = if topic.is_some() {

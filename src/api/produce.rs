@@ -95,7 +95,10 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                 )),
                 (Some(_), Some(Err(error))) => Err((
                     error,
-                    format!("this broker (node {}) does not lead this partition", shard.config.node_id),
+                    format!(
+                        "this broker (node {}) does not lead this partition",
+                        shard.config.node_id
+                    ),
                 )),
                 (Some(topic), Some(Ok(_))) => {
                     let records = data.records.unwrap_or_default();
@@ -138,11 +141,7 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
             };
             match outcome {
                 Ok(work) => work_by_owner
-                    .entry(
-                        owner
-                            .and_then(Result::ok)
-                            .expect("valid work has an owner"),
-                    )
+                    .entry(owner.and_then(Result::ok).expect("valid work has an owner"))
                     .or_default()
                     .push(work),
                 Err((code, message)) => {

@@ -33,7 +33,11 @@ impl BrokerAgent {
     }
 }
 
-fn register_request(node: &MetadataNode, agent: &BrokerAgent, shard_count: usize) -> ControllerRequest {
+fn register_request(
+    node: &MetadataNode,
+    agent: &BrokerAgent,
+    shard_count: usize,
+) -> ControllerRequest {
     let (host, port) = node
         .config
         .advertised_host_port()
@@ -60,7 +64,13 @@ pub fn start(node: Rc<MetadataNode>, agent: Rc<BrokerAgent>, shard_count: usize)
                 return;
             }
             let Some(broker_epoch) = agent.broker_epoch.get() else {
-                match call_active(&node, register_request(&node, &agent, shard_count), interval * 2).await {
+                match call_active(
+                    &node,
+                    register_request(&node, &agent, shard_count),
+                    interval * 2,
+                )
+                .await
+                {
                     Ok(ControllerResponse::Registered { broker_epoch }) => {
                         tracing::info!(broker_epoch, "registered with the active controller");
                         agent.broker_epoch.set(Some(broker_epoch));
@@ -90,7 +100,9 @@ pub fn start(node: Rc<MetadataNode>, agent: Rc<BrokerAgent>, shard_count: usize)
                     glommio::timer::sleep(pause).await;
                 }
                 Ok(ControllerResponse::StaleBrokerEpoch) => {
-                    tracing::info!("the controller does not know this registration: registering again");
+                    tracing::info!(
+                        "the controller does not know this registration: registering again"
+                    );
                     agent.broker_epoch.set(None);
                 }
                 Ok(other) => {
@@ -148,7 +160,10 @@ pub async fn controlled_shutdown(node: &Rc<MetadataNode>, agent: &BrokerAgent) {
             timeout_ms = CONTROLLED_SHUTDOWN_TIMEOUT_MS,
             "controlled shutdown not confirmed in time"
         ),
-        Ok(other) => tracing::warn!(?other, "controlled shutdown not confirmed by the controller"),
+        Ok(other) => tracing::warn!(
+            ?other,
+            "controlled shutdown not confirmed by the controller"
+        ),
     }
 }
 
@@ -163,7 +178,8 @@ async fn fetch_loop(node: Rc<MetadataNode>) {
             after_offset: node.applied_offset(),
             max_wait_ms: FETCH_WAIT_MS,
         };
-        let timeout = Duration::from_millis(FETCH_WAIT_MS + node.config.controller_request_timeout_ms);
+        let timeout =
+            Duration::from_millis(FETCH_WAIT_MS + node.config.controller_request_timeout_ms);
         match call_active(&node, request, timeout).await {
             Ok(ControllerResponse::Metadata(chunk)) => {
                 let last = chunk

@@ -50,7 +50,13 @@ pub async fn call_active(
             Some(target) => match node.voters.iter().find(|v| v.node_id == target) {
                 Some(voter) => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    match rpc::call(&voter.address, &request, remaining.max(Duration::from_millis(10))).await {
+                    match rpc::call(
+                        &voter.address,
+                        &request,
+                        remaining.max(Duration::from_millis(10)),
+                    )
+                    .await
+                    {
                         Ok(answer) => Some(answer),
                         Err(error) => {
                             tracing::debug!("controller call failed: {error}");
@@ -149,7 +155,10 @@ pub async fn create_topics(
             }
             results
         }
-        Ok(_) => spread(count, AdminError::new(ResponseError::UnknownServerError, "bad reply")),
+        Ok(_) => spread(
+            count,
+            AdminError::new(ResponseError::UnknownServerError, "bad reply"),
+        ),
         Err(error) => spread(count, error),
     }
 }
@@ -158,7 +167,10 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<
     let count = names.len();
     match admin(shard, AdminCommand::DeleteTopics { names }).await {
         Ok(AdminReply::DeleteTopics(results)) => results,
-        Ok(_) => spread(count, AdminError::new(ResponseError::UnknownServerError, "bad reply")),
+        Ok(_) => spread(
+            count,
+            AdminError::new(ResponseError::UnknownServerError, "bad reply"),
+        ),
         Err(error) => spread(count, error),
     }
 }
@@ -179,7 +191,10 @@ pub async fn create_partitions(
     .await
     {
         Ok(AdminReply::Changes(results)) => results,
-        Ok(_) => spread(count, AdminError::new(ResponseError::UnknownServerError, "bad reply")),
+        Ok(_) => spread(
+            count,
+            AdminError::new(ResponseError::UnknownServerError, "bad reply"),
+        ),
         Err(error) => spread(count, error),
     }
 }
@@ -202,7 +217,10 @@ pub async fn alter_topic_configs(
     .await
     {
         Ok(AdminReply::Changes(results)) => results,
-        Ok(_) => spread(count, AdminError::new(ResponseError::UnknownServerError, "bad reply")),
+        Ok(_) => spread(
+            count,
+            AdminError::new(ResponseError::UnknownServerError, "bad reply"),
+        ),
         Err(error) => spread(count, error),
     }
 }
@@ -231,6 +249,9 @@ pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, AdminError> 
             Ok(start)
         }
         AdminReply::ProducerIds(Err(error)) => Err(error),
-        _ => Err(AdminError::new(ResponseError::UnknownServerError, "bad reply")),
+        _ => Err(AdminError::new(
+            ResponseError::UnknownServerError,
+            "bad reply",
+        )),
     }
 }

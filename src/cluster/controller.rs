@@ -125,6 +125,12 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+impl Default for Controller {
+    fn default() -> Controller {
+        Controller::new()
+    }
+}
+
 impl Controller {
     pub fn new() -> Controller {
         Controller {
@@ -209,7 +215,9 @@ fn not_controller(node: &MetadataNode) -> ControllerResponse {
 
 fn failure_response(node: &MetadataNode, failure: ProposalFailure) -> ControllerResponse {
     match failure {
-        ProposalFailure::NotController(leader_id) => ControllerResponse::NotController { leader_id },
+        ProposalFailure::NotController(leader_id) => {
+            ControllerResponse::NotController { leader_id }
+        }
         ProposalFailure::TimedOut => ControllerResponse::Error {
             message: format!(
                 "metadata change not committed within {} ms (no controller quorum?)",
@@ -343,7 +351,10 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
                     if let Err(failure) = node.propose(batch).await {
                         return failure_response(node, failure);
                     }
-                    tracing::info!(broker = node_id, "broker unfenced: caught up with the metadata log");
+                    tracing::info!(
+                        broker = node_id,
+                        "broker unfenced: caught up with the metadata log"
+                    );
                 }
             }
             let fenced = !node.image().is_live(node_id);
@@ -422,7 +433,11 @@ fn quorum_report(node: &MetadataNode) -> Option<super::rpc::QuorumReport> {
             node_id,
             log_end_offset: offset,
             last_fetch_timestamp_ms: at_ms,
-            last_caught_up_timestamp_ms: if offset >= status.commit_index { at_ms } else { -1 },
+            last_caught_up_timestamp_ms: if offset >= status.commit_index {
+                at_ms
+            } else {
+                -1
+            },
         })
         .collect();
     Some(super::rpc::QuorumReport {
@@ -610,7 +625,10 @@ fn check_new_topic(
     if image.topics.len() >= config.max_topics {
         return Err(AdminError::new(
             ResponseError::PolicyViolation,
-            format!("the cluster holds its limit of {} topics", config.max_topics),
+            format!(
+                "the cluster holds its limit of {} topics",
+                config.max_topics
+            ),
         ));
     }
     let partitions = if !topic.assignments.is_empty() {
@@ -824,7 +842,11 @@ mod tests {
             &config,
             &image,
             AdminCommand::CreateTopics {
-                topics: vec![new_topic("a", 6, 1), new_topic("b", 1, 4), new_topic("a", 1, 1)],
+                topics: vec![
+                    new_topic("a", 6, 1),
+                    new_topic("b", 1, 4),
+                    new_topic("a", 1, 1),
+                ],
                 validate_only: false,
             },
         );
@@ -865,7 +887,13 @@ mod tests {
         let AdminReply::CreateTopics(results) = reply else {
             panic!("create topics reply");
         };
-        let leaders: Vec<i32> = results[0].as_ref().unwrap().partitions.iter().map(|p| p.leader).collect();
+        let leaders: Vec<i32> = results[0]
+            .as_ref()
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect();
         assert_eq!(leaders, vec![2, 1]);
         let mut bad = new_topic("y", -1, -1);
         bad.assignments = vec![vec![7]];

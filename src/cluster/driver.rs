@@ -366,7 +366,9 @@ impl MetadataNode {
             }
             Err(ProposeError::Dropped(why)) => {
                 tracing::debug!("proposal dropped: {why}");
-                return Err(ProposalFailure::Storage(format!("metadata change refused: {why}")));
+                return Err(ProposalFailure::Storage(format!(
+                    "metadata change refused: {why}"
+                )));
             }
         };
         let (sender, receiver) = oneshot::channel();
@@ -415,14 +417,14 @@ impl MetadataNode {
             });
         }
         for (index, data) in chunk.entries {
-            let _ = self
-                .apply_sender
-                .unbounded_send(Applied::Entry(super::quorum::CommittedEntry {
-                    index,
-                    term: 0,
-                    data,
-                    proposal: None,
-                }));
+            let _ =
+                self.apply_sender
+                    .unbounded_send(Applied::Entry(super::quorum::CommittedEntry {
+                        index,
+                        term: 0,
+                        data,
+                        proposal: None,
+                    }));
         }
     }
 
@@ -439,7 +441,6 @@ impl MetadataNode {
         .await
         .is_ok_and(|outcome| outcome.is_ok())
     }
-
 }
 
 /// Applies committed entries in order, publishes the image, answers proposals.
@@ -516,8 +517,9 @@ async fn apply_loop(
         let version = image.version;
         let ready: Vec<oneshot::Sender<()>> = {
             let mut waiters = node.applied_waiters.borrow_mut();
-            let (done, waiting): (Vec<_>, Vec<_>) =
-                waiters.drain(..).partition(|(offset, _)| *offset <= version);
+            let (done, waiting): (Vec<_>, Vec<_>) = waiters
+                .drain(..)
+                .partition(|(offset, _)| *offset <= version);
             *waiters = waiting;
             done.into_iter().map(|(_, sender)| sender).collect()
         };
@@ -581,15 +583,15 @@ async fn peer_loop(peer: Voter, mut receiver: mpsc::Receiver<RaftMessage>) {
             if refused_until.is_some_and(|until| Instant::now() < until) {
                 continue;
             }
-            let connect = glommio::timer::timeout(
-                Duration::from_millis(PEER_CONNECT_TIMEOUT_MS),
-                async {
+            let connect =
+                glommio::timer::timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS), async {
                     glommio::net::TcpStream::connect(peer.address.as_str())
                         .await
-                        .map_err(|e| glommio::GlommioError::IoError(std::io::Error::other(e.to_string())))
-                },
-            )
-            .await;
+                        .map_err(|e| {
+                            glommio::GlommioError::IoError(std::io::Error::other(e.to_string()))
+                        })
+                })
+                .await;
             match connect {
                 Ok(connected) => {
                     let _ = connected.set_nodelay(true);

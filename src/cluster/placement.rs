@@ -78,7 +78,10 @@ impl LocalPlacement {
             }
         }
         for topic in image.topics.values_mut() {
-            let hosted_any = topic.partitions.iter().any(|p| p.replicas.contains(&node_id));
+            let hosted_any = topic
+                .partitions
+                .iter()
+                .any(|p| p.replicas.contains(&node_id));
             let needs_change = topic.partitions.iter().enumerate().any(|(index, p)| {
                 let want = if p.replicas.contains(&node_id) {
                     self.shards.get(&(topic.topic_id, index as i32)).copied()
@@ -274,13 +277,19 @@ mod tests {
             Arc::new(TopicRecord {
                 name: "t".into(),
                 topic_id: Uuid::from_u128(1),
-                partitions: (0..4).map(|i| new_partition(vec![1 + i % 2], 1 + i % 2)).collect(),
+                partitions: (0..4)
+                    .map(|i| new_partition(vec![1 + i % 2], 1 + i % 2))
+                    .collect(),
                 configs: Default::default(),
             }),
         );
         let mut placement = LocalPlacement::load(dir.path()).unwrap();
         placement.localize(&mut image, 1, 2).unwrap();
-        let shards: Vec<u32> = image.topics["t"].partitions.iter().map(|p| p.shard).collect();
+        let shards: Vec<u32> = image.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| p.shard)
+            .collect();
         assert_eq!(shards, vec![0, NOT_HOSTED, 1, NOT_HOSTED]);
         // Reloaded from disk: the same shards; with one shard left, the orphan moves.
         let mut again = LocalPlacement::load(dir.path()).unwrap();

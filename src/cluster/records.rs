@@ -17,10 +17,15 @@ use uuid::Uuid;
 #[serde(tag = "type")]
 pub enum MetadataRecord {
     /// First record of a cluster's log (and of a log bootstrapped from a legacy data directory).
-    ClusterId { cluster_id: String },
+    ClusterId {
+        cluster_id: String,
+    },
     /// Written by each new active controller (Kafka's LeaderChangeMessage); applying it tells
     /// the controller its image is current.
-    LeaderChange { node_id: i32, term: u64 },
+    LeaderChange {
+        node_id: i32,
+        term: u64,
+    },
     /// A broker registered; replaces an earlier incarnation of the same node id. Its broker
     /// epoch is the offset of this record. A new registration is fenced until it catches up.
     RegisterBroker {
@@ -31,12 +36,26 @@ pub enum MetadataRecord {
         rack: Option<String>,
         shard_count: u32,
     },
-    FenceBroker { node_id: i32, broker_epoch: u64 },
-    UnfenceBroker { node_id: i32, broker_epoch: u64 },
+    FenceBroker {
+        node_id: i32,
+        broker_epoch: u64,
+    },
+    UnfenceBroker {
+        node_id: i32,
+        broker_epoch: u64,
+    },
     /// A broker began a controlled shutdown.
-    BrokerShuttingDown { node_id: i32, broker_epoch: u64 },
-    CreateTopic { topic: TopicRecord },
-    DeleteTopic { name: String, topic_id: Uuid },
+    BrokerShuttingDown {
+        node_id: i32,
+        broker_epoch: u64,
+    },
+    CreateTopic {
+        topic: TopicRecord,
+    },
+    DeleteTopic {
+        name: String,
+        topic_id: Uuid,
+    },
     /// Partitions appended to a topic (CreatePartitions).
     AddPartitions {
         name: String,
@@ -60,8 +79,13 @@ pub enum MetadataRecord {
         isr: Vec<i32>,
     },
     /// Producer ids below `next_block_start` are handed out.
-    ProducerIds { next_block_start: i64 },
-    SetClusterConfig { key: String, value: Option<String> },
+    ProducerIds {
+        next_block_start: i64,
+    },
+    SetClusterConfig {
+        key: String,
+        value: Option<String>,
+    },
 }
 
 /// Encodes one entry (a batch of records) of the metadata log.
@@ -105,7 +129,11 @@ fn topic_mut<'a>(
     }
 }
 
-fn apply_record(image: &mut MetadataImage, offset: u64, record: &MetadataRecord) -> Result<(), String> {
+fn apply_record(
+    image: &mut MetadataImage,
+    offset: u64,
+    record: &MetadataRecord,
+) -> Result<(), String> {
     match record {
         MetadataRecord::ClusterId { cluster_id } => {
             if image.cluster_id.is_empty() {
@@ -154,7 +182,9 @@ fn apply_record(image: &mut MetadataImage, offset: u64, record: &MetadataRecord)
                 .brokers
                 .get_mut(node_id)
                 .filter(|broker| broker.broker_epoch == *broker_epoch)
-                .ok_or_else(|| format!("broker {node_id} epoch {broker_epoch} is not registered"))?;
+                .ok_or_else(|| {
+                    format!("broker {node_id} epoch {broker_epoch} is not registered")
+                })?;
             match record {
                 MetadataRecord::FenceBroker { .. } => broker.fenced = true,
                 MetadataRecord::UnfenceBroker { .. } => {
@@ -273,7 +303,10 @@ pub fn leaders_away_from(image: &MetadataImage, node_id: i32) -> Vec<MetadataRec
                 isr.retain(|&id| id != node_id);
             }
             let leader = if leads {
-                isr.iter().copied().find(|&id| available(id)).unwrap_or(NO_LEADER)
+                isr.iter()
+                    .copied()
+                    .find(|&id| available(id))
+                    .unwrap_or(NO_LEADER)
             } else {
                 partition.leader
             };
@@ -429,7 +462,12 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_a_reregistration_fences_the_old_incarnation() {
-        let batch = vec![register(3), MetadataRecord::ProducerIds { next_block_start: 1000 }];
+        let batch = vec![
+            register(3),
+            MetadataRecord::ProducerIds {
+                next_block_start: 1000,
+            },
+        ];
         assert_eq!(decode_batch(&encode_batch(&batch)).unwrap(), batch);
         let mut image = cluster_with_topic();
         apply_batch(&mut image, 5, &[register(1)]);

@@ -74,7 +74,9 @@ pub enum AdminCommand {
         validate_only: bool,
     },
     /// A block of producer ids for the calling broker.
-    AllocateProducerIds { node_id: i32 },
+    AllocateProducerIds {
+        node_id: i32,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,17 +90,29 @@ pub enum AdminReply {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControllerResponse {
     /// This node is not the active controller; the leader it knows of, if any.
-    NotController { leader_id: Option<i32> },
-    Registered { broker_epoch: u64 },
-    Heartbeat { fenced: bool, shutdown_ready: bool },
+    NotController {
+        leader_id: Option<i32>,
+    },
+    Registered {
+        broker_epoch: u64,
+    },
+    Heartbeat {
+        fenced: bool,
+        shutdown_ready: bool,
+    },
     /// The broker epoch is not the registered one: register again.
     StaleBrokerEpoch,
     Metadata(MetadataChunk),
     /// The admin outcome and the metadata log offset that holds it (the caller waits until its
     /// own image has applied that offset before answering its client).
-    Admin { reply: AdminReply, offset: u64 },
+    Admin {
+        reply: AdminReply,
+        offset: u64,
+    },
     Quorum(QuorumReport),
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// Committed metadata for a broker-only node: a snapshot when the entries it needs were

@@ -141,9 +141,10 @@ pub fn open(config: &Arc<BrokerConfig>, shard_count: usize) -> anyhow::Result<St
     let mut quorum = None;
     if roles.controller {
         let dir = config.data_dir.join(METADATA_LOG_DIR_NAME);
-        let fs = DirFs::open(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", dir.display()))?;
-        let (mut opened, restore) = Quorum::open(quorum_config(config)?, fs, super::quorum::logger())?;
+        let fs =
+            DirFs::open(&dir).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", dir.display()))?;
+        let (mut opened, restore) =
+            Quorum::open(quorum_config(config)?, fs, super::quorum::logger())?;
         if let Some(restore) = restore {
             apply_one(&mut image, restore);
         }
@@ -195,7 +196,11 @@ pub fn open(config: &Arc<BrokerConfig>, shard_count: usize) -> anyhow::Result<St
     }
     let moved = placement.localize(&mut image, config.node_id, shard_count)?;
     if moved > 0 {
-        tracing::info!(moved, shard_count, "placed partitions of removed shards on remaining shards");
+        tracing::info!(
+            moved,
+            shard_count,
+            "placed partitions of removed shards on remaining shards"
+        );
     }
     debug_assert!(image
         .topics

@@ -180,28 +180,96 @@ impl Collector for SnapshotCollector {
         )?;
         let quorum = &self.process.quorum;
         let gauges: [(&str, &str, i64); 8] = [
-            ("controller_is_voter", "1 on a controller voter.", i64::from(quorum.is_voter)),
-            ("controller_is_active", "1 on the active controller (quorum leader with a current image).", i64::from(quorum.is_active_controller)),
-            ("metadata_log_term", "Raft term of the controller quorum as this voter knows it.", quorum.term as i64),
-            ("metadata_log_commit_index", "Highest committed offset of the metadata log (voters).", quorum.commit_index as i64),
-            ("metadata_applied_offset", "Offset of the metadata log this node's image has applied.", quorum.applied_offset as i64),
-            ("metadata_apply_lag", "Committed metadata log entries not yet applied here (voters).", quorum.commit_index.saturating_sub(quorum.applied_offset) as i64),
-            ("metadata_log_snapshot_index", "Offset of the newest metadata log snapshot.", quorum.snapshot_index as i64),
-            ("cluster_brokers_fenced", "Registered brokers that are fenced.", quorum.brokers_fenced as i64),
+            (
+                "controller_is_voter",
+                "1 on a controller voter.",
+                i64::from(quorum.is_voter),
+            ),
+            (
+                "controller_is_active",
+                "1 on the active controller (quorum leader with a current image).",
+                i64::from(quorum.is_active_controller),
+            ),
+            (
+                "metadata_log_term",
+                "Raft term of the controller quorum as this voter knows it.",
+                quorum.term as i64,
+            ),
+            (
+                "metadata_log_commit_index",
+                "Highest committed offset of the metadata log (voters).",
+                quorum.commit_index as i64,
+            ),
+            (
+                "metadata_applied_offset",
+                "Offset of the metadata log this node's image has applied.",
+                quorum.applied_offset as i64,
+            ),
+            (
+                "metadata_apply_lag",
+                "Committed metadata log entries not yet applied here (voters).",
+                quorum.commit_index.saturating_sub(quorum.applied_offset) as i64,
+            ),
+            (
+                "metadata_log_snapshot_index",
+                "Offset of the newest metadata log snapshot.",
+                quorum.snapshot_index as i64,
+            ),
+            (
+                "cluster_brokers_fenced",
+                "Registered brokers that are fenced.",
+                quorum.brokers_fenced as i64,
+            ),
         ];
         for (name, help, value) in gauges {
-            family(e, name, help, Gauge, [(Labels::new(), Sample::Gauge(value))])?;
+            family(
+                e,
+                name,
+                help,
+                Gauge,
+                [(Labels::new(), Sample::Gauge(value))],
+            )?;
         }
-        family(e, "cluster_brokers_registered", "Brokers registered in the metadata image.", Gauge,
-            [(Labels::new(), Sample::Gauge(quorum.brokers_registered as i64))])?;
+        family(
+            e,
+            "cluster_brokers_registered",
+            "Brokers registered in the metadata image.",
+            Gauge,
+            [(
+                Labels::new(),
+                Sample::Gauge(quorum.brokers_registered as i64),
+            )],
+        )?;
         let counters: [(&str, &str, u64); 4] = [
-            ("metadata_log_leader_changes", "Leader or term changes this voter observed.", quorum.leader_changes),
-            ("metadata_log_elections", "Elections this voter started (pre-vote or vote).", quorum.elections_started),
-            ("metadata_proposals_committed", "Metadata changes this node proposed that committed.", quorum.proposals_committed),
-            ("metadata_proposals_failed", "Metadata changes this node proposed that failed (leadership lost, timeout).", quorum.proposals_failed),
+            (
+                "metadata_log_leader_changes",
+                "Leader or term changes this voter observed.",
+                quorum.leader_changes,
+            ),
+            (
+                "metadata_log_elections",
+                "Elections this voter started (pre-vote or vote).",
+                quorum.elections_started,
+            ),
+            (
+                "metadata_proposals_committed",
+                "Metadata changes this node proposed that committed.",
+                quorum.proposals_committed,
+            ),
+            (
+                "metadata_proposals_failed",
+                "Metadata changes this node proposed that failed (leadership lost, timeout).",
+                quorum.proposals_failed,
+            ),
         ];
         for (name, help, value) in counters {
-            family(e, name, help, Counter, [(Labels::new(), Sample::Counter(value))])?;
+            family(
+                e,
+                name,
+                help,
+                Counter,
+                [(Labels::new(), Sample::Counter(value))],
+            )?;
         }
         family(
             e,

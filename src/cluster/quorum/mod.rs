@@ -60,7 +60,11 @@ pub struct CommittedEntry {
 pub enum Applied {
     Entry(CommittedEntry),
     /// Replace the state machine by this snapshot, taken at `index`.
-    Restore { index: u64, term: u64, data: Vec<u8> },
+    Restore {
+        index: u64,
+        term: u64,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Default)]
@@ -147,7 +151,11 @@ impl<F: MetaFs> Quorum<F> {
         mut fs: F,
         logger: slog::Logger,
     ) -> anyhow::Result<(Quorum<F>, Option<Applied>)> {
-        anyhow::ensure!(config.node_id >= 0, "node id {} is negative", config.node_id);
+        anyhow::ensure!(
+            config.node_id >= 0,
+            "node id {} is negative",
+            config.node_id
+        );
         anyhow::ensure!(
             config.voters.contains(&config.node_id),
             "node {} is not among the voters {:?}",
@@ -257,7 +265,10 @@ impl<F: MetaFs> Quorum<F> {
             from.is_some_and(|id| self.voters.contains(&id)),
             "raft message from {from:?}, not a voter"
         );
-        anyhow::ensure!(!self.is_stalled(), "metadata log writes are failing; message dropped");
+        anyhow::ensure!(
+            !self.is_stalled(),
+            "metadata log writes are failing; message dropped"
+        );
         self.node.step(message)?;
         self.observe_role();
         Ok(())
@@ -268,7 +279,9 @@ impl<F: MetaFs> Quorum<F> {
             return Err(ProposeError::NotLeader(self.leader_id()));
         }
         if self.is_stalled() {
-            return Err(ProposeError::Dropped("metadata log writes are failing".into()));
+            return Err(ProposeError::Dropped(
+                "metadata log writes are failing".into(),
+            ));
         }
         self.next_proposal += 1;
         let id = ProposalId(self.next_proposal);
@@ -471,7 +484,11 @@ impl<F: MetaFs> Quorum<F> {
     }
 
     /// Takes a snapshot of the state machine as of `applied_index` and drops the log it covers.
-    pub fn compact(&mut self, applied_index: u64, state_machine_data: Vec<u8>) -> anyhow::Result<()> {
+    pub fn compact(
+        &mut self,
+        applied_index: u64,
+        state_machine_data: Vec<u8>,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(
             applied_index <= self.applied_index,
             "snapshot at {applied_index} past applied index {}",

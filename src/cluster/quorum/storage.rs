@@ -65,7 +65,12 @@ impl LogStore {
     }
 
     /// Entries in `[low, high)`, at most `max_bytes` of them but at least one.
-    pub fn slice(&self, low: u64, high: u64, max_bytes: Option<u64>) -> Result<Vec<Entry>, StorageError> {
+    pub fn slice(
+        &self,
+        low: u64,
+        high: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<Entry>, StorageError> {
         if low < self.first() {
             return Err(StorageError::Compacted);
         }
@@ -146,7 +151,10 @@ impl LogStore {
 
 impl Storage for LogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
     }
 
     fn entries(
@@ -156,7 +164,8 @@ impl Storage for LogStore {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        self.slice(low, high, max_size.into()).map_err(raft::Error::Store)
+        self.slice(low, high, max_size.into())
+            .map_err(raft::Error::Store)
     }
 
     fn term(&self, index: u64) -> raft::Result<u64> {
@@ -177,7 +186,9 @@ impl Storage for LogStore {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         if self.snapshot_index() == 0 || self.snapshot_index() < request_index {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
         Ok(self.snapshot.clone())
     }
@@ -185,7 +196,11 @@ impl Storage for LogStore {
 
 pub fn encode_log_record(entry: &Entry, out: &mut Vec<u8>) -> anyhow::Result<()> {
     let body = entry.write_to_bytes()?;
-    anyhow::ensure!(body.len() <= MAX_ENTRY_BYTES, "metadata log entry of {} bytes", body.len());
+    anyhow::ensure!(
+        body.len() <= MAX_ENTRY_BYTES,
+        "metadata log entry of {} bytes",
+        body.len()
+    );
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     out.extend_from_slice(&body);
@@ -249,7 +264,10 @@ pub fn encode_checked<M: protobuf::Message>(message: &M) -> anyhow::Result<Vec<u
 pub fn decode_checked<M: protobuf::Message>(name: &str, bytes: &[u8]) -> anyhow::Result<M> {
     anyhow::ensure!(bytes.len() >= 4, "{name}: {} bytes, too short", bytes.len());
     let crc = u32::from_le_bytes(bytes[..4].try_into().unwrap());
-    anyhow::ensure!(crc32c::crc32c(&bytes[4..]) == crc, "{name}: checksum mismatch");
+    anyhow::ensure!(
+        crc32c::crc32c(&bytes[4..]) == crc,
+        "{name}: checksum mismatch"
+    );
     Ok(M::parse_from_bytes(&bytes[4..])?)
 }
 
@@ -277,7 +295,10 @@ mod tests {
         let (records, length) = decode_log(&bytes);
         assert_eq!(length, valid);
         let log = fold_log(records, 0).unwrap();
-        assert_eq!(log.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(1, 1), (2, 2)]);
+        assert_eq!(
+            log.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
+            vec![(1, 1), (2, 2)]
+        );
     }
 
     #[test]
@@ -289,19 +310,32 @@ mod tests {
         bytes[first + 9] ^= 1;
         assert_eq!(decode_log(&bytes).1, first);
         assert!(fold_log(vec![entry(1, 1), entry(3, 1)], 0).is_err());
-        assert_eq!(fold_log(vec![entry(1, 1), entry(5, 1), entry(6, 1)], 4).unwrap().len(), 2);
+        assert_eq!(
+            fold_log(vec![entry(1, 1), entry(5, 1), entry(6, 1)], 4)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
     fn compaction_keeps_terms_for_matching() {
         let mut store = LogStore::new(ConfState::default());
-        store.append(&[entry(1, 1), entry(2, 1), entry(3, 2)]).unwrap();
+        store
+            .append(&[entry(1, 1), entry(2, 1), entry(3, 2)])
+            .unwrap();
         let snapshot = store.snapshot_at(2, b"image".to_vec()).unwrap();
         store.compact(snapshot);
         assert_eq!(store.first(), 3);
         assert_eq!(store.term(2).unwrap(), 1);
-        assert!(matches!(store.term(1), Err(raft::Error::Store(StorageError::Compacted))));
-        assert!(matches!(store.slice(2, 4, None), Err(StorageError::Compacted)));
+        assert!(matches!(
+            store.term(1),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert!(matches!(
+            store.slice(2, 4, None),
+            Err(StorageError::Compacted)
+        ));
         assert_eq!(store.slice(3, 4, None).unwrap().len(), 1);
         store.append(&[entry(3, 3), entry(4, 3)]).unwrap();
         assert_eq!(store.last(), 4);
