@@ -20,7 +20,7 @@ pub use log::logger;
 pub use raft::eraftpb::Message as RaftMessage;
 
 use raft::eraftpb::{ConfState, EntryType, HardState, Snapshot};
-use raft::{RawNode, StateRole};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use storage::{LogStore, HARD_STATE_FILE, LOG_FILE, SNAPSHOT_FILE};
 
 /// Ready rounds one poll runs at most; each settles one batch of raft's work.
@@ -29,6 +29,8 @@ const MAX_READY_ROUNDS_PER_POLL: usize = 64;
 const MAX_LOG_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// Bytes of a proposal's context: this incarnation's nonce and its counter.
 const PROPOSAL_CONTEXT_BYTES: usize = 16;
+/// Election timeouts a voter may wait on a snapshot from the leader before it counts as lost.
+const SNAPSHOT_TIMEOUT_ELECTIONS: usize = 2;
 
 pub struct QuorumConfig {
     pub node_id: i32,
@@ -129,6 +131,8 @@ pub struct Quorum<F: MetaFs> {
     log_tail_dirty: bool,
     /// A ready whose writes failed, retried first by the next poll.
     stalled: Option<raft::Ready>,
+    /// Leading: (raft id, snapshot index, ticks) of each voter waiting on a snapshot.
+    snapshot_waits: Vec<(u64, u64, usize)>,
     reported: (u64, u64),
     role: StateRole,
     elections_started: u64,
@@ -190,7 +194,8 @@ impl<F: MetaFs> Quorum<F> {
             );
             fs.truncate(LOG_FILE, valid_bytes as u64)?;
         }
-        let entries = storage::fold_log(records, store.snapshot_index())?;
+        let snapshot = store.snapshot.get_metadata();
+        let entries = storage::fold_log(records, snapshot.index, snapshot.term)?;
         store.append(&entries)?;
         let mut hard_state = durable_hard_state.clone();
         hard_state.term = hard_state.term.max(store.hard_state.term);
@@ -226,6 +231,7 @@ impl<F: MetaFs> Quorum<F> {
             log_file_bytes: valid_bytes as u64,
             log_tail_dirty: false,
             stalled: None,
+            snapshot_waits: Vec::new(),
             reported: (0, 0),
             role: StateRole::Follower,
             elections_started: 0,
@@ -249,7 +255,48 @@ impl<F: MetaFs> Quorum<F> {
             return;
         }
         self.node.tick();
+        self.expire_snapshots();
         self.observe_role();
+    }
+
+    /// raft-rs stops replicating to a voter it sent a snapshot until the voter acknowledges it
+    /// or the transport reports the send failed. Messages get lost without such a report (a full
+    /// peer queue, a dropped connection), and a lost snapshot or acknowledgement would stall the
+    /// voter for as long as this node leads. So a snapshot unacknowledged for a few election
+    /// timeouts counts as failed: the voter is probed again, and sent a new snapshot if needed.
+    fn expire_snapshots(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            self.snapshot_waits.clear();
+            return;
+        }
+        let limit = SNAPSHOT_TIMEOUT_ELECTIONS * raft.election_timeout();
+        let mut waits = Vec::new();
+        let mut failed = Vec::new();
+        for (&id, progress) in raft.prs().iter() {
+            if progress.state != ProgressState::Snapshot {
+                continue;
+            }
+            let ticks = self
+                .snapshot_waits
+                .iter()
+                .find(|&&(waiting, index, _)| waiting == id && index == progress.pending_snapshot)
+                .map_or(0, |&(_, _, ticks)| ticks)
+                + 1;
+            if ticks >= limit {
+                failed.push(id);
+            } else {
+                waits.push((id, progress.pending_snapshot, ticks));
+            }
+        }
+        self.snapshot_waits = waits;
+        for id in failed {
+            tracing::debug!(
+                voter = ?node_id_of(id),
+                "no acknowledgement of the metadata snapshot sent; sending again"
+            );
+            self.node.report_snapshot(id, SnapshotStatus::Failure);
+        }
     }
 
     /// Hands in a message from a peer voter.

@@ -232,11 +232,28 @@ pub fn decode_log(bytes: &[u8]) -> (Vec<Entry>, usize) {
     (entries, position)
 }
 
-/// Folds the records of a log file into the contiguous log they describe after `snapshot_index`.
-pub fn fold_log(records: Vec<Entry>, snapshot_index: u64) -> anyhow::Result<Vec<Entry>> {
+/// Folds the records of a log file into the contiguous log they describe after the snapshot at
+/// `snapshot_index` of `snapshot_term`.
+///
+/// A crash between writing a snapshot and rewriting the log leaves the old log behind the new
+/// snapshot. A record at or before the snapshot's index still supersedes the records past it that
+/// came before it; and when the newest record at the snapshot's index has another term, the log
+/// diverged from the snapshot (it was replaced by a leader's), so nothing past it is kept.
+pub fn fold_log(
+    records: Vec<Entry>,
+    snapshot_index: u64,
+    snapshot_term: u64,
+) -> anyhow::Result<Vec<Entry>> {
     let mut log: Vec<Entry> = Vec::new();
+    let mut term_at_snapshot = None;
     for entry in records {
+        if entry.index == 0 {
+            // Not an entry (a zero-filled tail decodes as one); it supersedes nothing.
+            continue;
+        }
         if entry.index <= snapshot_index {
+            log.clear();
+            term_at_snapshot = (entry.index == snapshot_index).then_some(entry.term);
             continue;
         }
         let first = snapshot_index + 1;
@@ -249,6 +266,9 @@ pub fn fold_log(records: Vec<Entry>, snapshot_index: u64) -> anyhow::Result<Vec<
         );
         log.truncate((entry.index - first) as usize);
         log.push(entry);
+    }
+    if term_at_snapshot.is_some_and(|term| term != snapshot_term) {
+        log.clear();
     }
     Ok(log)
 }
@@ -294,7 +314,7 @@ mod tests {
         bytes.truncate(bytes.len() - 2);
         let (records, length) = decode_log(&bytes);
         assert_eq!(length, valid);
-        let log = fold_log(records, 0).unwrap();
+        let log = fold_log(records, 0, 0).unwrap();
         assert_eq!(
             log.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
             vec![(1, 1), (2, 2)]
@@ -309,9 +329,9 @@ mod tests {
         encode_log_record(&entry(2, 1), &mut bytes).unwrap();
         bytes[first + 9] ^= 1;
         assert_eq!(decode_log(&bytes).1, first);
-        assert!(fold_log(vec![entry(1, 1), entry(3, 1)], 0).is_err());
+        assert!(fold_log(vec![entry(1, 1), entry(3, 1)], 0, 0).is_err());
         assert_eq!(
-            fold_log(vec![entry(1, 1), entry(5, 1), entry(6, 1)], 4)
+            fold_log(vec![entry(1, 1), entry(5, 1), entry(6, 1)], 4, 1)
                 .unwrap()
                 .len(),
             2
