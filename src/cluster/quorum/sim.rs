@@ -55,7 +55,7 @@ fn mix64(mut z: u64) -> u64 {
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng(mix64(seed ^ 0x5EED_0F_51A1_u64))
+        Rng(mix64(seed ^ 0x005E_ED0F_51A1_u64))
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -220,11 +220,11 @@ impl Disk {
 struct SimFs(Rc<RefCell<Disk>>);
 
 fn crash_error() -> io::Error {
-    io::Error::new(io::ErrorKind::Other, "simulated crash")
+    io::Error::other("simulated crash")
 }
 
 fn full_error() -> io::Error {
-    io::Error::new(io::ErrorKind::Other, "simulated write failure")
+    io::Error::other("simulated write failure")
 }
 
 impl SimFs {
@@ -1890,10 +1890,11 @@ fn without_a_majority_nothing_commits_until_a_voter_returns() {
 #[test]
 fn a_log_left_behind_a_new_snapshot_keeps_no_superseded_tail() {
     fn entry(index: u64, term: u64) -> Entry {
-        let mut entry = Entry::default();
-        entry.index = index;
-        entry.term = term;
-        entry
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
     }
     fn snapshot(index: u64, term: u64) -> Vec<u8> {
         let mut snapshot = Snapshot::default();
@@ -1914,8 +1915,10 @@ fn a_log_left_behind_a_new_snapshot_keeps_no_superseded_tail() {
             .set_voters(vec![1, 2, 3]);
         storage::encode_checked(&snapshot).unwrap()
     }
-    // (log records in the order written, snapshot (index, term), expected log after it)
-    let cases: [(Vec<(u64, u64)>, (u64, u64), Vec<(u64, u64)>); 4] = [
+    /// Log records in the order written (index, term), the snapshot's (index, term), and the
+    /// log expected after folding.
+    type Case = (Vec<(u64, u64)>, (u64, u64), Vec<(u64, u64)>);
+    let cases: [Case; 4] = [
         // Compacted at 15 of its own log after a new leader overwrote 12..: 16, 17 are gone.
         (
             (1..=17)
