@@ -135,6 +135,26 @@ enum Call {
 }
 
 impl Disk {
+    /// The fate of an all-or-nothing change (replace, truncate): whether it applies. A crash
+    /// during it leaves the old or the new state, never a mix.
+    fn atomic_call(&mut self) -> io::Result<bool> {
+        match self.call() {
+            Call::Dead => Err(crash_error()),
+            Call::Interrupted => Ok(self.rng.chance(0.5)),
+            Call::Failed => Err(full_error()),
+            Call::Normal => Ok(true),
+        }
+    }
+
+    /// Ends a call: an error if the node crashed during it.
+    fn crash_check(&self) -> io::Result<()> {
+        if self.crashed {
+            Err(crash_error())
+        } else {
+            Ok(())
+        }
+    }
+
     fn call(&mut self) -> Call {
         if self.crashed {
             return Call::Dead;
@@ -354,14 +374,7 @@ impl MetaFs for SimFs {
 
     fn replace(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let mut disk = self.0.borrow_mut();
-        let apply = match disk.call() {
-            Call::Dead => return Err(crash_error()),
-            // Atomic: the crash leaves the old or the new content.
-            Call::Interrupted => disk.rng.chance(0.5),
-            Call::Failed => return Err(full_error()),
-            Call::Normal => true,
-        };
-        if apply {
+        if disk.atomic_call()? {
             disk.files.insert(
                 name.to_string(),
                 SimFile {
@@ -374,31 +387,17 @@ impl MetaFs for SimFs {
                 disk.crash_after = Some(0);
             }
         }
-        if disk.crashed {
-            Err(crash_error())
-        } else {
-            Ok(())
-        }
+        disk.crash_check()
     }
 
     fn truncate(&mut self, name: &str, length_bytes: u64) -> io::Result<()> {
         let mut disk = self.0.borrow_mut();
-        let apply = match disk.call() {
-            Call::Dead => return Err(crash_error()),
-            Call::Interrupted => disk.rng.chance(0.5),
-            Call::Failed => return Err(full_error()),
-            Call::Normal => true,
-        };
-        if apply {
+        if disk.atomic_call()? {
             let file = disk.files.entry(name.to_string()).or_default();
             file.bytes.truncate(length_bytes as usize);
             file.synced = file.bytes.len();
         }
-        if disk.crashed {
-            Err(crash_error())
-        } else {
-            Ok(())
-        }
+        disk.crash_check()
     }
 }
 
