@@ -182,6 +182,21 @@ pub struct ServeArgs {
     /// Metadata log entries after a snapshot before the next one [default: 1000].
     #[arg(long)]
     pub metadata_log_max_entries_before_snapshot: Option<u64>,
+    /// A follower not caught up for this long leaves the ISR, milliseconds [default: 30000].
+    #[arg(long)]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// Bytes per partition in one follower fetch [default: 1048576].
+    #[arg(long)]
+    pub replica_fetch_max_bytes: Option<usize>,
+    /// Bytes in one follower fetch response [default: 10485760].
+    #[arg(long)]
+    pub replica_fetch_response_max_bytes: Option<usize>,
+    /// Longest wait of a follower fetch at the leader, milliseconds [default: 500].
+    #[arg(long)]
+    pub replica_fetch_wait_max_ms: Option<u64>,
+    /// Default min.insync.replicas of topics [default: 1].
+    #[arg(long)]
+    pub min_insync_replicas: Option<u32>,
 }
 
 impl ServeArgs {
@@ -246,7 +261,12 @@ impl ServeArgs {
             broker_session_timeout_ms,
             controller_quorum_election_timeout_ms,
             controller_request_timeout_ms,
-            metadata_log_max_entries_before_snapshot
+            metadata_log_max_entries_before_snapshot,
+            replica_lag_time_max_ms,
+            replica_fetch_max_bytes,
+            replica_fetch_response_max_bytes,
+            replica_fetch_wait_max_ms,
+            min_insync_replicas
         );
         if self.controller_listen.is_some() {
             config.controller_listen = self.controller_listen.clone();

@@ -150,6 +150,19 @@ pub struct BrokerConfig {
     /// Raft messages queued towards one peer voter; past it messages are dropped (Raft
     /// retransmits) rather than memory growing while a peer is unreachable.
     pub controller_peer_queue_messages: usize,
+    /// A follower that has not caught up with the leader for this long leaves the ISR,
+    /// milliseconds (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
+    /// Bytes a follower asks for per partition in one fetch (`replica.fetch.max.bytes`).
+    pub replica_fetch_max_bytes: usize,
+    /// Bytes a follower asks for in one fetch response (`replica.fetch.response.max.bytes`).
+    pub replica_fetch_response_max_bytes: usize,
+    /// Longest a follower's fetch waits at the leader for new data, milliseconds
+    /// (`replica.fetch.wait.max.ms`); also bounds how late followers learn the high watermark.
+    pub replica_fetch_wait_max_ms: u64,
+    /// Default of the topic config `min.insync.replicas`: acks=all produces need this many
+    /// in-sync replicas.
+    pub min_insync_replicas: u32,
 }
 
 impl Default for BrokerConfig {
@@ -208,6 +221,11 @@ impl Default for BrokerConfig {
             controller_request_timeout_ms: 10_000,
             metadata_log_max_entries_before_snapshot: 1_000,
             controller_peer_queue_messages: 4_096,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_response_max_bytes: 10 * 1024 * 1024,
+            replica_fetch_wait_max_ms: 500,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -356,6 +374,24 @@ impl BrokerConfig {
         anyhow::ensure!(
             (1..=5).contains(&self.default_replication_factor),
             "default_replication_factor must be in 1..=5"
+        );
+        anyhow::ensure!(
+            self.replica_lag_time_max_ms >= 100,
+            "replica_lag_time_max_ms must be at least 100"
+        );
+        anyhow::ensure!(
+            (1024..=1 << 30).contains(&self.replica_fetch_max_bytes)
+                && self.replica_fetch_max_bytes <= self.replica_fetch_response_max_bytes
+                && self.replica_fetch_response_max_bytes <= 1 << 30,
+            "replica_fetch_max_bytes must be in 1 KiB..=replica_fetch_response_max_bytes <= 1 GiB"
+        );
+        anyhow::ensure!(
+            (1..=60_000).contains(&self.replica_fetch_wait_max_ms),
+            "replica_fetch_wait_max_ms must be in 1..=60000"
+        );
+        anyhow::ensure!(
+            (1..=5).contains(&self.min_insync_replicas),
+            "min_insync_replicas must be in 1..=5"
         );
         anyhow::ensure!(
             self.broker_heartbeat_interval_ms >= 10

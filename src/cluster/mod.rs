@@ -47,7 +47,7 @@ impl Partition {
     /// Offsets below it are committed and visible to consumers. On a single node a write is
     /// committed once it completes; with replication it becomes the lowest end offset in the ISR.
     pub fn high_watermark(&self) -> i64 {
-        self.log.written_end_offset()
+        self.log.high_watermark()
     }
 
     /// Offsets below it hold no open transaction (equal to the high watermark until
@@ -183,6 +183,8 @@ async fn open_partition(
             }
         };
     let record = &topic.partitions[index as usize];
+    // A lone replica commits what it writes.
+    log.set_high_watermark_limit(i64::MAX);
     Ok(Rc::new(Partition {
         topic: topic.clone(),
         index,

@@ -168,7 +168,7 @@ pub fn default_value(key: &str, broker: &BrokerConfig) -> String {
         "message.timestamp.type" => "CreateTime".into(),
         "min.cleanable.dirty.ratio" => "0.5".into(),
         "min.compaction.lag.ms" => "0".into(),
-        "min.insync.replicas" => "1".into(),
+        "min.insync.replicas" => broker.min_insync_replicas.to_string(),
         "retention.bytes" => "-1".into(),
         "retention.ms" => "604800000".into(),
         "segment.bytes" => broker.segment_bytes.to_string(),

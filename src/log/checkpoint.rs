@@ -97,6 +97,9 @@ pub(crate) async fn read_checkpoint(dir: &Path) -> Result<Option<RecoveryCheckpo
 pub(crate) enum OffsetFile {
     LogStart,
     Cleaner,
+    /// The high watermark at the last checkpoint: where consumers' view resumes after a
+    /// restart, before replication has re-established it.
+    HighWatermark,
 }
 
 impl OffsetFile {
@@ -104,6 +107,7 @@ impl OffsetFile {
         match self {
             OffsetFile::LogStart => "log-start-offset",
             OffsetFile::Cleaner => "cleaner-offset",
+            OffsetFile::HighWatermark => "high-watermark",
         }
     }
 
@@ -111,6 +115,7 @@ impl OffsetFile {
         match self {
             OffsetFile::LogStart => "riptide-log-start-offset v1",
             OffsetFile::Cleaner => "riptide-cleaner-offset v1",
+            OffsetFile::HighWatermark => "riptide-high-watermark v1",
         }
     }
 
@@ -162,7 +167,7 @@ mod tests {
 
     #[test]
     fn offset_files_round_trip_and_reject_damage() {
-        for kind in [OffsetFile::LogStart, OffsetFile::Cleaner] {
+        for kind in [OffsetFile::LogStart, OffsetFile::Cleaner, OffsetFile::HighWatermark] {
             let encoded = kind.encode(987_654_321);
             assert_eq!(kind.decode(&encoded), Some(987_654_321));
             for index in 0..encoded.len() {

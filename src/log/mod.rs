@@ -16,6 +16,12 @@
 //!   segment and byte position. Recovery validates only what lies after it.
 //! - `log-start-offset`, `cleaner-offset`: the log start set by DeleteRecords/retention, and
 //!   the end of the compacted range (both written durably before they take effect).
+//! - `high-watermark`: the high watermark at the last checkpoint.
+//! - `leader-epoch-checkpoint`: the first offset of each leader epoch (`leader_epochs.rs`).
+//!
+//! Replicas (`replica.rs`): a follower appends the leader's batches as they are, truncates a
+//! divergent tail, or restarts empty at the leader's log start; the high watermark is bounded
+//! by what replication reports.
 //!
 //! Writes (`partition.rs`): appends that arrive while writes are in flight are coalesced into
 //! the next write (group commit); up to `max_writes_in_flight` block-disjoint writes are in
@@ -33,7 +39,9 @@ mod cache;
 mod checkpoint;
 mod compaction;
 mod file_io;
+mod leader_epochs;
 mod partition;
+mod replica;
 mod recovery;
 mod retention;
 mod segment;
@@ -47,6 +55,7 @@ mod tests;
 pub use cache::{set_shard_cache_max_bytes, shard_cache_evictions, shard_cached_bytes};
 pub use compaction::{CompactionLimits, CompactionOutcome};
 pub use file_io::fallback_read_count;
+pub use leader_epochs::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use partition::PartitionLog;
 pub use retention::RetentionOutcome;
 pub use splice::{send_file_region, FileRegion};

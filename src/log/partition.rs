@@ -39,7 +39,8 @@ use glommio::io::{DmaBuffer, DmaFile};
 use glommio::sync::Semaphore;
 
 use super::cache::{CacheEntry, TailCache};
-use super::checkpoint::{write_checkpoint, RecoveryCheckpoint};
+use super::checkpoint::{write_checkpoint, OffsetFile, RecoveryCheckpoint};
+use super::leader_epochs::LeaderEpochCache;
 use super::file_io::{
     align_down, align_up, blocking, io_error, open_segment_file, preallocate, sync_directory,
     write_file_atomic, WindowReader,
@@ -71,10 +72,16 @@ pub struct PartitionLog {
     pub(super) cache: Rc<RefCell<TailCache>>,
     pub(crate) waiters: RefCell<Waiters>,
     pub(crate) durable_waiters: RefCell<Waiters>,
+    /// Tasks waiting for the high watermark (consumer fetches, acks=all produces).
+    pub(crate) committed_waiters: RefCell<Waiters>,
+    /// First offset of every leader epoch in the log (`leader_epochs.rs`).
+    pub(super) epochs: RefCell<LeaderEpochCache>,
+    /// Serialises rewrites of `leader-epoch-checkpoint`.
+    pub(super) epoch_file_lock: Semaphore,
     /// Wakes the writer task: new appends, write completions, roll requests, failures.
-    writer_signal: Signal,
+    pub(super) writer_signal: Signal,
     /// Serialises checkpoint and metadata-file writes, so they land in order.
-    checkpoint_lock: Semaphore,
+    pub(super) checkpoint_lock: Semaphore,
     /// Serialises retention and compaction, which both replace segments.
     pub(super) maintenance_lock: Semaphore,
 }
@@ -93,9 +100,9 @@ pub(super) struct LogState {
     durable_point: RecoveryCheckpoint,
     /// Bumped when the log resumes after a failure: futures of appends from before cannot
     /// mistake reused offsets for their own.
-    generation: u64,
+    pub(super) generation: u64,
     /// Appends with offsets assigned, not yet fully written, in offset order.
-    pending: VecDeque<PendingAppend>,
+    pub(super) pending: VecDeque<PendingAppend>,
     pending_bytes: u64,
     /// Active-segment position where the next planned byte goes: the committed size plus
     /// the bytes of writes in flight.
@@ -104,14 +111,14 @@ pub(super) struct LogState {
     /// with them.
     planned_tail_block: Vec<u8>,
     /// The same for the committed size (what a resume after a failure starts from).
-    tail_block: Vec<u8>,
+    pub(super) tail_block: Vec<u8>,
     /// Issued writes, in issue (= offset) order.
-    in_flight: VecDeque<InFlightWrite>,
+    pub(super) in_flight: VecDeque<InFlightWrite>,
     next_write_id: u64,
-    writer_running: bool,
+    pub(super) writer_running: bool,
     /// Retention or an operator wants the active segment sealed even without appends.
     pub(super) roll_requested: bool,
-    sync_running: bool,
+    pub(super) sync_running: bool,
     /// Exclusive end someone asked to make durable.
     sync_requested_end: i64,
     /// Records written since the last fdatasync started, and when the first of them was.
@@ -119,9 +126,9 @@ pub(super) struct LogState {
     unflushed_since: Option<Instant>,
     /// Sum of segment sizes.
     pub(super) size_bytes: u64,
-    failure: Option<Failure>,
+    pub(super) failure: Option<Failure>,
     /// No new appends (close or remove in progress).
-    closing: bool,
+    pub(super) closing: bool,
     /// Files released; every call but accessors returns `Closed`.
     pub(super) closed: bool,
     /// Last checkpoint written (or found at open).
@@ -134,18 +141,28 @@ pub(super) struct LogState {
     preallocating: bool,
     /// Compaction rewrote segments below this offset (persisted in `cleaner-offset`).
     pub(super) cleaner_offset: i64,
+    /// Offsets below it are committed: replicated to every in-sync replica (on a single
+    /// replica, written). Never above the written end; only moves back on truncation.
+    pub(super) high_watermark: i64,
+    /// What replication allows the high watermark to reach (the lowest log end in the ISR,
+    /// or the leader's high watermark on a follower); `i64::MAX` for a lone replica.
+    pub(super) high_watermark_limit: i64,
+    /// Last value written to the `high-watermark` file (-1: none).
+    pub(super) persisted_high_watermark: i64,
+    /// A truncation is replacing the tail: appends wait for it to finish.
+    pub(super) truncating: bool,
     pub(super) stats: LogStats,
 }
 
 #[derive(Debug, Clone)]
-struct Failure {
+pub(super) struct Failure {
     kind: io::ErrorKind,
     message: String,
     /// The on-disk state past the last checkpoint is unknown: reopen from disk to resume.
     fatal: bool,
 }
 
-struct PendingAppend {
+pub(super) struct PendingAppend {
     /// Stamped batches, handed to the cache once written.
     data: Bytes,
     base_offset: i64,
@@ -159,7 +176,7 @@ struct PendingAppend {
     position_bytes: u64,
 }
 
-struct InFlightWrite {
+pub(super) struct InFlightWrite {
     id: u64,
     segment_base_offset: i64,
     /// Block-aligned end of the write.
@@ -263,11 +280,22 @@ impl PartitionLog {
             cache,
             waiters: RefCell::new(Waiters::default()),
             durable_waiters: RefCell::new(Waiters::default()),
+            committed_waiters: RefCell::new(Waiters::default()),
+            epochs: RefCell::new(LeaderEpochCache::default()),
+            epoch_file_lock: Semaphore::new(1),
             writer_signal: Signal::default(),
             checkpoint_lock: Semaphore::new(1),
             maintenance_lock: Semaphore::new(1),
         });
         let needs_flush = log.install_recovered(recovered, 0);
+        let end_offset = log.written_end_offset();
+        let checkpointed = OffsetFile::HighWatermark.read(&log.dir).await?;
+        {
+            let mut state = log.state.borrow_mut();
+            state.high_watermark = checkpointed.unwrap_or(end_offset).clamp(0, end_offset);
+            state.persisted_high_watermark = checkpointed.unwrap_or(-1);
+        }
+        log.load_leader_epochs().await?;
         if needs_flush {
             log.flush().await?;
         }
@@ -275,7 +303,7 @@ impl PartitionLog {
     }
 
     /// Replaces the state with a freshly recovered one; returns whether a checkpoint is due.
-    fn install_recovered(&self, recovered: RecoveredLog, generation: u64) -> bool {
+    pub(super) fn install_recovered(&self, recovered: RecoveredLog, generation: u64) -> bool {
         let RecoveredLog {
             mut segments,
             tail_block,
@@ -305,6 +333,14 @@ impl PartitionLog {
         });
         let planned_size_bytes = active.size_bytes;
         self.cache.borrow_mut().clear();
+        let (previous_high_watermark, previous_limit, previous_persisted) = {
+            let state = self.state.borrow();
+            (
+                state.high_watermark,
+                state.high_watermark_limit,
+                state.persisted_high_watermark,
+            )
+        };
         *self.state.borrow_mut() = LogState {
             segments,
             log_start_offset,
@@ -335,6 +371,10 @@ impl PartitionLog {
             preallocate_supported: true,
             preallocating: false,
             cleaner_offset,
+            high_watermark: previous_high_watermark.min(end_offset),
+            high_watermark_limit: previous_limit,
+            persisted_high_watermark: previous_persisted,
+            truncating: false,
             stats: LogStats::default(),
         };
         needs_flush || checkpoint.is_none_or(|c| c.offset != end_offset)
@@ -429,7 +469,9 @@ impl PartitionLog {
 
     /// Tasks waiting in `append`, `wait_for_offset` or `wait_durable`.
     pub fn waiter_count(&self) -> usize {
-        self.waiters.borrow().len() + self.durable_waiters.borrow().len()
+        self.waiters.borrow().len()
+            + self.durable_waiters.borrow().len()
+            + self.committed_waiters.borrow().len()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -480,6 +522,14 @@ impl PartitionLog {
         leader_epoch: i32,
     ) -> impl Future<Output = Result<AppendOutcome, LogError>> + 'static {
         let enqueued = self.enqueue(batches, record_count, leader_epoch);
+        self.appended(enqueued)
+    }
+
+    /// The future of an enqueued append: resolves once its writes completed.
+    pub(super) fn appended(
+        &self,
+        enqueued: Result<(AppendOutcome, u64), LogError>,
+    ) -> impl Future<Output = Result<AppendOutcome, LogError>> + 'static {
         let log = self.rc();
         async move {
             let (outcome, generation) = enqueued?;
@@ -538,6 +588,7 @@ impl PartitionLog {
         }
         match kind {
             WaitKind::Written => state.written_end_offset > offset || state.failure.is_some(),
+            WaitKind::Committed => state.high_watermark > offset || state.failure.is_some(),
             WaitKind::Durable => {
                 state.durable_end_offset > offset
                     || state
@@ -563,20 +614,37 @@ impl PartitionLog {
         // would save the copy but could pin a whole request frame in the cache, past its bound.
         let mut data = BytesMut::from(&batches[..]);
         drop(batches);
-        let size_bytes = data.len();
-        let mut state = self.state.borrow_mut();
-        let base_offset = state.next_offset;
+        let base_offset = self.state.borrow().next_offset;
         let next_offset = stamp_batches(&mut data, base_offset, leader_epoch)?;
         if next_offset - base_offset != i64::from(record_count) {
             return Err(invalid_input("record_count does not match the batches"));
         }
+        if self.epochs.borrow_mut().assign(leader_epoch, base_offset) {
+            self.persist_leader_epochs();
+        }
+        self.push_pending(data, base_offset, next_offset, u64::from(record_count))
+    }
+
+    /// Queues stamped batches covering `[base_offset, next_offset)` (which must start at the
+    /// next offset) and wakes the writer.
+    pub(super) fn push_pending(
+        &self,
+        data: BytesMut,
+        base_offset: i64,
+        next_offset: i64,
+        record_count: u64,
+    ) -> Result<(AppendOutcome, u64), LogError> {
+        let size_bytes = data.len();
+        let mut state = self.state.borrow_mut();
+        assert_eq!(state.next_offset, base_offset);
+        assert!(next_offset > base_offset);
         state.next_offset = next_offset;
         state.pending_bytes += size_bytes as u64;
         state.pending.push_back(PendingAppend {
             data: data.freeze(),
             base_offset,
             next_offset,
-            record_count: u64::from(record_count),
+            record_count,
             planned_bytes: 0,
             written_bytes: 0,
             position_bytes: 0,
@@ -709,6 +777,7 @@ impl PartitionLog {
         }
         let wakers = self.waiters.borrow_mut().take_satisfied(written_end_offset);
         wakers.into_iter().for_each(|waker| waker.wake());
+        self.advance_high_watermark();
         if start_sync {
             self.start_syncer();
         }
@@ -875,10 +944,12 @@ impl PartitionLog {
         self.writer_signal.notify();
     }
 
-    fn wake_all(&self) {
+    pub(super) fn wake_all(&self) {
         let wakers = self.waiters.borrow_mut().take_all();
         wakers.into_iter().for_each(|waker| waker.wake());
         let wakers = self.durable_waiters.borrow_mut().take_all();
+        wakers.into_iter().for_each(|waker| waker.wake());
+        let wakers = self.committed_waiters.borrow_mut().take_all();
         wakers.into_iter().for_each(|waker| waker.wake());
     }
 
@@ -1264,6 +1335,8 @@ impl PartitionLog {
                 position_bytes: active.size_bytes,
             };
             if state.recovery_point == Some(point) && !state.directory_dirty {
+                drop(state);
+                self.persist_high_watermark().await;
                 return Ok(());
             }
             (point, active.index_file())
@@ -1285,6 +1358,7 @@ impl PartitionLog {
             self.check_directory().await;
             return Err(error);
         }
+        self.persist_high_watermark().await;
         let mut state = self.state.borrow_mut();
         state.stats.checkpoints += 1;
         if state
@@ -1467,7 +1541,7 @@ impl PartitionLog {
 
     /// Waits until every assigned offset is written and no write is in flight (or the log
     /// failed).
-    async fn drain(&self) {
+    pub(super) async fn drain(&self) {
         let last_assigned = self.state.borrow().next_offset - 1;
         WaitForOffset::new(self.rc(), last_assigned).await;
         while !self.state.borrow().in_flight.is_empty() {
@@ -1535,6 +1609,10 @@ impl LogState {
             preallocate_supported: true,
             preallocating: false,
             cleaner_offset: 0,
+            high_watermark: 0,
+            high_watermark_limit: i64::MAX,
+            persisted_high_watermark: -1,
+            truncating: false,
             stats: LogStats::default(),
         }
     }
@@ -1551,9 +1629,15 @@ impl LogState {
             .expect("a log always has an active segment")
     }
 
-    fn check_appendable(&self) -> Result<(), LogError> {
+    pub(super) fn check_appendable(&self) -> Result<(), LogError> {
         if self.closing || self.closed {
             return Err(LogError::Closed);
+        }
+        if self.truncating {
+            return Err(LogError::Io(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the log is being truncated",
+            )));
         }
         if let Some(failure) = &self.failure {
             return Err(failure.error());
@@ -1592,7 +1676,7 @@ impl LogState {
         Ok(())
     }
 
-    fn discard_pending(&mut self) {
+    pub(super) fn discard_pending(&mut self) {
         self.pending.clear();
         self.pending_bytes = 0;
     }
@@ -1852,7 +1936,7 @@ impl LogState {
 }
 
 impl Failure {
-    fn error(&self) -> LogError {
+    pub(super) fn error(&self) -> LogError {
         LogError::Io(io::Error::new(self.kind, self.message.clone()))
     }
 }
@@ -1882,7 +1966,7 @@ fn stamp_batches(data: &mut [u8], base_offset: i64, leader_epoch: i32) -> Result
 
 /// Calls `visit` with each batch header in `data` (trusted: stamped by `enqueue`) and its
 /// position in `data`.
-fn for_each_batch(data: &[u8], mut visit: impl FnMut(&RecordBatchHeader, usize)) {
+pub(super) fn for_each_batch(data: &[u8], mut visit: impl FnMut(&RecordBatchHeader, usize)) {
     let mut position = 0usize;
     while position < data.len() {
         let header =
@@ -2102,7 +2186,7 @@ fn offset_after_batches(batches: &[u8]) -> Result<i64, LogError> {
     next_offset.ok_or_else(|| LogError::Corrupt("empty chunk".into()))
 }
 
-async fn read_header_at(
+pub(super) async fn read_header_at(
     reader: &mut WindowReader,
     position: u64,
     size_bytes: u64,

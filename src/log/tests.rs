@@ -1780,3 +1780,212 @@ fn offset_before_end_bounds_a_tail_scan() {
         log.close().await.unwrap();
     });
 }
+
+// ---- Replica operations (replica.rs) ----
+
+/// Every batch of the log, as stored (for byte comparisons between replicas).
+async fn raw_batches(log: &PartitionLog) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut cursor = log.log_start_offset();
+    while cursor < log.written_end_offset() {
+        let outcome = log.read(cursor, 1 << 20, i64::MAX).await.unwrap();
+        let decoded = decode(&outcome);
+        cursor = decoded.last().unwrap().1 + 1;
+        for chunk in &outcome.chunks {
+            all.extend_from_slice(chunk);
+        }
+    }
+    all
+}
+
+/// A leader log with `batches` batches of 5 records; the epoch rises at the given batch
+/// indexes (starting at 1).
+async fn leader_log(dir: PathBuf, batches: u64, epoch_changes: &[u64]) -> Rc<PartitionLog> {
+    let log = PartitionLog::open(dir, small_config()).await.unwrap();
+    let mut epoch = 1;
+    for index in 0..batches {
+        if epoch_changes.contains(&index) {
+            epoch += 1;
+        }
+        log.append(batch(index, 5, 700), 5, epoch).await.unwrap();
+    }
+    log
+}
+
+#[test]
+fn replica_appends_keep_the_leaders_offsets_epochs_and_bytes() {
+    let (_root, dir) = temp_dir();
+    let (_root2, replica_dir) = temp_dir();
+    run(move || async move {
+        let leader = leader_log(dir, 40, &[10, 30]).await;
+        let replica = PartitionLog::open(replica_dir, small_config())
+            .await
+            .unwrap();
+        let mut cursor = 0;
+        while cursor < leader.written_end_offset() {
+            let outcome = leader.read(cursor, 8 * 1024, i64::MAX).await.unwrap();
+            cursor = decode(&outcome).last().unwrap().1 + 1;
+            let mut data = Vec::new();
+            outcome.chunks.iter().for_each(|c| data.extend_from_slice(c));
+            replica.append_replica(Bytes::from(data)).await.unwrap();
+        }
+        assert_eq!(replica.written_end_offset(), 200);
+        assert_eq!(raw_batches(&replica).await, raw_batches(&leader).await);
+        assert_eq!(replica.latest_epoch(), Some(3));
+        assert_eq!(replica.end_offset_for_epoch(1), (1, 50));
+        assert_eq!(replica.end_offset_for_epoch(2), (2, 150));
+        assert_eq!(replica.end_offset_for_epoch(3), (3, 200));
+        assert_eq!(replica.end_offset_for_epoch(4), (-1, -1));
+        assert_eq!(leader.end_offset_for_epoch(2), (2, 150));
+
+        // A batch that does not continue the log, or with a broken CRC, is refused.
+        let stray = leader.read(100, 1, i64::MAX).await.unwrap();
+        let stray: Vec<u8> = stray.chunks.concat();
+        assert!(replica.append_replica(Bytes::from(stray.clone())).await.is_err());
+        let mut tail = leader.read(195, 1, i64::MAX).await.unwrap().chunks.concat();
+        let (_root3, fresh_dir) = temp_dir();
+        let fresh = PartitionLog::open(fresh_dir, small_config()).await.unwrap();
+        assert!(fresh.append_replica(Bytes::from(tail.clone())).await.is_err());
+        fresh.reset_to(195).await.unwrap();
+        let last = tail.len() - 1;
+        tail[last] ^= 0xff;
+        assert!(fresh.append_replica(Bytes::from(tail)).await.is_err());
+        assert_eq!(fresh.written_end_offset(), 195);
+        fresh.close().await.unwrap();
+        replica.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
+
+#[test]
+fn truncation_cuts_across_segments_and_survives_reopen() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = leader_log(dir.clone(), 60, &[10, 30]).await;
+        assert!(log.segment_count() > 3, "the test needs several segments");
+        let before = read_all(&log, 0, 1 << 20).await;
+        // 93 lies inside the batch [90, 94]: that batch goes too.
+        let end = log.truncate_to(93).await.unwrap();
+        assert_eq!(end, 90);
+        assert_eq!(log.written_end_offset(), 90);
+        assert_eq!(log.next_offset(), 90);
+        assert_eq!(read_all(&log, 0, 1 << 20).await, before[..18].to_vec());
+        let segment_files = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .count();
+        assert_eq!(segment_files, log.segment_count());
+        // Epoch 2 started at 50 and is now the latest; epoch 3 is gone.
+        assert_eq!(log.latest_epoch(), Some(2));
+        assert_eq!(log.end_offset_for_epoch(2), (2, 90));
+        // Appends continue at the cut, with a newer epoch.
+        let next = log.append(batch(900, 5, 700), 5, 4).await.unwrap();
+        assert_eq!(next.base_offset, 90);
+        log.close().await.unwrap();
+
+        let log = PartitionLog::open(dir, small_config()).await.unwrap();
+        assert_eq!(log.written_end_offset(), 95);
+        let after = read_all(&log, 0, 1 << 20).await;
+        assert_eq!(after[..18], before[..18]);
+        assert_eq!(after[18], (90, 94, 4, 900));
+        assert_eq!(log.end_offset_for_epoch(2), (2, 90));
+        assert_eq!(log.end_offset_for_epoch(3), (2, 90));
+        assert_eq!(log.end_offset_for_epoch(4), (4, 95));
+        // Truncating at or past the end changes nothing; at the start empties the log there.
+        assert_eq!(log.truncate_to(500).await.unwrap(), 95);
+        assert_eq!(log.truncate_to(0).await.unwrap(), 0);
+        assert_eq!(log.written_end_offset(), 0);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn reset_restarts_empty_at_the_leaders_log_start() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = leader_log(dir.clone(), 20, &[]).await;
+        log.reset_to(1000).await.unwrap();
+        assert_eq!(log.log_start_offset(), 1000);
+        assert_eq!(log.written_end_offset(), 1000);
+        assert_eq!(log.high_watermark(), 1000);
+        assert_eq!(log.latest_epoch(), None);
+        let appended = log.append(batch(7, 5, 100), 5, 9).await.unwrap();
+        assert_eq!(appended.base_offset, 1000);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir, small_config()).await.unwrap();
+        assert_eq!(log.log_start_offset(), 1000);
+        assert_eq!(log.written_end_offset(), 1005);
+        assert_eq!(log.end_offset_for_epoch(9), (9, 1005));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn high_watermark_follows_the_limit_and_survives_reopen() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = PartitionLog::open(dir.clone(), small_config())
+            .await
+            .unwrap();
+        log.append(batch(1, 5, 100), 5, 1).await.unwrap();
+        // A lone replica: committed once written.
+        assert_eq!(log.high_watermark(), 5);
+        log.set_high_watermark_limit(7);
+        log.append(batch(2, 5, 100), 5, 1).await.unwrap();
+        assert_eq!(log.high_watermark(), 7);
+        let waiting = log.wait_for_high_watermark(8);
+        let woken = glommio::spawn_local(waiting);
+        glommio::yield_if_needed().await;
+        log.set_high_watermark_limit(9);
+        woken.await;
+        assert_eq!(log.high_watermark(), 9);
+        // Never backwards through the limit; truncation does lower it.
+        log.set_high_watermark_limit(2);
+        assert_eq!(log.high_watermark(), 9);
+        log.truncate_to(5).await.unwrap();
+        assert_eq!(log.high_watermark(), 5);
+        log.set_high_watermark_limit(i64::MAX);
+        log.append(batch(3, 5, 100), 5, 1).await.unwrap();
+        assert_eq!(log.high_watermark(), 10);
+        log.set_high_watermark_limit(12);
+        log.append(batch(4, 5, 100), 5, 1).await.unwrap();
+        log.close().await.unwrap();
+        // Reopened: the checkpointed high watermark, not the log end.
+        let log = PartitionLog::open(dir, small_config()).await.unwrap();
+        assert_eq!(log.written_end_offset(), 15);
+        assert_eq!(log.high_watermark(), 12);
+        log.set_high_watermark_limit(i64::MAX);
+        assert_eq!(log.high_watermark(), 15);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn leader_epochs_are_rebuilt_when_their_file_is_missing_or_stale() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let log = leader_log(dir.clone(), 30, &[5, 20]).await;
+        log.close().await.unwrap();
+        let file = dir.join("leader-epoch-checkpoint");
+        assert!(file.exists());
+        std::fs::remove_file(&file).unwrap();
+        let log = PartitionLog::open(dir.clone(), small_config())
+            .await
+            .unwrap();
+        assert_eq!(log.end_offset_for_epoch(1), (1, 25));
+        assert_eq!(log.end_offset_for_epoch(2), (2, 100));
+        assert_eq!(log.end_offset_for_epoch(3), (3, 150));
+        log.close().await.unwrap();
+        // A file written before the last epoch started (a crash before its rewrite).
+        std::fs::write(
+            &file,
+            super::leader_epochs::tests_support::encode(&[(1, 0), (2, 25)]),
+        )
+        .unwrap();
+        let log = PartitionLog::open(dir, small_config()).await.unwrap();
+        assert_eq!(log.latest_epoch(), Some(3));
+        assert_eq!(log.end_offset_for_epoch(2), (2, 100));
+        log.close().await.unwrap();
+    });
+}

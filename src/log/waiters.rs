@@ -66,6 +66,8 @@ pub(crate) enum WaitKind {
     Written,
     /// Durable (fdatasync completed).
     Durable,
+    /// Committed (the high watermark passed it).
+    Committed,
 }
 
 /// Resolves once `written_end_offset() > offset` (or the durable end, for
@@ -121,6 +123,7 @@ fn waiters_of(log: &PartitionLog, kind: WaitKind) -> &std::cell::RefCell<Waiters
     match kind {
         WaitKind::Written => &log.waiters,
         WaitKind::Durable => &log.durable_waiters,
+        WaitKind::Committed => &log.committed_waiters,
     }
 }
 

@@ -23,6 +23,12 @@ const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
 const MAGIC_OFFSET: usize = 16;
 const CRC_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
+
+/// True if the batch's stored CRC-32C matches its bytes (from the attributes on). `batch` is
+/// exactly one batch.
+pub fn batch_crc_matches(header: &RecordBatchHeader, batch: &[u8]) -> bool {
+    batch.len() > ATTRIBUTES_OFFSET && crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]) == header.crc
+}
 const LAST_OFFSET_DELTA_OFFSET: usize = 23;
 const BASE_TIMESTAMP_OFFSET: usize = 27;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
