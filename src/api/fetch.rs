@@ -1,7 +1,9 @@
 //! Fetch (key 1). Each owner shard reads its partitions in one hop; if fewer than `min_bytes` came
 //! back, the request waits on the owners' append notifications (never a polling timer) until data
-//! arrives or `max_wait_ms` passes. Reads never go past the high watermark (the last stable
-//! offset for read_committed). No incremental sessions yet: every response says session 0, which
+//! arrives or `max_wait_ms` passes. Consumer reads never go past the high watermark (the last
+//! stable offset for read_committed); a follower's fetch (replica id >= 0) reads up to the
+//! leader's log end and reports the follower's log end to replication, which moves the high
+//! watermark. No incremental sessions yet: every response says session 0, which
 //! tells clients to keep sending full requests (KIP-227 allows a broker to decline sessions).
 
 use super::owners::{run_on_owners, Slot, Slotted};
@@ -36,6 +38,9 @@ struct ReadWork {
 struct ReadReply {
     slot: (usize, usize),
     error: Option<ResponseError>,
+    /// What the long poll waits past: the high watermark for consumers, the log end for
+    /// followers.
+    wait_from: i64,
     high_watermark: i64,
     last_stable_offset: i64,
     log_start_offset: i64,
@@ -49,6 +54,7 @@ impl ReadReply {
         ReadReply {
             slot,
             error: Some(error),
+            wait_from: -1,
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,
@@ -103,6 +109,16 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
     let image = shard.metadata();
     let by_id = context.api_version >= 13;
     let read_committed = request.isolation_level == READ_COMMITTED;
+    let replica_id = if context.api_version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let reader = if replica_id >= 0 {
+        Reader::Follower(replica_id)
+    } else {
+        Reader::Consumer { read_committed }
+    };
 
     let mut responses = Vec::with_capacity(request.topics.len());
     let mut work_by_owner: BTreeMap<usize, Vec<ReadWork>> = BTreeMap::new();
@@ -171,7 +187,7 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
     let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0).max(1);
     let replies = loop {
-        let replies = read_all(shard, &work_by_owner, read_committed).await;
+        let replies = read_all(shard, &work_by_owner, reader).await;
         let size_bytes: usize = replies.iter().map(|r| r.size_bytes).sum();
         let any_error = replies.iter().any(|r| r.error.is_some());
         if size_bytes >= min_bytes
@@ -181,9 +197,9 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
         {
             break replies;
         }
-        wait_for_data(shard, &work_by_owner, &replies, deadline).await;
+        wait_for_data(shard, &work_by_owner, &replies, reader, deadline).await;
         if Instant::now() >= deadline {
-            break read_all(shard, &work_by_owner, read_committed).await;
+            break read_all(shard, &work_by_owner, reader).await;
         }
     };
 
@@ -338,18 +354,25 @@ impl FrameBuilder {
     }
 }
 
+/// Who fetches: what they may read and what their fetch means.
+#[derive(Debug, Clone, Copy)]
+enum Reader {
+    Consumer { read_committed: bool },
+    /// A follower replica (its node id): reads up to the log end; its fetch offset is its log
+    /// end, which the leader records.
+    Follower(i32),
+}
+
 /// One hop per owner shard, all at once (the work stays with the caller for the long poll).
 async fn read_all(
     shard: &Rc<Shard>,
     work_by_owner: &BTreeMap<usize, Vec<ReadWork>>,
-    read_committed: bool,
+    reader: Reader,
 ) -> Vec<ReadReply> {
     run_on_owners(
         shard,
         work_by_owner.clone(),
-        move |owner_shard, work| async move {
-            read_on_owner(&owner_shard, work, read_committed).await
-        },
+        move |owner_shard, work| async move { read_on_owner(&owner_shard, work, reader).await },
         |slot| ReadReply::failed(slot, ResponseError::NotLeaderOrFollower),
     )
     .await
@@ -361,7 +384,7 @@ impl Slotted for ReadWork {
     }
 }
 
-async fn read_on_owner(shard: &Shard, work: ReadWork, read_committed: bool) -> ReadReply {
+async fn read_on_owner(shard: &Rc<Shard>, work: ReadWork, reader: Reader) -> ReadReply {
     let Some(partition) = shard.partitions.get(&work.topic, work.partition) else {
         return ReadReply::failed(work.slot, ResponseError::NotLeaderOrFollower);
     };
@@ -374,16 +397,32 @@ async fn read_on_owner(shard: &Shard, work: ReadWork, read_committed: bool) -> R
         };
         return ReadReply::failed(work.slot, error);
     }
+    if let Reader::Follower(replica) = reader {
+        let recorded = crate::cluster::replication::record_replica_fetch(
+            shard,
+            &partition,
+            replica,
+            work.fetch_offset,
+        );
+        if !recorded {
+            return ReadReply::failed(work.slot, ResponseError::NotLeaderOrFollower);
+        }
+    }
     let high_watermark = partition.high_watermark();
     let last_stable_offset = partition.last_stable_offset();
-    let visible_end = if read_committed {
-        last_stable_offset
-    } else {
-        high_watermark
+    let visible_end = match reader {
+        Reader::Consumer {
+            read_committed: true,
+        } => last_stable_offset,
+        Reader::Consumer {
+            read_committed: false,
+        } => high_watermark,
+        Reader::Follower(_) => partition.log.written_end_offset(),
     };
     let mut reply = ReadReply {
         slot: work.slot,
         error: None,
+        wait_from: visible_end,
         high_watermark,
         last_stable_offset,
         log_start_offset: partition.log.log_start_offset(),
@@ -430,6 +469,7 @@ async fn wait_for_data(
     shard: &Rc<Shard>,
     work_by_owner: &BTreeMap<usize, Vec<ReadWork>>,
     replies: &[ReadReply],
+    reader: Reader,
     deadline: Instant,
 ) {
     let remaining = deadline.saturating_duration_since(Instant::now());
@@ -442,7 +482,7 @@ async fn wait_for_data(
             .iter()
             .map(|w| {
                 let reply = replies.iter().find(|r| r.slot == w.slot);
-                let seen = reply.map(|r| r.high_watermark).unwrap_or(w.fetch_offset);
+                let seen = reply.map(|r| r.wait_from).unwrap_or(w.fetch_offset);
                 (w.topic.clone(), w.partition, seen.max(w.fetch_offset))
             })
             .collect();
@@ -454,8 +494,17 @@ async fn wait_for_data(
                         let partition = owner_shard.partitions.get(topic, *partition)?;
                         let offset = *offset;
                         Some(
-                            async move { partition.log.wait_for_offset(offset).await }
-                                .boxed_local(),
+                            async move {
+                                match reader {
+                                    Reader::Follower(_) => {
+                                        partition.log.wait_for_offset(offset).await
+                                    }
+                                    Reader::Consumer { .. } => {
+                                        partition.log.wait_for_high_watermark(offset).await
+                                    }
+                                }
+                            }
+                            .boxed_local(),
                         )
                     })
                     .collect();

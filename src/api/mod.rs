@@ -23,6 +23,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod offset_for_leader_epoch;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -163,6 +164,7 @@ async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAd
         ApiKey::Produce => produce::handle_frame(&context, frame).await,
         ApiKey::Fetch => fetch::handle_frame(&context, frame).await,
         ApiKey::ListOffsets => dispatch!(list_offsets::handle),
+        ApiKey::OffsetForLeaderEpoch => dispatch!(offset_for_leader_epoch::handle),
         ApiKey::FindCoordinator => dispatch!(find_coordinator::handle),
         ApiKey::CreateTopics => dispatch!(create_topics::handle),
         ApiKey::DeleteTopics => dispatch!(delete_topics::handle),

@@ -1,6 +1,12 @@
 //! Produce (key 0). Batches are validated on the connection's shard (CRC, length, count, without
 //! decompressing), then each owner shard appends its partitions' batches; one hop per owner shard
 //! per request, however many partitions it owns. The response is assembled in request order.
+//!
+//! acks=all: refused with NOT_ENOUGH_REPLICAS before appending while the ISR is smaller than
+//! `min.insync.replicas`; after appending, answered once the high watermark passes the batch
+//! (every ISR member has it), or with REQUEST_TIMED_OUT at the request's timeout,
+//! NOT_LEADER_OR_FOLLOWER if leadership moved meanwhile, NOT_ENOUGH_REPLICAS_AFTER_APPEND if
+//! the ISR shrank below the minimum on the way.
 
 use super::owners::{run_on_owners, Slot, Slotted};
 use super::{Outcome, RequestContext};
@@ -27,7 +33,13 @@ struct AppendWork {
     /// acks=1 or all: under the sync flush policy, answer only once fdatasync covered it (as
     /// Kafka flushes in the append path before answering, whatever the acks).
     acknowledged: bool,
+    /// acks=all: answer once every in-sync replica has the batches, within `timeout_ms`.
+    acks_all: bool,
+    timeout_ms: u64,
 }
+
+/// Longest an acks=all produce waits for its replicas, whatever the request asks.
+const MAX_PRODUCE_TIMEOUT_MS: u64 = 300_000;
 
 /// What the owner shard reports back for one partition.
 struct AppendReply {
@@ -122,6 +134,10 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                                 record_count: summary.record_count,
                             }),
                             acknowledged: request.acks != 0,
+                            acks_all: request.acks == -1,
+                            timeout_ms: u64::try_from(request.timeout_ms)
+                                .unwrap_or(0)
+                                .clamp(1, MAX_PRODUCE_TIMEOUT_MS),
                         }),
                         Err(error) => {
                             tracing::warn!(
@@ -191,16 +207,35 @@ impl Slotted for AppendWork {
     }
 }
 
-/// Runs on the owner shard.
-async fn append_on_owner(shard: &crate::shard::Shard, work: AppendWork) -> AppendReply {
-    let Some(partition) = shard.partitions.get(&work.topic, work.partition) else {
-        return AppendReply {
-            slot: work.slot,
-            error: Some(ResponseError::NotLeaderOrFollower),
+impl AppendReply {
+    fn failed(slot: Slot, error: ResponseError) -> AppendReply {
+        AppendReply {
+            slot,
+            error: Some(error),
             base_offset: -1,
             log_start_offset: -1,
-        };
+        }
+    }
+}
+
+/// Runs on the owner shard.
+async fn append_on_owner(shard: &crate::shard::Shard, mut work: AppendWork) -> AppendReply {
+    let Some(partition) = shard.partitions.get(&work.topic, work.partition) else {
+        return AppendReply::failed(work.slot, ResponseError::NotLeaderOrFollower);
     };
+    let leader_epoch = partition.leader_epoch.get();
+    let min_insync = crate::cluster::replication::min_insync_replicas(shard, &partition);
+    {
+        let replication = partition.replication.borrow();
+        if !replication.leads_in(leader_epoch) {
+            return AppendReply::failed(work.slot, ResponseError::NotLeaderOrFollower);
+        }
+        if work.acks_all && replication.isr.len() < min_insync {
+            tracing::debug!(topic = %work.topic, partition = work.partition,
+                isr = ?replication.isr, min_insync, "acks=all refused: ISR too small");
+            return AppendReply::failed(work.slot, ResponseError::NotEnoughReplicas);
+        }
+    }
     // Sequence check, state update and offset assignment happen with no await between them,
     // so concurrent appends of the same producer cannot interleave.
     if let Some(producer) = &work.producer {
@@ -239,11 +274,7 @@ async fn append_on_owner(shard: &crate::shard::Shard, work: AppendWork) -> Appen
     }
     match partition
         .log
-        .append(
-            work.batches,
-            work.record_count,
-            partition.leader_epoch.get(),
-        )
+        .append(std::mem::take(&mut work.batches), work.record_count, leader_epoch)
         .await
     {
         Ok(appended) => {
@@ -253,12 +284,20 @@ async fn append_on_owner(shard: &crate::shard::Shard, work: AppendWork) -> Appen
                 if let Err(error) = partition.log.wait_durable(appended.last_offset).await {
                     tracing::error!(topic = %work.topic, partition = work.partition,
                         "fdatasync failed: {error}");
-                    return AppendReply {
-                        slot: work.slot,
-                        error: Some(ResponseError::KafkaStorageError),
-                        base_offset: -1,
-                        log_start_offset: -1,
-                    };
+                    return AppendReply::failed(work.slot, ResponseError::KafkaStorageError);
+                }
+            }
+            if work.acks_all {
+                let replicated =
+                    wait_replicated(&partition, appended.last_offset, leader_epoch, &work).await;
+                if let Err(error) = replicated {
+                    return AppendReply::failed(work.slot, error);
+                }
+                if partition.replication.borrow().isr.len() < min_insync {
+                    return AppendReply::failed(
+                        work.slot,
+                        ResponseError::NotEnoughReplicasAfterAppend,
+                    );
                 }
             }
             AppendReply {
@@ -286,6 +325,43 @@ async fn append_on_owner(shard: &crate::shard::Shard, work: AppendWork) -> Appen
                 base_offset: -1,
                 log_start_offset: -1,
             }
+        }
+    }
+}
+
+/// Waits until the high watermark passes `last_offset` (every in-sync replica has it). Fails
+/// with NOT_LEADER_OR_FOLLOWER once this node stops leading in `leader_epoch` (the waiters are
+/// woken on every leadership change) and with REQUEST_TIMED_OUT at the work's timeout.
+async fn wait_replicated(
+    partition: &crate::cluster::Partition,
+    last_offset: i64,
+    leader_epoch: i32,
+    work: &AppendWork,
+) -> Result<(), ResponseError> {
+    let committed = partition.log.wait_for_high_watermark(last_offset);
+    futures::pin_mut!(committed);
+    let outcome = futures::future::poll_fn(|context| {
+        if std::future::Future::poll(committed.as_mut(), context).is_ready() {
+            let reached = partition.high_watermark() > last_offset;
+            return std::task::Poll::Ready(if reached {
+                Ok(())
+            } else {
+                // The log failed or is closing.
+                Err(ResponseError::KafkaStorageError)
+            });
+        }
+        if !partition.replication.borrow().leads_in(leader_epoch) {
+            return std::task::Poll::Ready(Err(ResponseError::NotLeaderOrFollower));
+        }
+        std::task::Poll::Pending
+    });
+    let timeout = std::time::Duration::from_millis(work.timeout_ms);
+    match glommio::timer::timeout(timeout, async { Ok(outcome.await) }).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::debug!(topic = %work.topic, partition = work.partition, last_offset,
+                "acks=all produce timed out waiting for the ISR");
+            Err(ResponseError::RequestTimedOut)
         }
     }
 }

@@ -255,3 +255,39 @@ pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, AdminError> 
         )),
     }
 }
+
+/// AlterPartition through the active controller, for a partition this node leads. Returns the
+/// partition as committed, or the Kafka error code (NOT_CONTROLLER when no controller answered,
+/// retriable). Call on shard 0.
+pub async fn alter_partition(
+    shard: &Rc<Shard>,
+    mut request: rpc::AlterPartitionRequest,
+) -> Result<super::metadata::PartitionRecord, i16> {
+    let Some(node) = shard.metadata_node.get().cloned() else {
+        return Err(ResponseError::NotController.code());
+    };
+    let broker_epoch = node
+        .agent
+        .borrow()
+        .as_ref()
+        .and_then(|agent| agent.broker_epoch.get());
+    let Some(broker_epoch) = broker_epoch else {
+        // Not registered (yet): the controller would not know this incarnation.
+        return Err(ResponseError::StaleBrokerEpoch.code());
+    };
+    request.node_id = node.node_id;
+    request.broker_epoch = broker_epoch;
+    let timeout = Duration::from_millis(shard.config.controller_request_timeout_ms);
+    match call_active(&node, ControllerRequest::AlterPartition(request), timeout).await {
+        Ok(ControllerResponse::PartitionAltered(outcome)) => outcome,
+        Ok(ControllerResponse::Error { message }) => {
+            tracing::warn!("AlterPartition failed on the controller: {message}");
+            Err(ResponseError::RequestTimedOut.code())
+        }
+        Ok(other) => {
+            tracing::warn!(?other, "unexpected answer to AlterPartition");
+            Err(ResponseError::UnknownServerError.code())
+        }
+        Err(CallFailure::NoController) => Err(ResponseError::NotController.code()),
+    }
+}

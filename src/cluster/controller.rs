@@ -393,8 +393,110 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
                 Err(failure) => failure_response(node, failure),
             }
         }
+        ControllerRequest::AlterPartition(request) => {
+            let _permit = controller.change_lock.acquire_permit(1).await;
+            let image = node.image();
+            match decide_alter_partition(&image, &request) {
+                Ok(AlterDecision::Unchanged(record)) => {
+                    ControllerResponse::PartitionAltered(Ok(record))
+                }
+                Ok(AlterDecision::Change(change, record)) => {
+                    match node.propose(vec![change]).await {
+                        Ok(_) => {
+                            tracing::info!(topic = %request.topic, partition = request.partition,
+                                isr = ?record.isr, partition_epoch = record.partition_epoch,
+                                "ISR changed");
+                            ControllerResponse::PartitionAltered(Ok(record))
+                        }
+                        Err(failure) => failure_response(node, failure),
+                    }
+                }
+                Err(code) => {
+                    tracing::info!(topic = %request.topic, partition = request.partition,
+                        leader = request.node_id, error = code, "AlterPartition refused");
+                    ControllerResponse::PartitionAltered(Err(code))
+                }
+            }
+        }
         ControllerRequest::DescribeQuorum => unreachable!("answered above"),
     }
+}
+
+/// What an AlterPartition comes to.
+#[derive(Debug, PartialEq)]
+pub enum AlterDecision {
+    /// The ISR asked for is the current one: nothing to write.
+    Unchanged(super::metadata::PartitionRecord),
+    /// The record to commit and the partition as it will be.
+    Change(MetadataRecord, super::metadata::PartitionRecord),
+}
+
+/// Checks an AlterPartition against `image` (Kafka's rules, in Kafka's order) and decides the
+/// change: only the current leader, at the current leader and partition epochs, may change
+/// the ISR; the new ISR holds the leader, only replicas, each once, and every member it adds
+/// is a live broker.
+pub fn decide_alter_partition(
+    image: &MetadataImage,
+    request: &super::rpc::AlterPartitionRequest,
+) -> Result<AlterDecision, i16> {
+    let live_epoch = image.brokers.get(&request.node_id).map(|b| b.broker_epoch);
+    if live_epoch != Some(request.broker_epoch) {
+        return Err(ResponseError::StaleBrokerEpoch.code());
+    }
+    let topic = image
+        .topic(&request.topic)
+        .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+    if !request.topic_id.is_nil() && request.topic_id != topic.topic_id {
+        return Err(ResponseError::UnknownTopicId.code());
+    }
+    let record = usize::try_from(request.partition)
+        .ok()
+        .and_then(|index| topic.partitions.get(index))
+        .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+    if record.leader != request.node_id {
+        return Err(ResponseError::NotLeaderOrFollower.code());
+    }
+    if request.leader_epoch < record.leader_epoch {
+        return Err(ResponseError::FencedLeaderEpoch.code());
+    }
+    if request.leader_epoch > record.leader_epoch {
+        return Err(ResponseError::UnknownLeaderEpoch.code());
+    }
+    if request.partition_epoch != record.partition_epoch {
+        return Err(ResponseError::InvalidUpdateVersion.code());
+    }
+    let new_isr = &request.new_isr;
+    let mut distinct = new_isr.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if !new_isr.contains(&record.leader)
+        || distinct.len() != new_isr.len()
+        || !new_isr.iter().all(|id| record.replicas.contains(id))
+    {
+        return Err(ResponseError::InvalidRequest.code());
+    }
+    let joins_dead = new_isr
+        .iter()
+        .any(|id| !record.isr.contains(id) && !image.is_live(*id));
+    if joins_dead {
+        return Err(ResponseError::IneligibleReplica.code());
+    }
+    if *new_isr == record.isr {
+        return Ok(AlterDecision::Unchanged(record.clone()));
+    }
+    let mut changed = record.clone();
+    changed.isr = new_isr.clone();
+    changed.partition_epoch += 1;
+    let change = MetadataRecord::ChangePartition {
+        name: topic.name.clone(),
+        topic_id: topic.topic_id,
+        partition: request.partition,
+        leader: changed.leader,
+        leader_epoch: changed.leader_epoch,
+        partition_epoch: changed.partition_epoch,
+        isr: changed.isr.clone(),
+    };
+    Ok(AlterDecision::Change(change, changed))
 }
 
 /// DescribeQuorum's answer, from the leader's view of its followers (None off the leader).
@@ -832,6 +934,92 @@ mod tests {
             assignments: Vec::new(),
             configs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn alter_partition_checks_leader_epochs_and_membership() {
+        let config = BrokerConfig::default();
+        let mut image = image_with_live_brokers(3);
+        let (records, _) = decide(
+            &config,
+            &image,
+            AdminCommand::CreateTopics {
+                topics: vec![new_topic("r", 1, 3)],
+                validate_only: false,
+            },
+        );
+        let next = image.version + 1;
+        records::apply_batch(&mut image, next, &records);
+        let topic = image.topic("r").unwrap().clone();
+        let record = topic.partitions[0].clone();
+        let leader = record.leader;
+        let follower = *record.replicas.iter().find(|&&id| id != leader).unwrap();
+        let leader_broker_epoch = image.brokers[&leader].broker_epoch;
+        let topic_id = topic.topic_id;
+        let request = |isr: Vec<i32>| super::super::rpc::AlterPartitionRequest {
+            node_id: leader,
+            broker_epoch: leader_broker_epoch,
+            topic: "r".into(),
+            topic_id,
+            partition: 0,
+            leader_epoch: record.leader_epoch,
+            partition_epoch: record.partition_epoch,
+            new_isr: isr,
+        };
+        let shrunk: Vec<i32> = record.isr.iter().copied().filter(|&id| id != follower).collect();
+        let Ok(AlterDecision::Change(change, changed)) =
+            decide_alter_partition(&image, &request(shrunk.clone()))
+        else {
+            panic!("a valid shrink is accepted");
+        };
+        assert_eq!(changed.isr, shrunk);
+        assert_eq!(changed.partition_epoch, record.partition_epoch + 1);
+        assert_eq!(changed.leader_epoch, record.leader_epoch);
+        assert_eq!(
+            decide_alter_partition(&image, &request(record.isr.clone())),
+            Ok(AlterDecision::Unchanged(record.clone()))
+        );
+        let code = |r: &super::super::rpc::AlterPartitionRequest| {
+            decide_alter_partition(&image, r).unwrap_err()
+        };
+        let mut stale = request(shrunk.clone());
+        stale.partition_epoch -= 1;
+        assert_eq!(code(&stale), ResponseError::InvalidUpdateVersion.code());
+        let mut old_leader = request(shrunk.clone());
+        old_leader.leader_epoch -= 1;
+        assert_eq!(code(&old_leader), ResponseError::FencedLeaderEpoch.code());
+        let mut future = request(shrunk.clone());
+        future.leader_epoch += 1;
+        assert_eq!(code(&future), ResponseError::UnknownLeaderEpoch.code());
+        let mut not_leader = request(shrunk.clone());
+        not_leader.node_id = follower;
+        not_leader.broker_epoch = image.brokers[&follower].broker_epoch;
+        assert_eq!(code(&not_leader), ResponseError::NotLeaderOrFollower.code());
+        let mut old_incarnation = request(shrunk.clone());
+        old_incarnation.broker_epoch += 100;
+        assert_eq!(code(&old_incarnation), ResponseError::StaleBrokerEpoch.code());
+        assert_eq!(code(&request(vec![follower])), ResponseError::InvalidRequest.code());
+        assert_eq!(code(&request(vec![leader, leader])), ResponseError::InvalidRequest.code());
+        assert_eq!(code(&request(vec![leader, 99])), ResponseError::InvalidRequest.code());
+        let mut other_topic = request(shrunk.clone());
+        other_topic.topic_id = Uuid::new_v4();
+        assert_eq!(code(&other_topic), ResponseError::UnknownTopicId.code());
+
+        // A fenced follower cannot join.
+        records::apply_batch(&mut image, next + 1, &[change]);
+        let after = image.topic("r").unwrap().partitions[0].clone();
+        let epoch = image.brokers[&follower].broker_epoch;
+        records::apply_batch(
+            &mut image,
+            next + 2,
+            &[MetadataRecord::FenceBroker { node_id: follower, broker_epoch: epoch }],
+        );
+        let mut rejoin = request(record.isr.clone());
+        rejoin.partition_epoch = after.partition_epoch;
+        assert_eq!(
+            decide_alter_partition(&image, &rejoin),
+            Err(ResponseError::IneligibleReplica.code())
+        );
     }
 
     #[test]

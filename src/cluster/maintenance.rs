@@ -45,7 +45,7 @@ pub(super) fn start(shard: Rc<Shard>) {
 
 /// Runs `work` every `interval_ms` until shutdown begins. A round that takes longer than the
 /// interval delays the next one (rounds never overlap).
-fn spawn_every<F, Fut>(shard: Rc<Shard>, interval_ms: u64, mut work: F)
+pub(super) fn spawn_every<F, Fut>(shard: Rc<Shard>, interval_ms: u64, mut work: F)
 where
     F: FnMut(Rc<Shard>) -> Fut + 'static,
     Fut: Future<Output = ()> + 'static,

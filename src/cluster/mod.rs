@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod placement;
 pub mod quorum;
 pub mod records;
+pub mod replication;
 pub mod rpc;
 mod server;
 pub mod startup;
@@ -41,6 +42,8 @@ pub struct Partition {
     /// Idempotent producers' sequence state; shared with the replacement `Partition` when
     /// the topic's record changes.
     pub producers: Rc<RefCell<ProducerStateTable>>,
+    /// Leader or follower state; shared with the replacement `Partition` like `producers`.
+    pub replication: replication::SharedReplication,
 }
 
 impl Partition {
@@ -108,6 +111,13 @@ impl PartitionTable {
     /// Calls `visit` with every partition this shard owns, in no particular order (metrics,
     /// admin reports). `visit` must not add or remove partitions.
     pub fn for_each(&self, mut visit: impl FnMut(&Partition)) {
+        for partition in self.partitions.borrow().values() {
+            visit(partition);
+        }
+    }
+
+    /// Like `for_each`, with the shared handle (to keep or hand to tasks).
+    pub fn for_each_rc(&self, mut visit: impl FnMut(&Rc<Partition>)) {
         for partition in self.partitions.borrow().values() {
             visit(partition);
         }
@@ -183,8 +193,6 @@ async fn open_partition(
             }
         };
     let record = &topic.partitions[index as usize];
-    // A lone replica commits what it writes.
-    log.set_high_watermark_limit(i64::MAX);
     Ok(Rc::new(Partition {
         topic: topic.clone(),
         index,
@@ -192,28 +200,42 @@ async fn open_partition(
         leader_epoch: Cell::new(record.leader_epoch),
         max_message_bytes: Cell::new(max_message_bytes(shard, topic)),
         producers: Rc::new(RefCell::new(producers)),
+        replication: Rc::default(),
     }))
 }
 
 /// Opens (and recovers) every partition the image places on this shard, and starts the
 /// shard's log maintenance (flush policy, checkpoints, retention, compaction, storage retry).
 pub async fn open_owned_partitions(shard: &Rc<Shard>, image: &MetadataImage) -> anyhow::Result<()> {
+    let _changing = shard
+        .partitions_change_lock
+        .acquire_permit(1)
+        .await
+        .map_err(|_| anyhow::anyhow!("partition changes are closed"))?;
     crate::log::set_shard_cache_max_bytes(shard.config.log_cache_size_bytes_per_shard);
     maintenance::start(shard.clone());
+    replication::start_isr_maintenance(shard.clone());
     for topic in image.topics.values() {
         for (index, record) in topic.partitions.iter().enumerate() {
             if record.shard as usize == shard.id {
                 let partition = open_partition(shard, topic, index as i32).await?;
+                replication::on_partition_record(shard, &partition, record);
                 shard.partitions.insert(partition);
             }
         }
     }
+    replication::fetcher::ensure_fetchers(shard);
     Ok(())
 }
 
 /// Makes this shard match a new image: opens partitions placed here, removes the logs of deleted
 /// topics, and picks up changed topic configs.
 pub async fn apply_image(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> anyhow::Result<()> {
+    let _changing = shard
+        .partitions_change_lock
+        .acquire_permit(1)
+        .await
+        .map_err(|_| anyhow::anyhow!("partition changes are closed"))?;
     let previous = shard.metadata();
     if image.version <= previous.version {
         return Ok(());
@@ -246,6 +268,7 @@ pub async fn apply_image(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> anyhow
                         .max_message_bytes
                         .set(max_message_bytes(shard, topic));
                     existing.leader_epoch.set(record.leader_epoch);
+                    replication::on_partition_record(shard, &existing, record);
                     if !Arc::ptr_eq(&existing.topic, topic) {
                         if let Err(error) = existing.log.set_config(log_config(shard, topic)) {
                             tracing::error!(topic = %topic.name, partition = index,
@@ -258,11 +281,13 @@ pub async fn apply_image(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> anyhow
                             leader_epoch: Cell::new(record.leader_epoch),
                             max_message_bytes: Cell::new(max_message_bytes(shard, topic)),
                             producers: existing.producers.clone(),
+                            replication: existing.replication.clone(),
                         }));
                     }
                 }
                 None => {
                     let partition = open_partition(shard, topic, index).await?;
+                    replication::on_partition_record(shard, &partition, record);
                     shard.partitions.insert(partition);
                     tracing::info!(topic = %topic.name, partition = index, shard = shard.id, "partition created");
                 }
@@ -270,6 +295,7 @@ pub async fn apply_image(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> anyhow
         }
     }
     shard.set_metadata(image);
+    replication::fetcher::ensure_fetchers(shard);
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //! only, never on the client port.
 
 use super::controller::{AdminError, ConfigChange, NewTopic};
-use super::metadata::TopicRecord;
+use super::metadata::{PartitionRecord, TopicRecord};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,23 @@ pub enum ControllerRequest {
     Admin(AdminCommand),
     /// The quorum as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
+    /// A partition leader's ISR change (Kafka's AlterPartition).
+    AlterPartition(AlterPartitionRequest),
+}
+
+/// AlterPartition of one partition: the leader asks to replace the ISR. Applies only if the
+/// leader still leads in `leader_epoch` and the partition is still at `partition_epoch`, so a
+/// proposal decided against an old state fails instead of undoing a newer change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlterPartitionRequest {
+    pub node_id: i32,
+    pub broker_epoch: u64,
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
 }
 
 /// Admin requests as forwarded to the active controller.
@@ -110,6 +127,8 @@ pub enum ControllerResponse {
         offset: u64,
     },
     Quorum(QuorumReport),
+    /// AlterPartition's outcome: the partition as committed, or a Kafka error code.
+    PartitionAltered(Result<PartitionRecord, i16>),
     Error {
         message: String,
     },

@@ -404,6 +404,8 @@ async fn list_directory(dir: PathBuf) -> Result<DirectoryListing, LogError> {
             } else if name != CHECKPOINT_FILE_NAME
                 && name != OffsetFile::LogStart.file_name()
                 && name != OffsetFile::Cleaner.file_name()
+                && name != OffsetFile::HighWatermark.file_name()
+                && name != super::leader_epochs::LEADER_EPOCH_FILE_NAME
             {
                 tracing::warn!(dir = %dir.display(), name, "ignoring unknown file in log dir");
             }

@@ -68,6 +68,12 @@ impl PartitionLog {
         WaitForOffset::with_kind(self.rc(), offset, WaitKind::Committed)
     }
 
+    /// Wakes every `wait_for_high_watermark` (leadership changed: waiters re-check it).
+    pub fn wake_committed_waiters(&self) {
+        let wakers = self.committed_waiters.borrow_mut().take_all();
+        wakers.into_iter().for_each(|waker| waker.wake());
+    }
+
     /// Writes the `high-watermark` file if the high watermark moved since the last write.
     pub(super) async fn persist_high_watermark(&self) {
         let high_watermark = {

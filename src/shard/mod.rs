@@ -38,6 +38,9 @@ pub struct Shard {
     metadata: RefCell<Arc<MetadataImage>>,
     /// Partitions whose logs this shard owns.
     pub partitions: PartitionTable,
+    /// Held while the startup open or an image apply changes `partitions`: an image that
+    /// arrives during the startup open must not open the same log a second time.
+    pub partitions_change_lock: glommio::sync::Semaphore,
     /// Bytes of request frames the shard holds at once (`max_request_memory_per_shard_bytes`);
     /// connections wait for room before reading the next frame.
     pub request_memory: Rc<glommio::sync::Semaphore>,
@@ -337,6 +340,7 @@ async fn shard_main(
         metadata: RefCell::new(image.clone()),
         partitions: PartitionTable::default(),
         groups: crate::group::GroupShard::default(),
+        partitions_change_lock: glommio::sync::Semaphore::new(1),
         request_memory: Rc::new(glommio::sync::Semaphore::new(
             config.max_request_memory_per_shard_bytes as u64,
         )),

@@ -108,6 +108,7 @@ FLEXIBLE_FROM = {
     ApiKey.DESCRIBE_CONFIGS: 4,
     ApiKey.ALTER_CONFIGS: 2,
     ApiKey.INCREMENTAL_ALTER_CONFIGS: 1,
+    23: 4,  # OffsetForLeaderEpoch
 }
 
 
