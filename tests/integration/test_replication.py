@@ -21,8 +21,9 @@ from helpers import admin_client, consume_partitions, produce, unique_topic
 
 E_NOT_LEADER_OR_FOLLOWER = 6
 E_NOT_ENOUGH_REPLICAS = 19
+E_REQUEST_TIMED_OUT = 7
 E_FENCED_LEADER_EPOCH = 74
-E_UNKNOWN_LEADER_EPOCH = 76
+E_UNKNOWN_LEADER_EPOCH = 75
 API_OFFSET_FOR_LEADER_EPOCH = 23
 
 # Followers leave the ISR after this long without catching up (fast, for the tests).
@@ -112,7 +113,7 @@ def offset_for_leader_epoch(node, topic: str, partition: int, leader_epoch: int,
 def raw_produce(node, topic: str, partition: int, values, acks: int, timeout_ms: int = 5000) -> dict:
     batch = kw.build_record_batch([kw.Record(value=v) for v in values])
     with kw.KafkaConnection(node.host, node.kafka_port, timeout=timeout_ms / 1000 + 10) as conn:
-        resp = conn.produce(7, acks, timeout_ms, [(topic, [(partition, batch)])])
+        resp = conn.produce(7, [(topic, [(partition, batch)])], acks=acks, timeout_ms=timeout_ms)
     return kw.produce_partition_results(resp)[(topic, partition)]
 
 
@@ -147,3 +148,293 @@ def test_rf3_followers_hold_identical_batches_and_isr_is_full(cluster_factory):
                              expected=dict(collections.Counter(r.partition for r in reports)), timeout=60)
     assert {(p, m.offset): m.value for p, ms in got.items() for m in ms} == acked
     assert wait_isr(cluster, topic, partitions, [1, 2, 3])
+
+
+def latest_offset(node, topic: str, partition: int) -> tuple:
+    """(error_code, offset) of ListOffsets latest on `node` (v4: no isolation subtleties)."""
+    with kw.KafkaConnection(node.host, node.kafka_port, timeout=10) as conn:
+        resp = conn.list_offsets(4, [(topic, [(partition, kw.LATEST_TIMESTAMP)])])
+    (p,) = resp["topics"][0]["partitions"]
+    return p["error_code"], p["offset"]
+
+
+def live_leader(cluster: Cluster, topic: str, not_on=(), timeout: float = 60.0) -> tuple:
+    """Waits until the live nodes agree on a leader of partition 0 outside `not_on`; returns
+    (leader, leader_epoch, isr)."""
+    def agreed():
+        views = [partition_states(n, topic).get(0) for n in cluster.live()]
+        first = views[0]
+        if first is None or any(v != first for v in views):
+            return None
+        leader, epoch, _, isr = first
+        return (leader, epoch, isr) if leader >= 0 and leader not in not_on else None
+    return cluster.wait_for(agreed, timeout, f"a leader of {topic}-0 outside {list(not_on)}")
+
+
+class BackgroundProducer:
+    """An idempotent acks=all producer sending numbered values from a thread until stopped;
+    keeps every delivery report."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        import threading
+        from confluent_kafka import Producer
+        from helpers import base_conf
+        self.topic = topic
+        self.acked: list = []
+        self.failed: list = []
+        self.sent = 0
+        self._stop = threading.Event()
+        self._producer = Producer(base_conf(bootstrap, **{
+            "acks": "all", "enable.idempotence": True, "linger.ms": 2,
+            "message.timeout.ms": 120000, "retry.backoff.ms": 50}))
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _report(self, err, msg) -> None:
+        (self.failed if err is not None else self.acked).append((err, msg.offset(), msg.value()))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._producer.produce(self.topic, value=f"v{self.sent}".encode(), partition=0,
+                                       on_delivery=self._report)
+                self.sent += 1
+            except BufferError:
+                pass
+            self._producer.poll(0.002)
+
+    def wait_acked(self, count: int, cluster: Cluster, timeout: float = 60.0) -> None:
+        cluster.wait_for(lambda: len(self.acked) >= count, timeout, f"{count} acknowledged messages")
+
+    def finish(self, timeout: float = 120.0) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        left = self._producer.flush(timeout)
+        assert left == 0, f"{left} messages undelivered"
+
+
+@pytest.mark.timeout(300)
+def test_killed_leaders_are_replaced_from_the_isr_without_losing_acked_records(cluster_factory):
+    cluster = cluster_factory(voters=3, extra_args=REPLICATION_ARGS).start()
+    cluster.wait_formed()
+    topic = unique_topic("failover")
+    create_replicated_topic(cluster[1].bootstrap, topic, 1, config={"min.insync.replicas": "2"})
+    wait_isr(cluster, topic, 1, [1, 2, 3])
+    producer = BackgroundProducer(cluster.bootstrap(), topic)
+    epochs = []
+    try:
+        for round_ in range(2):
+            leader, epoch, _ = live_leader(cluster, topic)
+            epochs.append(epoch)
+            producer.wait_acked(len(producer.acked) + 300, cluster)
+            cluster.kill9(leader)
+            # The controller fences it after its session and elects another ISR member.
+            new_leader, new_epoch, isr = live_leader(cluster, topic, not_on=[leader])
+            assert new_epoch > epoch and leader not in isr, (new_leader, new_epoch, isr)
+            producer.wait_acked(len(producer.acked) + 300, cluster)
+            cluster.restart(leader)
+            wait_isr(cluster, topic, 1, [1, 2, 3], timeout=60)
+        producer.wait_acked(len(producer.acked) + 100, cluster)
+    finally:
+        producer.finish()
+    assert not producer.failed, producer.failed[:5]
+    acked = {value: offset for _, offset, value in producer.acked}
+    assert len(acked) == len(producer.acked), "an offset was acknowledged twice"
+
+    # Every acknowledged record is there, once, at its offset; nothing else is (idempotence).
+    _, end = latest_offset(cluster[live_leader(cluster, topic)[0]], topic, 0)
+    got = consume_partitions(cluster.bootstrap(), topic, [0], expected={0: end}, timeout=60)
+    stored = {m.value: m.offset for m in got[0]}
+    assert len(stored) == len(got[0]), "a value is stored twice"
+    assert {v: stored.get(v) for v in acked} == acked
+    assert sorted(stored.values()) == list(range(end))
+
+    # Replicas converge byte for byte; OffsetForLeaderEpoch names where each epoch ended.
+    leader = live_leader(cluster, topic)[0]
+    cluster.wait_for(lambda: all(segment_batches(n, topic, 0) == segment_batches(cluster[leader], topic, 0)
+                                 for n in cluster), 30, "identical replicas")
+    batches = kw.parse_record_batches(b"".join(segment_batches(cluster[leader], topic, 0)),
+                                      decode_records=False)
+    first_of_epoch = {}
+    for b in batches:
+        first_of_epoch.setdefault(b.partition_leader_epoch, b.base_offset)
+    written_epochs = sorted(first_of_epoch)
+    assert len(written_epochs) >= 2, first_of_epoch
+    _, current_epoch, _ = live_leader(cluster, topic)
+    for older, newer in zip(written_epochs, written_epochs[1:]):
+        answer = offset_for_leader_epoch(cluster[leader], topic, 0, older, current_epoch)
+        assert answer == {"error_code": 0, "partition": 0, "leader_epoch": older,
+                          "end_offset": first_of_epoch[newer]}, answer
+    latest = offset_for_leader_epoch(cluster[leader], topic, 0, current_epoch, current_epoch)
+    assert (latest["error_code"], latest["end_offset"]) == (0, end)
+    assert offset_for_leader_epoch(cluster[leader], topic, 0, 0, current_epoch - 1)["error_code"] \
+        == E_FENCED_LEADER_EPOCH
+    assert offset_for_leader_epoch(cluster[leader], topic, 0, 0, current_epoch + 1)["error_code"] \
+        == E_UNKNOWN_LEADER_EPOCH
+    follower = next(n for n in cluster if n.node_id != leader)
+    assert offset_for_leader_epoch(follower, topic, 0, 0)["error_code"] == E_NOT_LEADER_OR_FOLLOWER
+
+
+@pytest.mark.timeout(240)
+def test_acks_all_refused_below_min_insync_and_lagging_follower_rejoins(cluster_factory):
+    import os
+    import signal
+    cluster = cluster_factory(voters=3, extra_args=REPLICATION_ARGS).start()
+    cluster.wait_formed()
+    topic = unique_topic("minisr")
+    create_replicated_topic(cluster[1].bootstrap, topic, 1, config={"min.insync.replicas": "3"})
+    leader = wait_isr(cluster, topic, 1, [1, 2, 3])[0][0]
+    assert raw_produce(cluster[leader], topic, 0, [b"a"], acks=-1)["error_code"] == 0
+    follower = next(n for n in cluster if n.node_id != leader)
+
+    # A frozen follower stops fetching: after replica.lag.time.max.ms the leader drops it from
+    # the ISR through the controller (and the controller fences it when its session ends).
+    os.kill(follower.proc.proc.pid, signal.SIGSTOP)
+    try:
+        shrunk = sorted(n.node_id for n in cluster if n is not follower)
+        wait_isr(cluster, topic, 1, shrunk, nodes=shrunk, timeout=60)
+        refused = raw_produce(cluster[leader], topic, 0, [b"b"], acks=-1)
+        assert refused["error_code"] == E_NOT_ENOUGH_REPLICAS, refused
+        assert raw_produce(cluster[leader], topic, 0, [b"c"], acks=1)["error_code"] == 0
+    finally:
+        os.kill(follower.proc.proc.pid, signal.SIGCONT)
+
+    # Thawed, it catches up and rejoins; acks=all works again and every replica has it all.
+    wait_isr(cluster, topic, 1, [1, 2, 3], timeout=60)
+    assert raw_produce(cluster[leader], topic, 0, [b"d"], acks=-1)["error_code"] == 0
+    cluster.wait_for(lambda: all(segment_batches(n, topic, 0) == segment_batches(cluster[leader], topic, 0)
+                                 for n in cluster), 30, "identical replicas")
+    got = consume_partitions(follower.bootstrap, topic, [0], expected={0: 3}, timeout=30)
+    assert [m.value for m in got[0]] == [b"a", b"c", b"d"]
+
+
+@pytest.mark.timeout(240)
+def test_consumers_stop_at_the_high_watermark_until_followers_have_the_records(cluster_factory):
+    import os
+    import signal
+    # Frozen followers stay in the ISR (30 s lag allowed; sessions outlast the freeze).
+    cluster = cluster_factory(voters=3, session_ms=8000, extra_args=[
+        "--replica-lag-time-max-ms", "30000", "--replica-fetch-wait-max-ms", "200"]).start()
+    cluster.wait_formed()
+    topic = unique_topic("hw")
+    create_replicated_topic(cluster[1].bootstrap, topic, 1)
+    leader = cluster[wait_isr(cluster, topic, 1, [1, 2, 3])[0][0]]
+    first = [f"committed-{i}".encode() for i in range(5)]
+    assert raw_produce(leader, topic, 0, first, acks=-1)["error_code"] == 0
+    cluster.wait_for(lambda: latest_offset(leader, topic, 0) == (0, 5), 10, "HW 5")
+    followers = [n for n in cluster if n is not leader]
+
+    for n in followers:
+        os.kill(n.proc.proc.pid, signal.SIGSTOP)
+    try:
+        tail = [f"uncommitted-{i}".encode() for i in range(3)]
+        assert raw_produce(leader, topic, 0, tail, acks=1)["error_code"] == 0
+        # Written on the leader, on no follower yet: neither ListOffsets nor Fetch shows it,
+        # and an acks=all produce is not acknowledged.
+        assert latest_offset(leader, topic, 0) == (0, 5)
+        assert fetch_from(leader, topic, 5) == (0, 5, [])
+        timed_out = raw_produce(leader, topic, 0, [b"never-acked"], acks=-1, timeout_ms=500)
+        assert timed_out["error_code"] == E_REQUEST_TIMED_OUT, timed_out
+    finally:
+        for n in followers:
+            os.kill(n.proc.proc.pid, signal.SIGCONT)
+    cluster.wait_for(lambda: latest_offset(leader, topic, 0) == (0, 9), 30, "HW 9 once followers fetch")
+    _, hw, values = fetch_from(leader, topic, 0)
+    assert hw == 9 and values == first + tail + [b"never-acked"]
+
+
+def fetch_from(node, topic: str, offset: int) -> tuple:
+    """(error, high watermark, values) of one consumer Fetch v11 of partition 0 at `offset`."""
+    with kw.KafkaConnection(node.host, node.kafka_port, timeout=10) as conn:
+        fetched = conn.fetch(11, [(topic, [(0, offset, 1 << 20)])], max_wait_ms=100)
+    (p,) = fetched["topics"][0]["partitions"]
+    values = [value for b in kw.parse_record_batches(p["records"] or b"")
+              for (record_offset, _, _, value, _) in b.records if record_offset >= offset]
+    return p["error_code"], p["high_watermark"], values
+
+
+# ---- a network partition: the isolated leader's unreplicated tail is cut -----------------------
+
+from test_cluster_partition import net  # noqa: E402,F401  (the namespaces fixture)
+
+HERE = Path(__file__).resolve().parent
+
+
+def in_netns(node, expression: str):
+    """Evaluates `expression` (a call of this module's helpers on `N`, a stand-in for `node`)
+    inside the node's network namespace, where its Kafka port is reachable; returns its value
+    (through JSON)."""
+    import json
+    import subprocess
+    import sys
+    script = (f"import sys, json; sys.path.insert(0, {str(HERE)!r})\n"
+              "import test_replication as tr, kafka_wire as kw\n"
+              f"class N:\n    host = {node.address!r}\n    kafka_port = {node.kafka_port}\n"
+              "    @staticmethod\n"
+              "    def metadata(topics):\n"
+              "        with kw.KafkaConnection(N.host, N.kafka_port, timeout=10) as conn:\n"
+              "            return conn.metadata(12, topics, False)\n"
+              f"print(json.dumps({expression}, default=lambda b: b.decode()))\n")
+    out = subprocess.run(["ip", "netns", "exec", node.netns, sys.executable, "-c", script],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise OSError(f"in {node.netns}: {out.stderr[-1500:]}")
+    return json.loads(out.stdout)
+
+
+@pytest.mark.timeout(240)
+def test_partitioned_leader_loses_its_unreplicated_tail_and_rejoins(net, cluster_factory):
+    cluster = cluster_factory(voters=3, netns=net.nodes, extra_args=REPLICATION_ARGS).start()
+    cluster.wait_converged()
+    topic = unique_topic("split")
+    some = cluster[1]
+    r = in_netns(some, f"tr.create_replicated_topic(f'{{N.host}}:{{N.kafka_port}}', {topic!r}, 1)")
+    assert r is None
+
+    def states(node):
+        return {int(k): v for k, v in in_netns(node, f"tr.partition_states(N, {topic!r})").items()}
+
+    def agreed(nodes, want_isr, not_on=()):
+        views = [states(n).get(0) for n in nodes]
+        first = views[0]
+        if first is None or any(v != first for v in views):
+            return None
+        leader, _, _, isr = first
+        return first if leader >= 0 and leader not in not_on and isr == want_isr else None
+    old_leader, old_epoch, _, _ = cluster.wait_for(lambda: agreed(list(cluster), [1, 2, 3]), 30, "ISR 1,2,3")
+    first = [f"committed-{i}" for i in range(5)]
+    acks_all = in_netns(cluster[old_leader], f"tr.raw_produce(N, {topic!r}, 0, [v.encode() for v in {first!r}], -1)")
+    assert acks_all["error_code"] == 0, acks_all
+    cluster.wait_for(lambda: all(segment_batches(n, topic, 0) == segment_batches(cluster[old_leader], topic, 0)
+                                 for n in cluster), 30, "replicas before the partition")
+
+    # Cut off, the old leader still takes acks=1 writes no follower will ever fetch; acks=all
+    # is not acknowledged there.
+    net.isolate(old_leader)
+    tail = [f"lost-{i}" for i in range(3)]
+    acks_one = in_netns(cluster[old_leader], f"tr.raw_produce(N, {topic!r}, 0, [v.encode() for v in {tail!r}], 1)")
+    assert acks_one["error_code"] == 0, acks_one
+    stuck = in_netns(cluster[old_leader], f"tr.raw_produce(N, {topic!r}, 0, [b'not-acked'], -1, 500)")
+    assert stuck["error_code"] != 0, stuck
+
+    # The majority fences it and elects a follower in a new epoch, which takes new writes.
+    majority = [n for n in cluster if n.node_id != old_leader]
+    new_state = cluster.wait_for(lambda: agreed(majority, sorted(n.node_id for n in majority),
+                                                not_on=[old_leader]),
+                                 cluster.session_ms / 1000 + 30, "a new leader in the majority")
+    new_leader, new_epoch = new_state[0], new_state[1]
+    assert new_epoch > old_epoch
+    later = [f"after-{i}" for i in range(4)]
+    acks_all = in_netns(cluster[new_leader], f"tr.raw_produce(N, {topic!r}, 0, [v.encode() for v in {later!r}], -1)")
+    assert acks_all["error_code"] == 0, acks_all
+
+    # Healed, the old leader follows, cuts its divergent tail (OffsetForLeaderEpoch) and
+    # catches up; every replica ends byte-identical, without the lost records.
+    net.heal(old_leader)
+    cluster.wait_for(lambda: agreed(list(cluster), [1, 2, 3]), 60, "ISR 1,2,3 after healing")
+    reference = segment_batches(cluster[new_leader], topic, 0)
+    cluster.wait_for(lambda: all(segment_batches(n, topic, 0) == reference for n in cluster), 30,
+                     "identical replicas after healing")
+    assert "truncated divergent tail" in cluster[old_leader].log_tail(2000)
+    _, hw, values = in_netns(cluster[new_leader], f"tr.fetch_from(N, {topic!r}, 0)")
+    assert hw == 9 and values == first + later, (hw, values)
