@@ -197,6 +197,10 @@ pub struct ServeArgs {
     /// Default min.insync.replicas of topics [default: 1].
     #[arg(long)]
     pub min_insync_replicas: Option<u32>,
+    /// Default unclean.leader.election.enable of topics: elect an out-of-sync replica when no
+    /// in-sync one is alive, losing what it lacks [default: false].
+    #[arg(long)]
+    pub unclean_leader_election_enable: Option<bool>,
 }
 
 impl ServeArgs {
@@ -266,7 +270,8 @@ impl ServeArgs {
             replica_fetch_max_bytes,
             replica_fetch_response_max_bytes,
             replica_fetch_wait_max_ms,
-            min_insync_replicas
+            min_insync_replicas,
+            unclean_leader_election_enable
         );
         if self.controller_listen.is_some() {
             config.controller_listen = self.controller_listen.clone();

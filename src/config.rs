@@ -163,6 +163,9 @@ pub struct BrokerConfig {
     /// Default of the topic config `min.insync.replicas`: acks=all produces need this many
     /// in-sync replicas.
     pub min_insync_replicas: u32,
+    /// Default of the topic config `unclean.leader.election.enable`: when no in-sync replica
+    /// is alive, elect a live out-of-sync one (availability over the records it lacks).
+    pub unclean_leader_election_enable: bool,
 }
 
 impl Default for BrokerConfig {
@@ -226,6 +229,7 @@ impl Default for BrokerConfig {
             replica_fetch_response_max_bytes: 10 * 1024 * 1024,
             replica_fetch_wait_max_ms: 500,
             min_insync_replicas: 1,
+            unclean_leader_election_enable: false,
         }
     }
 }

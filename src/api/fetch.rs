@@ -357,7 +357,9 @@ impl FrameBuilder {
 /// Who fetches: what they may read and what their fetch means.
 #[derive(Debug, Clone, Copy)]
 enum Reader {
-    Consumer { read_committed: bool },
+    Consumer {
+        read_committed: bool,
+    },
     /// A follower replica (its node id): reads up to the log end; its fetch offset is its log
     /// end, which the leader records.
     Follower(i32),

@@ -274,7 +274,11 @@ async fn append_on_owner(shard: &crate::shard::Shard, mut work: AppendWork) -> A
     }
     match partition
         .log
-        .append(std::mem::take(&mut work.batches), work.record_count, leader_epoch)
+        .append(
+            std::mem::take(&mut work.batches),
+            work.record_count,
+            leader_epoch,
+        )
         .await
     {
         Ok(appended) => {

@@ -191,7 +191,11 @@ impl Controller {
                         node_id,
                         broker_epoch,
                     }];
-                    batch.extend(records::leaders_away_from(&image, node_id));
+                    batch.extend(records::leaders_away_from(
+                        &image,
+                        node_id,
+                        unclean_allowed(&node.config),
+                    ));
                     match node.propose(batch).await {
                         Ok(offset) => tracing::warn!(
                             broker = node_id,
@@ -204,6 +208,13 @@ impl Controller {
             }
         })
         .detach();
+    }
+}
+
+/// Whether a topic allows unclean leader election (`unclean.leader.election.enable`).
+pub fn unclean_allowed(config: &BrokerConfig) -> impl Fn(&TopicRecord) -> bool + '_ {
+    move |topic| {
+        topic_config::effective_bool(&topic.configs, config, "unclean.leader.election.enable")
     }
 }
 
@@ -267,7 +278,8 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
                 shard_count,
             };
             // A re-registration replaces the old incarnation: its leaderships go first.
-            let mut batch = records::leaders_away_from(&image, node_id);
+            let mut batch =
+                records::leaders_away_from(&image, node_id, unclean_allowed(&node.config));
             batch.push(record);
             match node.propose(batch).await {
                 Ok(offset) => {
@@ -323,7 +335,11 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
                         broker_epoch,
                     },
                 ];
-                batch.extend(records::leaders_away_from(&image, node_id));
+                batch.extend(records::leaders_away_from(
+                    &image,
+                    node_id,
+                    unclean_allowed(&node.config),
+                ));
                 return match node.propose(batch).await {
                     Ok(_) => {
                         tracing::info!(broker = node_id, "controlled shutdown: broker fenced");
@@ -347,7 +363,11 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
                         node_id,
                         broker_epoch,
                     }];
-                    batch.extend(records::leaders_onto(&image, node_id));
+                    batch.extend(records::leaders_onto(
+                        &image,
+                        node_id,
+                        unclean_allowed(&node.config),
+                    ));
                     if let Err(failure) = node.propose(batch).await {
                         return failure_response(node, failure);
                     }
@@ -966,7 +986,12 @@ mod tests {
             partition_epoch: record.partition_epoch,
             new_isr: isr,
         };
-        let shrunk: Vec<i32> = record.isr.iter().copied().filter(|&id| id != follower).collect();
+        let shrunk: Vec<i32> = record
+            .isr
+            .iter()
+            .copied()
+            .filter(|&id| id != follower)
+            .collect();
         let Ok(AlterDecision::Change(change, changed)) =
             decide_alter_partition(&image, &request(shrunk.clone()))
         else {
@@ -997,10 +1022,22 @@ mod tests {
         assert_eq!(code(&not_leader), ResponseError::NotLeaderOrFollower.code());
         let mut old_incarnation = request(shrunk.clone());
         old_incarnation.broker_epoch += 100;
-        assert_eq!(code(&old_incarnation), ResponseError::StaleBrokerEpoch.code());
-        assert_eq!(code(&request(vec![follower])), ResponseError::InvalidRequest.code());
-        assert_eq!(code(&request(vec![leader, leader])), ResponseError::InvalidRequest.code());
-        assert_eq!(code(&request(vec![leader, 99])), ResponseError::InvalidRequest.code());
+        assert_eq!(
+            code(&old_incarnation),
+            ResponseError::StaleBrokerEpoch.code()
+        );
+        assert_eq!(
+            code(&request(vec![follower])),
+            ResponseError::InvalidRequest.code()
+        );
+        assert_eq!(
+            code(&request(vec![leader, leader])),
+            ResponseError::InvalidRequest.code()
+        );
+        assert_eq!(
+            code(&request(vec![leader, 99])),
+            ResponseError::InvalidRequest.code()
+        );
         let mut other_topic = request(shrunk.clone());
         other_topic.topic_id = Uuid::new_v4();
         assert_eq!(code(&other_topic), ResponseError::UnknownTopicId.code());
@@ -1012,7 +1049,10 @@ mod tests {
         records::apply_batch(
             &mut image,
             next + 2,
-            &[MetadataRecord::FenceBroker { node_id: follower, broker_epoch: epoch }],
+            &[MetadataRecord::FenceBroker {
+                node_id: follower,
+                broker_epoch: epoch,
+            }],
         );
         let mut rejoin = request(record.isr.clone());
         rejoin.partition_epoch = after.partition_epoch;

@@ -281,8 +281,13 @@ pub fn new_partition(replicas: Vec<i32>, leader: i32) -> PartitionRecord {
 /// Leader changes when `node_id` stops being available (fenced or shutting down): every
 /// partition it leads moves to another live member of its ISR, or to no leader. The ISR keeps
 /// the node when it is the last member (Kafka keeps the last replica in the ISR so it can lead
-/// again without data loss); otherwise the node leaves it.
-pub fn leaders_away_from(image: &MetadataImage, node_id: i32) -> Vec<MetadataRecord> {
+/// again without data loss); otherwise the node leaves it. Where no ISR member is alive and
+/// `unclean(topic)` allows it, a live out-of-sync replica leads alone (unclean election).
+pub fn leaders_away_from(
+    image: &MetadataImage,
+    node_id: i32,
+    unclean: impl Fn(&TopicRecord) -> bool,
+) -> Vec<MetadataRecord> {
     let available = |id: i32| {
         id != node_id
             && image
@@ -302,14 +307,22 @@ pub fn leaders_away_from(image: &MetadataImage, node_id: i32) -> Vec<MetadataRec
             if isr.len() > 1 {
                 isr.retain(|&id| id != node_id);
             }
-            let leader = if leads {
-                isr.iter()
+            let mut leader = partition.leader;
+            if leads {
+                leader = isr
+                    .iter()
                     .copied()
                     .find(|&id| available(id))
-                    .unwrap_or(NO_LEADER)
-            } else {
-                partition.leader
-            };
+                    .unwrap_or(NO_LEADER);
+                if leader == NO_LEADER && unclean(topic) {
+                    if let Some(id) = partition.replicas.iter().copied().find(|&id| available(id)) {
+                        tracing::warn!(topic = %topic.name, partition = index, leader = id,
+                            "unclean leader election: records it lacks are lost");
+                        leader = id;
+                        isr = vec![id];
+                    }
+                }
+            }
             if leader == partition.leader && isr == partition.isr {
                 continue;
             }
@@ -328,14 +341,28 @@ pub fn leaders_away_from(image: &MetadataImage, node_id: i32) -> Vec<MetadataRec
 }
 
 /// Leader changes when `node_id` becomes available: partitions without a leader whose ISR
-/// holds it get it as leader.
-pub fn leaders_onto(image: &MetadataImage, node_id: i32) -> Vec<MetadataRecord> {
+/// holds it get it as leader; where `unclean(topic)` allows it, so do partitions it holds a
+/// replica of whose ISR members are all down (it leads alone, with what it has).
+pub fn leaders_onto(
+    image: &MetadataImage,
+    node_id: i32,
+    unclean: impl Fn(&TopicRecord) -> bool,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics.values() {
         for (index, partition) in topic.partitions.iter().enumerate() {
-            if partition.has_leader() || !partition.isr.contains(&node_id) {
+            if partition.has_leader() || !partition.replicas.contains(&node_id) {
                 continue;
             }
+            let isr = if partition.isr.contains(&node_id) {
+                partition.isr.clone()
+            } else if unclean(topic) && !partition.isr.iter().any(|&id| image.is_live(id)) {
+                tracing::warn!(topic = %topic.name, partition = index, leader = node_id,
+                    "unclean leader election: records it lacks are lost");
+                vec![node_id]
+            } else {
+                continue;
+            };
             records.push(MetadataRecord::ChangePartition {
                 name: topic.name.clone(),
                 topic_id: topic.topic_id,
@@ -343,7 +370,7 @@ pub fn leaders_onto(image: &MetadataImage, node_id: i32) -> Vec<MetadataRecord> 
                 leader: node_id,
                 leader_epoch: partition.leader_epoch + 1,
                 partition_epoch: partition.partition_epoch + 1,
-                isr: partition.isr.clone(),
+                isr,
             });
         }
     }
@@ -416,7 +443,7 @@ mod tests {
     #[test]
     fn fencing_the_only_replica_leaves_no_leader_and_unfencing_restores_it() {
         let mut image = cluster_with_topic();
-        let away = leaders_away_from(&image, 1);
+        let away = leaders_away_from(&image, 1, |_| false);
         assert_eq!(away.len(), 1);
         let mut batch = vec![MetadataRecord::FenceBroker {
             node_id: 1,
@@ -428,7 +455,7 @@ mod tests {
         assert_eq!(partition.leader, NO_LEADER);
         assert_eq!(partition.isr, vec![1]);
         assert_eq!(partition.leader_epoch, 1);
-        let onto = leaders_onto(&image, 1);
+        let onto = leaders_onto(&image, 1, |_| false);
         let mut batch = vec![MetadataRecord::UnfenceBroker {
             node_id: 1,
             broker_epoch: 1,
@@ -441,6 +468,58 @@ mod tests {
         assert_eq!(partition.partition_epoch, 2);
         // The other node's partition never moved.
         assert_eq!(image.topics["t"].partitions[1].leader_epoch, 0);
+    }
+
+    #[test]
+    fn unclean_election_only_when_allowed_and_no_isr_member_lives() {
+        let mut image = cluster_with_topic();
+        // Partition 0 of "u": replicas 1 and 2, only 1 in sync and leading.
+        let mut partition = new_partition(vec![1, 2], 1);
+        partition.isr = vec![1];
+        apply_batch(
+            &mut image,
+            3,
+            &[MetadataRecord::CreateTopic {
+                topic: TopicRecord {
+                    name: "u".into(),
+                    topic_id: Uuid::from_u128(8),
+                    partitions: vec![partition],
+                    configs: TopicConfigs::new(),
+                },
+            }],
+        );
+        let change_of_u = |records: &[MetadataRecord]| {
+            records.iter().find_map(|r| match r {
+                MetadataRecord::ChangePartition {
+                    name, leader, isr, ..
+                } if name == "u" => Some((*leader, isr.clone())),
+                _ => None,
+            })
+        };
+        // Clean: the last in-sync replica stays in the ISR, and nobody leads.
+        let clean = leaders_away_from(&image, 1, |_| false);
+        assert_eq!(change_of_u(&clean), Some((NO_LEADER, vec![1])));
+        // Unclean: the live out-of-sync replica leads alone.
+        let unclean = leaders_away_from(&image, 1, |topic| topic.name == "u");
+        assert_eq!(change_of_u(&unclean), Some((2, vec![2])));
+
+        // Leaderless with 1 fenced: 2 coming back takes it only if unclean is allowed.
+        let mut batch = vec![MetadataRecord::FenceBroker {
+            node_id: 1,
+            broker_epoch: 1,
+        }];
+        batch.extend(clean);
+        apply_batch(&mut image, 4, &batch);
+        assert_eq!(change_of_u(&leaders_onto(&image, 2, |_| false)), None);
+        assert_eq!(
+            change_of_u(&leaders_onto(&image, 2, |_| true)),
+            Some((2, vec![2]))
+        );
+        // 1 coming back is in the ISR: clean election.
+        assert_eq!(
+            change_of_u(&leaders_onto(&image, 1, |_| false)),
+            Some((1, vec![1]))
+        );
     }
 
     #[test]

@@ -188,7 +188,11 @@ pub fn open(config: &Arc<BrokerConfig>, shard_count: usize) -> anyhow::Result<St
                 node_id: config.node_id,
                 broker_epoch: epoch,
             }];
-            unfence.extend(records::leaders_onto(&image, config.node_id));
+            unfence.extend(records::leaders_onto(
+                &image,
+                config.node_id,
+                super::controller::unclean_allowed(config),
+            ));
             commit_alone(&mut opened, &mut image, unfence)?;
             broker_epoch = Some(epoch);
         }

@@ -89,6 +89,10 @@ const KEYS: &[KeySpec] = &[
         name: "segment.ms",
         kind: ValueKind::Long { min: 1 },
     },
+    KeySpec {
+        name: "unclean.leader.election.enable",
+        kind: ValueKind::Choice(&["true", "false"]),
+    },
 ];
 
 /// Why a config was refused; becomes INVALID_CONFIG with this message.
@@ -173,6 +177,7 @@ pub fn default_value(key: &str, broker: &BrokerConfig) -> String {
         "retention.ms" => "604800000".into(),
         "segment.bytes" => broker.segment_bytes.to_string(),
         "segment.ms" => "604800000".into(),
+        "unclean.leader.election.enable" => broker.unclean_leader_election_enable.to_string(),
         _ => String::new(),
     }
 }
@@ -186,6 +191,16 @@ pub fn effective_long(configs: &TopicConfigs, broker: &BrokerConfig, key: &str) 
         .trim()
         .parse()
         .unwrap_or(i64::MAX)
+}
+
+/// The effective value of a boolean key.
+pub fn effective_bool(configs: &TopicConfigs, broker: &BrokerConfig, key: &str) -> bool {
+    configs
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| default_value(key, broker))
+        .trim()
+        == "true"
 }
 
 #[cfg(test)]

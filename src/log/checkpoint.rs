@@ -167,7 +167,11 @@ mod tests {
 
     #[test]
     fn offset_files_round_trip_and_reject_damage() {
-        for kind in [OffsetFile::LogStart, OffsetFile::Cleaner, OffsetFile::HighWatermark] {
+        for kind in [
+            OffsetFile::LogStart,
+            OffsetFile::Cleaner,
+            OffsetFile::HighWatermark,
+        ] {
             let encoded = kind.encode(987_654_321);
             assert_eq!(kind.decode(&encoded), Some(987_654_321));
             for index in 0..encoded.len() {

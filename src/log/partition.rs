@@ -40,11 +40,11 @@ use glommio::sync::Semaphore;
 
 use super::cache::{CacheEntry, TailCache};
 use super::checkpoint::{write_checkpoint, OffsetFile, RecoveryCheckpoint};
-use super::leader_epochs::LeaderEpochCache;
 use super::file_io::{
     align_down, align_up, blocking, io_error, open_segment_file, preallocate, sync_directory,
     write_file_atomic, WindowReader,
 };
+use super::leader_epochs::LeaderEpochCache;
 use super::recovery::{recover, RecoveredLog};
 use super::segment::{index_file_name, segment_file_name, Segment, NO_TIMESTAMP};
 use super::waiters::{Signal, WaitForOffset, WaitKind, Waiters};

@@ -1826,7 +1826,10 @@ fn replica_appends_keep_the_leaders_offsets_epochs_and_bytes() {
             let outcome = leader.read(cursor, 8 * 1024, i64::MAX).await.unwrap();
             cursor = decode(&outcome).last().unwrap().1 + 1;
             let mut data = Vec::new();
-            outcome.chunks.iter().for_each(|c| data.extend_from_slice(c));
+            outcome
+                .chunks
+                .iter()
+                .for_each(|c| data.extend_from_slice(c));
             replica.append_replica(Bytes::from(data)).await.unwrap();
         }
         assert_eq!(replica.written_end_offset(), 200);
@@ -1841,11 +1844,17 @@ fn replica_appends_keep_the_leaders_offsets_epochs_and_bytes() {
         // A batch that does not continue the log, or with a broken CRC, is refused.
         let stray = leader.read(100, 1, i64::MAX).await.unwrap();
         let stray: Vec<u8> = stray.chunks.concat();
-        assert!(replica.append_replica(Bytes::from(stray.clone())).await.is_err());
+        assert!(replica
+            .append_replica(Bytes::from(stray.clone()))
+            .await
+            .is_err());
         let mut tail = leader.read(195, 1, i64::MAX).await.unwrap().chunks.concat();
         let (_root3, fresh_dir) = temp_dir();
         let fresh = PartitionLog::open(fresh_dir, small_config()).await.unwrap();
-        assert!(fresh.append_replica(Bytes::from(tail.clone())).await.is_err());
+        assert!(fresh
+            .append_replica(Bytes::from(tail.clone()))
+            .await
+            .is_err());
         fresh.reset_to(195).await.unwrap();
         let last = tail.len() - 1;
         tail[last] ^= 0xff;

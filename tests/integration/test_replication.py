@@ -438,3 +438,48 @@ def test_partitioned_leader_loses_its_unreplicated_tail_and_rejoins(net, cluster
     assert "truncated divergent tail" in cluster[old_leader].log_tail(2000)
     _, hw, values = in_netns(cluster[new_leader], f"tr.fetch_from(N, {topic!r}, 0)")
     assert hw == 9 and values == first + later, (hw, values)
+
+
+@pytest.mark.timeout(240)
+def test_unclean_leader_election_only_where_enabled(cluster_factory):
+    # Voters 1-3 keep the controller quorum; the replicas live on broker-only nodes 4 and 5.
+    cluster = cluster_factory(voters=3, brokers=2, extra_args=REPLICATION_ARGS).start()
+    cluster.wait_formed()
+    unclean, clean = unique_topic("unclean"), unique_topic("clean")
+    admin = admin_client(cluster[1].bootstrap)
+    futures = admin.create_topics([
+        NewTopic(unclean, num_partitions=1, replica_assignment=[[4, 5]], config={"unclean.leader.election.enable": "true"}),
+        NewTopic(clean, num_partitions=1, replica_assignment=[[4, 5]])])
+    for f in futures.values():
+        f.result(40)
+    for topic in (unclean, clean):
+        wait_isr(cluster, topic, 1, [4, 5])
+        assert raw_produce(cluster[4], topic, 0, [b"both"], acks=-1)["error_code"] == 0
+
+    # 5 stops (leaves the ISR); 4 takes a write only it holds, then dies.
+    cluster.stop(5)
+    for topic in (unclean, clean):
+        wait_isr(cluster, topic, 1, [4])
+        assert raw_produce(cluster[4], topic, 0, [b"only-on-4"], acks=1)["error_code"] == 0
+    cluster.kill9(4)
+    cluster.wait_for(lambda: all(partition_states(cluster[1], t).get(0, (0,))[0] == -1 for t in (unclean, clean)),
+                     cluster.session_ms / 1000 + 30, "both partitions leaderless")
+
+    # 5 returns: it leads the unclean topic alone (without 4's last write); the clean one stays
+    # leaderless until a member of its ISR is back.
+    cluster.restart(5)
+    leader, _, _, isr = wait_isr(cluster, unclean, 1, [5])[0]
+    assert leader == 5
+    assert partition_states(cluster[1], clean)[0][0] == -1
+    assert raw_produce(cluster[5], unclean, 0, [b"after"], acks=-1)["error_code"] == 0
+
+    # 4 returns: the clean topic is led again with nothing lost; in the unclean one, 4 cuts
+    # the write 5 never had and follows.
+    cluster.restart(4)
+    assert wait_isr(cluster, clean, 1, [4, 5], timeout=60)[0][0] == 4
+    wait_isr(cluster, unclean, 1, [4, 5], timeout=60)
+    cluster.wait_for(lambda: segment_batches(cluster[4], unclean, 0) == segment_batches(cluster[5], unclean, 0),
+                     30, "identical replicas of the unclean topic")
+    assert fetch_from(cluster[5], unclean, 0)[2] == [b"both", b"after"]
+    clean_leader = cluster[partition_states(cluster[1], clean)[0][0]]
+    assert fetch_from(clean_leader, clean, 0)[2] == [b"both", b"only-on-4"]

@@ -100,9 +100,11 @@ impl PeerConnection {
             Ok(Bytes::from(body))
         })
         .await?;
-        let invalid = |error: anyhow::Error| io::Error::new(io::ErrorKind::InvalidData, error.to_string());
+        let invalid =
+            |error: anyhow::Error| io::Error::new(io::ErrorKind::InvalidData, error.to_string());
         let response_header =
-            ResponseHeader::decode(&mut body, R::Response::header_version(version)).map_err(invalid)?;
+            ResponseHeader::decode(&mut body, R::Response::header_version(version))
+                .map_err(invalid)?;
         if response_header.correlation_id != correlation_id {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

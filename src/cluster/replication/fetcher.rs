@@ -15,9 +15,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{
-    BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::connection::PeerConnection;
@@ -135,7 +133,15 @@ async fn round(
     let connection = connection.as_mut().expect("connected above");
     let untruncated: Vec<_> = followed
         .iter()
-        .filter(|p| matches!(p.replication.borrow().role, Role::Follower { truncated: false, .. }))
+        .filter(|p| {
+            matches!(
+                p.replication.borrow().role,
+                Role::Follower {
+                    truncated: false,
+                    ..
+                }
+            )
+        })
         .cloned()
         .collect();
     if !untruncated.is_empty() {
@@ -293,7 +299,8 @@ async fn fetch(
             Some(index) => &mut topics[index],
             None => {
                 topics.push(
-                    FetchTopic::default().with_topic(TopicName(StrBytes::from_string(name.clone()))),
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(name.clone()))),
                 );
                 topics.last_mut().expect("just pushed")
             }
@@ -361,7 +368,9 @@ async fn fetch(
                         any_error = true;
                         tracing::warn!(topic = %partition.topic.name, partition = partition.index,
                             offset = item.fetch_offset, "replica append failed: {error}");
-                        if matches!(error, LogError::Io(_)) && partition.log.next_offset() == item.fetch_offset {
+                        if matches!(error, LogError::Io(_))
+                            && partition.log.next_offset() == item.fetch_offset
+                        {
                             // The leader's batches do not continue our log: find out again.
                             reset_truncation(partition);
                         }

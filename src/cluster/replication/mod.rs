@@ -180,12 +180,19 @@ pub fn maybe_propose_isr(shard: &Rc<Shard>, partition: &Rc<Partition>) {
         let Role::Leader(state) = &replication.role else {
             return;
         };
-        let Some(wanted) =
-            state.wanted_isr(partition.log.high_watermark(), Instant::now(), lag_max(shard))
-        else {
+        let Some(wanted) = state.wanted_isr(
+            partition.log.high_watermark(),
+            Instant::now(),
+            lag_max(shard),
+        ) else {
             return;
         };
-        let proposal = (state.leader_epoch, state.partition_epoch, state.isr.clone(), wanted);
+        let proposal = (
+            state.leader_epoch,
+            state.partition_epoch,
+            state.isr.clone(),
+            wanted,
+        );
         replication.isr_change_in_flight = true;
         proposal
     };

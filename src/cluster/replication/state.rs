@@ -127,7 +127,12 @@ impl LeaderState {
     /// The ISR the leader should propose, if it differs from the current one: followers that
     /// have not caught up for `lag_max` leave; followers that reached the high watermark and
     /// the start of this epoch join. The leader always stays.
-    pub fn wanted_isr(&self, high_watermark: i64, now: Instant, lag_max: Duration) -> Option<Vec<i32>> {
+    pub fn wanted_isr(
+        &self,
+        high_watermark: i64,
+        now: Instant,
+        lag_max: Duration,
+    ) -> Option<Vec<i32>> {
         let mut wanted: Vec<i32> = Vec::with_capacity(self.replicas.len());
         for &id in &self.replicas {
             if id == self.node_id {
@@ -290,27 +295,42 @@ mod tests {
         // Leader has epoch 4 and ends it at 100: cut the tail after 100.
         assert_eq!(
             truncation_offset((4, 100), 120, 60, local),
-            Truncation { offset: 100, completed: true }
+            Truncation {
+                offset: 100,
+                completed: true
+            }
         );
         // Leader never had epoch 4; its epoch 3 ends at 90 (ours at 80): cut at 80.
         assert_eq!(
             truncation_offset((3, 90), 120, 60, local),
-            Truncation { offset: 80, completed: true }
+            Truncation {
+                offset: 80,
+                completed: true
+            }
         );
         // Leader answers epoch 2, which we never had: cut to where our epoch 1 ends, ask again.
         assert_eq!(
             truncation_offset((2, 70), 120, 60, local),
-            Truncation { offset: 50, completed: false }
+            Truncation {
+                offset: 50,
+                completed: false
+            }
         );
         // The leader knows nothing: keep what was committed.
         assert_eq!(
             truncation_offset((-1, -1), 120, 60, local),
-            Truncation { offset: 60, completed: true }
+            Truncation {
+                offset: 60,
+                completed: true
+            }
         );
         // Leader's end beyond ours: nothing to cut.
         assert_eq!(
             truncation_offset((4, 500), 120, 60, local),
-            Truncation { offset: 120, completed: true }
+            Truncation {
+                offset: 120,
+                completed: true
+            }
         );
     }
 }
