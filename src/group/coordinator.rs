@@ -147,10 +147,16 @@ struct CoordPartition {
     partition: RefCell<Rc<Partition>>,
     shared: Rc<Shared>,
     loaded: Cell<bool>,
+    /// Leader epoch of the partition when its state was loaded: a later leadership (after
+    /// this node followed and the log grew by replication) must load again.
+    loaded_epoch: Cell<i32>,
     load_lock: futures::lock::Mutex<()>,
     groups: RefCell<HashMap<String, GroupRef>>,
     writes: RefCell<VecDeque<PendingWrite>>,
 }
+
+/// How long an offsets-topic write waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
+const OFFSETS_COMMIT_TIMEOUT_MS: u64 = 5_000;
 
 /// Kafka maps storage failures of the offsets topic to NOT_COORDINATOR (clients look again).
 fn write_error(error: &LogError) -> Code {
@@ -388,6 +394,8 @@ impl CoordPartition {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        self.loaded_epoch
+            .set(self.partition.borrow().leader_epoch.get());
         match self.replay().await {
             Ok(records) => {
                 self.loaded.set(true);
@@ -653,6 +661,24 @@ impl CoordPartition {
             match write.await {
                 Ok(_) => {
                     part.apply_written();
+                    // Acknowledged once every in-sync replica has it (Kafka's acks=all for
+                    // the offsets topic); at once on a lone replica.
+                    let replicated = glommio::timer::timeout(
+                        std::time::Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS),
+                        async {
+                            log.wait_for_high_watermark(last_offset).await;
+                            Ok(())
+                        },
+                    )
+                    .await;
+                    if replicated.is_err() || log.high_watermark() <= last_offset {
+                        tracing::warn!(
+                            partition = part.index,
+                            last_offset,
+                            "{OFFSETS_TOPIC} write not replicated in time"
+                        );
+                        return Err(E::CoordinatorNotAvailable.code());
+                    }
                     Ok(())
                 }
                 Err(error) => {
@@ -893,7 +919,11 @@ async fn open(shard: &Rc<Shard>, index: i32) -> Result<Rc<CoordPartition>, Code>
     let part = {
         let mut parts = coordinator.partitions.borrow_mut();
         match parts.get(&index) {
-            Some(part) if Rc::ptr_eq(&part.partition.borrow().log, &partition.log) => {
+            Some(part)
+                if Rc::ptr_eq(&part.partition.borrow().log, &partition.log)
+                    && (!part.loaded.get()
+                        || part.loaded_epoch.get() == partition.leader_epoch.get()) =>
+            {
                 if !Rc::ptr_eq(&part.partition.borrow(), &partition) {
                     *part.partition.borrow_mut() = partition;
                 }
@@ -901,7 +931,9 @@ async fn open(shard: &Rc<Shard>, index: i32) -> Result<Rc<CoordPartition>, Code>
             }
             previous => {
                 if let Some(previous) = previous {
-                    // The topic was deleted and made again: the old state is gone with its log.
+                    // The topic was deleted and made again (the old state is gone with its
+                    // log), or leadership came back in a new epoch (the log may have grown
+                    // or been cut by replication meanwhile): load from the log again.
                     for group in previous.groups.borrow().values() {
                         if let Some(classic) = group.borrow_mut().classic() {
                             classic.fail_waiters(E::NotCoordinator.code());
@@ -918,6 +950,7 @@ async fn open(shard: &Rc<Shard>, index: i32) -> Result<Rc<CoordPartition>, Code>
                     partition: RefCell::new(partition),
                     shared: coordinator.shared.clone(),
                     loaded: Cell::new(false),
+                    loaded_epoch: Cell::new(-1),
                     load_lock: futures::lock::Mutex::new(()),
                     groups: RefCell::new(HashMap::new()),
                     writes: RefCell::new(VecDeque::new()),

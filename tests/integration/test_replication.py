@@ -483,3 +483,62 @@ def test_unclean_leader_election_only_where_enabled(cluster_factory):
     assert fetch_from(cluster[5], unclean, 0)[2] == [b"both", b"after"]
     clean_leader = cluster[partition_states(cluster[1], clean)[0][0]]
     assert fetch_from(clean_leader, clean, 0)[2] == [b"both", b"only-on-4"]
+
+
+@pytest.mark.timeout(240)
+def test_committed_offsets_survive_the_coordinator_node_dying(cluster_factory):
+    from confluent_kafka import TopicPartition
+    from groups_support import GroupWire, group_consumer
+    cluster = cluster_factory(voters=3, extra_args=REPLICATION_ARGS + [
+        "--default-replication-factor", "3", "--offsets-topic-num-partitions", "3",
+        "--group-initial-rebalance-delay-ms", "0", "--group-min-session-timeout-ms", "1000"]).start()
+    cluster.wait_formed()
+    topic = unique_topic("grp")
+    create_replicated_topic(cluster[1].bootstrap, topic, 2)
+    wait_isr(cluster, topic, 2, [1, 2, 3])
+    reports = produce(cluster[1].bootstrap, topic,
+                      [{"value": f"m{i}".encode(), "partition": i % 2} for i in range(200)])
+    assert len(reports) == 200
+    group = f"g-{unique_topic('x')}"
+
+    def coordinator_of():
+        wire = GroupWire(cluster.live()[0].host, cluster.live()[0].kafka_port)
+        try:
+            (c,) = wire.find_coordinator([group])
+        finally:
+            wire.close()
+        return c["node_id"] if c["error"] == 0 else None
+    first_coordinator = cluster.wait_for(coordinator_of, 30, "a coordinator")
+    wait_isr(cluster, "__consumer_offsets", 3, [1, 2, 3])
+
+    consumer = group_consumer(cluster[1].bootstrap, group)
+    consumer.subscribe([topic])
+    try:
+        got = 0
+        while got < 60:
+            for m in consumer.consume(num_messages=60 - got, timeout=0.5):
+                assert not m.error(), m.error()
+                got += 1
+        consumer.commit(asynchronous=False)
+        committed = {tp.partition: tp.offset for tp in consumer.committed(
+            [TopicPartition(topic, p) for p in range(2)], timeout=30)}
+    finally:
+        consumer.close()
+    assert sum(o for o in committed.values() if o > 0) == 60, committed
+
+    # The coordinator's node dies; its __consumer_offsets partition moves to an ISR member,
+    # which loads the replicated group state.
+    cluster.kill9(first_coordinator)
+    cluster.wait_for(lambda: coordinator_of() not in (None, first_coordinator),
+                     cluster.session_ms / 1000 + 30, "a new coordinator")
+
+    def committed_now():
+        probe = group_consumer(cluster.bootstrap(cluster.live()), group)
+        try:
+            return {tp.partition: tp.offset for tp in probe.committed(
+                [TopicPartition(topic, p) for p in range(2)], timeout=10)}
+        finally:
+            probe.close()
+    assert cluster.wait_for(lambda: committed_now() == committed or None, 30,
+                            "the committed offsets from the new coordinator")
+    cluster.restart(first_coordinator)
