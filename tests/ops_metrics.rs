@@ -228,6 +228,13 @@ fn metrics_are_scraped_and_parsed() {
     assert!(sum(&samples, "riptide_partition_size_bytes", &p0) > 0.0);
     assert_eq!(sum(&samples, "riptide_partition_high_watermark", &p1), 0.0);
     assert_eq!(sum(&samples, "riptide_partition_failed", &p0), 0.0);
+    // A lone replica leads its partitions, fully in sync.
+    assert_eq!(sum(&samples, "riptide_partition_leader", &p0), 1.0);
+    assert_eq!(sum(&samples, "riptide_partition_replicas", &p1), 1.0);
+    assert_eq!(
+        sum(&samples, "riptide_partition_in_sync_replicas", &p1),
+        1.0
+    );
 
     // Counters only grow between scrapes.
     let (_, again) = http_get(&broker.admin(), "/metrics");

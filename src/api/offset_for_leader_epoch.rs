@@ -1,4 +1,4 @@
-//! OffsetForLeaderEpoch (key 23, v0–4): for each partition, the end offset of the requested
+//! OffsetForLeaderEpoch (key 23, v2–4): for each partition, the end offset of the requested
 //! leader epoch in the leader's log (the first offset of the next larger epoch, or the log end
 //! for the latest epoch), and the epoch it belongs to (the requested one or the largest below
 //! it). Followers ask it after every leader change to find where their log diverged
@@ -71,7 +71,6 @@ pub async fn handle(
                     slot: (topic_slot, partition_slot),
                     topic: topic.topic.0.to_string(),
                     partition: partition.partition,
-                    // The field exists from v2 on; before, it decodes as -1 (no check).
                     current_leader_epoch: partition.current_leader_epoch,
                     leader_epoch: partition.leader_epoch,
                 }),

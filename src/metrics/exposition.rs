@@ -491,6 +491,27 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             e,
+            "partition_leader",
+            "1 where this node leads the partition.",
+            Gauge,
+            per_partition(|p| Sample::Gauge(i64::from(p.leader))),
+        )?;
+        family(
+            e,
+            "partition_replicas",
+            "Replicas of the partition.",
+            Gauge,
+            per_partition(|p| Sample::Gauge(p.replicas as i64)),
+        )?;
+        family(
+            e,
+            "partition_in_sync_replicas",
+            "In-sync replicas (ISR) of the partition; below `partition_replicas` on the leader: under-replicated.",
+            Gauge,
+            per_partition(|p| Sample::Gauge(p.in_sync_replicas as i64)),
+        )?;
+        family(
+            e,
             "partition_size_bytes",
             "Bytes of record batches in the log's segments.",
             Gauge,

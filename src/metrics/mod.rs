@@ -268,6 +268,11 @@ pub struct PartitionSnapshot {
     pub segments: usize,
     /// The log refuses appends after a failed write or fdatasync.
     pub failed: bool,
+    /// This node leads the partition.
+    pub leader: bool,
+    /// Replicas and in-sync replicas, as this node knows them.
+    pub replicas: usize,
+    pub in_sync_replicas: usize,
 }
 
 /// Copies this shard's counters and partition state. Runs on the shard itself (reached with
@@ -285,6 +290,9 @@ pub fn snapshot_local(shard: &Shard) -> ShardSnapshot {
             size_bytes: partition.log.size_bytes(),
             segments: partition.log.segment_count(),
             failed: partition.log.is_failed(),
+            leader: partition.replication.borrow().is_leader(),
+            replicas: partition.replication.borrow().replicas.len(),
+            in_sync_replicas: partition.replication.borrow().isr.len(),
         })
     });
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
