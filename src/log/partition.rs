@@ -1334,12 +1334,12 @@ impl PartitionLog {
                 segment_base_offset: active.base_offset,
                 position_bytes: active.size_bytes,
             };
-            if state.recovery_point == Some(point) && !state.directory_dirty {
-                drop(state);
-                self.persist_high_watermark().await;
-                return Ok(());
-            }
-            (point, active.index_file())
+            let unchanged = state.recovery_point == Some(point) && !state.directory_dirty;
+            (point, (!unchanged).then(|| active.index_file()))
+        };
+        let Some(index_file) = index_file else {
+            self.persist_high_watermark().await;
+            return Ok(());
         };
         if point.offset > 0 {
             self.wait_durable(point.offset - 1).await?;

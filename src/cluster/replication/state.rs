@@ -146,7 +146,7 @@ impl LeaderState {
             let lagging = now.saturating_duration_since(follower.last_caught_up) > lag_max;
             let caught_up = follower.log_end_offset >= high_watermark
                 && follower.log_end_offset >= self.epoch_start_offset;
-            if (in_isr && !lagging) || (!in_isr && caught_up && !lagging) {
+            if !lagging && (in_isr || caught_up) {
                 wanted.push(id);
             }
         }
