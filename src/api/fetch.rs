@@ -120,6 +120,7 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
         Reader::Consumer { read_committed }
     };
 
+    let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
     let mut responses = Vec::with_capacity(request.topics.len());
     let mut work_by_owner: BTreeMap<usize, Vec<ReadWork>> = BTreeMap::new();
     for (topic_slot, fetch_topic) in request.topics.iter().enumerate() {
@@ -157,8 +158,11 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
                         topic: topic.name.clone(),
                         partition: fetch_partition.partition,
                         fetch_offset: fetch_partition.fetch_offset,
+                        // The response's own limit bounds each partition too (KIP-74: the
+                        // log still returns one whole batch past it, so consumers progress).
                         max_bytes: usize::try_from(fetch_partition.partition_max_bytes)
-                            .unwrap_or(0),
+                            .unwrap_or(0)
+                            .min(response_max_bytes),
                         current_leader_epoch: fetch_partition.current_leader_epoch,
                     });
                 }

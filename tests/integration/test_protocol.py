@@ -127,3 +127,27 @@ def test_segment_roll_restart_and_seek(broker_factory):
         assert (msg.offset(), msg.value()) == (4321, values[4321])
     finally:
         c.close()
+
+
+@pytest.mark.timeout(60)
+def test_fetch_response_respects_max_bytes_but_returns_a_whole_first_batch(broker):
+    """KIP-74: the request's max_bytes bounds the response even when the partition limit is
+    larger, yet a first batch bigger than max_bytes still comes whole (consumers progress)."""
+    topic = unique_topic("fmax")
+    create_topic(broker.bootstrap, topic, 1)
+    batch_values = [bytes([i]) * 1000 for i in range(100)]  # ~100 KB per batch
+    with connect(broker) as c:
+        pv = kw.pick_version(c.api_versions(0)["api_keys"], kw.ApiKey.PRODUCE, 3, 9)
+        for _ in range(30):
+            resp = c.produce(pv, [(topic, [(0, kw.build_record_batch(batch_values))])], acks=1)
+            assert kw.produce_partition_results(resp)[(topic, 0)]["error_code"] == 0
+        big = c.fetch(11, [(topic, [(0, 0, 20 * 1024 * 1024)])], max_bytes=1_000_000)
+        (p,) = big["topics"][0]["partitions"]
+        records = p["records"] or b""
+        batches = kw.parse_record_batches(records, decode_records=False)
+        assert 0 < len(records) <= 1_000_000, len(records)
+        assert len(batches) >= 5 and batches[0].base_offset == 0
+        small = c.fetch(11, [(topic, [(0, 0, 20 * 1024 * 1024)])], max_bytes=50_000)
+        (p,) = small["topics"][0]["partitions"]
+        batches = kw.parse_record_batches(p["records"] or b"", decode_records=False)
+        assert [b.base_offset for b in batches] == [0], "exactly the first whole batch"
