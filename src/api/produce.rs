@@ -105,6 +105,10 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                     ResponseError::InvalidRequiredAcks,
                     format!("acks must be -1, 0 or 1, not {}", request.acks),
                 )),
+                (Some(topic), _) if topic.name == crate::group::OFFSETS_TOPIC => Err((
+                    ResponseError::InvalidTopicException,
+                    format!("Cannot append to internal topic {}", topic.name),
+                )),
                 (Some(_), Some(Err(error))) => Err((
                     error,
                     format!(

@@ -151,3 +151,22 @@ def test_fetch_response_respects_max_bytes_but_returns_a_whole_first_batch(broke
         (p,) = small["topics"][0]["partitions"]
         batches = kw.parse_record_batches(p["records"] or b"", decode_records=False)
         assert [b.base_offset for b in batches] == [0], "exactly the first whole batch"
+
+
+@pytest.mark.timeout(60)
+def test_produce_to_the_offsets_topic_is_refused(broker):
+    """Only the group coordinator writes __consumer_offsets (Kafka: INVALID_TOPIC_EXCEPTION)."""
+    from groups_support import GroupWire
+    from helpers import wait_until
+
+    def coordinator_ready():  # the first FindCoordinator creates __consumer_offsets
+        wire = GroupWire(broker.host, broker.port)
+        try:
+            return wire.find_coordinator(["any-group"])[0]["error"] == 0
+        finally:
+            wire.close()
+    wait_until(coordinator_ready, 30, "a group coordinator")
+    with connect(broker) as c:
+        pv = kw.pick_version(c.api_versions(0)["api_keys"], kw.ApiKey.PRODUCE, 3, 9)
+        resp = c.produce(pv, [("__consumer_offsets", [(0, kw.build_record_batch([b"x"]))])], acks=1)
+    assert kw.produce_partition_results(resp)[("__consumer_offsets", 0)]["error_code"] == 17
