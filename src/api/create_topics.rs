@@ -54,7 +54,12 @@ pub async fn handle(
                     .with_name(name)
                     .with_topic_id(record.topic_id)
                     .with_num_partitions(record.partition_count())
-                    .with_replication_factor(1)
+                    .with_replication_factor(
+                        record
+                            .partitions
+                            .first()
+                            .map_or(0, |p| p.replicas.len() as i16),
+                    )
                     .with_configs(Some(
                         topic_config::effective_configs(&record.configs, broker)
                             .into_iter()

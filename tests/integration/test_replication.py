@@ -149,6 +149,17 @@ def test_rf3_followers_hold_identical_batches_and_isr_is_full(cluster_factory):
     assert {(p, m.offset): m.value for p, ms in got.items() for m in ms} == acked
     assert wait_isr(cluster, topic, partitions, [1, 2, 3])
 
+    # The admin CLI creates replicated topics, and CreateTopics reports the replication factor.
+    import json
+    import subprocess
+    out = subprocess.run([str(cluster.binary), "topic", "create", topic + "-cli", "-p", "2", "-r", "3",
+                          "-b", cluster[3].bootstrap, "--format", "json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    created = json.loads(out.stdout)
+    assert (created["partitions"], created["replicas"]) == (2, 3), created
+    wait_isr(cluster, topic + "-cli", 2, [1, 2, 3])
+
 
 def latest_offset(node, topic: str, partition: int) -> tuple:
     """(error_code, offset) of ListOffsets latest on `node` (v4: no isolation subtleties)."""
