@@ -67,7 +67,10 @@ def test_compressed_roundtrip(broker, codec):
     assert batches, "no batches fetched"
     assert all(b.crc_ok for b in batches), "fetched batch with a bad CRC"
     codecs = {b.compression for b in batches}
-    assert codecs == {CODECS[codec]}, f"stored codecs {codecs}, produced with {codec}"
+    # librdkafka sends a batch uncompressed when compressing does not shrink it (a lone
+    # incompressible record, when a loaded machine makes batches tiny): those may be 0.
+    assert CODECS[codec] in codecs and codecs <= {0, CODECS[codec]}, \
+        f"stored codecs {codecs}, produced with {codec}"
     assert len(batches) > 1, "expected several batches"
     assert sum(b.record_count for b in batches) == N
     expected_next = 0
