@@ -117,6 +117,20 @@ impl ProducerStateTable {
         }
     }
 
+    /// Records a stored batch by its header (rebuilds, replicated batches); batches without
+    /// a producer id are ignored.
+    pub fn record_header(&mut self, header: &RecordBatchHeader) {
+        if header.producer_id >= 0 && header.last_offset_delta >= 0 {
+            let batch = ProducerBatch {
+                producer_id: header.producer_id,
+                producer_epoch: header.producer_epoch,
+                first_sequence: header.base_sequence,
+                record_count: (header.last_offset_delta as u32).saturating_add(1),
+            };
+            self.record(&batch, header.base_offset);
+        }
+    }
+
     /// Remembers an appended batch at `base_offset`.
     pub fn record(&mut self, batch: &ProducerBatch, base_offset: i64) {
         self.tick += 1;
@@ -162,15 +176,7 @@ impl ProducerStateTable {
                 while position < chunk.len() {
                     let header = RecordBatchHeader::parse(&chunk[position..])
                         .map_err(|error| LogError::Corrupt(format!("stored batch: {error}")))?;
-                    if header.producer_id >= 0 && header.last_offset_delta >= 0 {
-                        let batch = ProducerBatch {
-                            producer_id: header.producer_id,
-                            producer_epoch: header.producer_epoch,
-                            first_sequence: header.base_sequence,
-                            record_count: (header.last_offset_delta as u32).saturating_add(1),
-                        };
-                        table.record(&batch, header.base_offset);
-                    }
+                    table.record_header(&header);
                     offset = header.last_offset() + 1;
                     position += header.total_size_bytes();
                 }

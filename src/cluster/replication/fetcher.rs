@@ -25,7 +25,6 @@ use crate::cluster::Partition;
 use crate::log::LogError;
 use crate::protocol::record_batch::{RecordBatchHeader, RECORD_BATCH_HEADER_SIZE_BYTES};
 use crate::shard::Shard;
-use crate::txn::producer_state::ProducerBatch;
 
 const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
@@ -455,15 +454,7 @@ fn batch_headers(batches: &Bytes) -> Vec<RecordBatchHeader> {
 fn record_producers(partition: &Partition, headers: &[RecordBatchHeader]) {
     let mut producers = partition.producers.borrow_mut();
     for header in headers {
-        if header.producer_id >= 0 && header.last_offset_delta >= 0 {
-            let batch = ProducerBatch {
-                producer_id: header.producer_id,
-                producer_epoch: header.producer_epoch,
-                first_sequence: header.base_sequence,
-                record_count: (header.last_offset_delta as u32).saturating_add(1),
-            };
-            producers.record(&batch, header.base_offset);
-        }
+        producers.record_header(header);
     }
 }
 
