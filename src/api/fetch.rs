@@ -394,13 +394,7 @@ async fn read_on_owner(shard: &Rc<Shard>, work: ReadWork, reader: Reader) -> Rea
     let Some(partition) = shard.partitions.get(&work.topic, work.partition) else {
         return ReadReply::failed(work.slot, ResponseError::NotLeaderOrFollower);
     };
-    let epoch = partition.leader_epoch.get();
-    if work.current_leader_epoch >= 0 && work.current_leader_epoch != epoch {
-        let error = if work.current_leader_epoch > epoch {
-            ResponseError::UnknownLeaderEpoch
-        } else {
-            ResponseError::FencedLeaderEpoch
-        };
+    if let Err(error) = partition.check_leader_epoch(work.current_leader_epoch) {
         return ReadReply::failed(work.slot, error);
     }
     if let Reader::Follower(replica) = reader {

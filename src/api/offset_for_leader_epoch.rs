@@ -108,16 +108,14 @@ fn lookup_on_owner(shard: &crate::shard::Shard, lookup: Lookup) -> Found {
     let Some(partition) = shard.partitions.get(&lookup.topic, lookup.partition) else {
         return Found::failed(lookup.slot, ResponseError::NotLeaderOrFollower);
     };
-    let epoch = partition.leader_epoch.get();
-    if lookup.current_leader_epoch >= 0 && lookup.current_leader_epoch != epoch {
-        let error = if lookup.current_leader_epoch > epoch {
-            ResponseError::UnknownLeaderEpoch
-        } else {
-            ResponseError::FencedLeaderEpoch
-        };
+    if let Err(error) = partition.check_leader_epoch(lookup.current_leader_epoch) {
         return Found::failed(lookup.slot, error);
     }
-    if !partition.replication.borrow().leads_in(epoch) {
+    if !partition
+        .replication
+        .borrow()
+        .leads_in(partition.leader_epoch.get())
+    {
         return Found::failed(lookup.slot, ResponseError::NotLeaderOrFollower);
     }
     let (leader_epoch, end_offset) = partition.log.end_offset_for_epoch(lookup.leader_epoch);

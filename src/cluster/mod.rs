@@ -55,6 +55,22 @@ impl Partition {
 
     /// Offsets below it hold no open transaction (equal to the high watermark until
     /// transactions exist).
+    /// KIP-320 fencing of a request's `current_leader_epoch` (-1: not checked).
+    pub fn check_leader_epoch(
+        &self,
+        current_leader_epoch: i32,
+    ) -> Result<(), kafka_protocol::error::ResponseError> {
+        use kafka_protocol::error::ResponseError;
+        let epoch = self.leader_epoch.get();
+        if current_leader_epoch < 0 || current_leader_epoch == epoch {
+            Ok(())
+        } else if current_leader_epoch > epoch {
+            Err(ResponseError::UnknownLeaderEpoch)
+        } else {
+            Err(ResponseError::FencedLeaderEpoch)
+        }
+    }
+
     pub fn last_stable_offset(&self) -> i64 {
         self.high_watermark()
     }
