@@ -526,14 +526,18 @@ impl ClassicGroup {
                 } else {
                     self.update_member(&member_id, params, waiter, now);
                     self.prepare_rebalance(now, limits, &mut effects);
+                    self.try_complete_join(now, &mut effects);
                 }
             }
             ClassicState::Stable => {
                 let is_leader = self.leader.as_deref() == Some(member_id.as_str());
                 if is_leader || !unchanged {
                     // A leader rejoining (e.g. topic metadata changed) or new metadata: rebalance.
+                    // If that member was the only one, everyone has rejoined already: Kafka
+                    // completes the join now rather than after the rebalance timeout.
                     self.update_member(&member_id, params, waiter, now);
                     self.prepare_rebalance(now, limits, &mut effects);
+                    self.try_complete_join(now, &mut effects);
                 } else {
                     tracing::debug!(member = %member_id, "join answered from the stable generation");
                     self.renew(&member_id, now);
@@ -710,6 +714,7 @@ impl ClassicGroup {
                     .expect("just inserted")
                     .join_waiter = Some(waiter);
                 self.prepare_rebalance(now, limits, effects);
+                self.try_complete_join(now, effects);
             }
         }
     }
@@ -1173,7 +1178,11 @@ impl ClassicGroup {
             if member.is_new {
                 let deadline = member.joined_at + NEW_MEMBER_JOIN_TIMEOUT;
                 if now.instant < deadline {
-                    return (MemberCheck::Alive(deadline - now.instant), effects);
+                    // Look again within a session timeout: once the join completes, the
+                    // member's session runs and must expire on time even if it never
+                    // heartbeats (it may have vanished while parked).
+                    let next = (deadline - now.instant).min(member.session_timeout);
+                    return (MemberCheck::Alive(next), effects);
                 }
                 true
             } else {
@@ -1604,6 +1613,91 @@ mod tests {
         assert!(effects
             .iter()
             .any(|e| matches!(e, Effect::PersistClassic { generation: 3, .. })));
+    }
+
+    #[test]
+    fn lone_member_rejoining_a_stable_group_completes_at_once() {
+        let now = Now::current();
+        let mut group = ClassicGroup::new(now);
+        let (mut first, effects) = join(&mut group, params("", &["range"]), now);
+        group.on_join_timer(join_timer_seq(&effects), now, &limits());
+        let joined = ready(&mut first);
+        let assignments = vec![(joined.member_id.clone(), Bytes::from_static(b"a"))];
+        let (_, effects) = sync(&mut group, &joined.member_id, 1, assignments, now);
+        let Some(Effect::PersistClassic {
+            sync_assignments, ..
+        }) = effects.into_iter().next()
+        else {
+            panic!("leader sync persists the assignment");
+        };
+        group.on_persisted(1, sync_assignments, NONE, now, &limits());
+        assert_eq!(group.state(), ClassicState::Stable);
+        // The leader rejoins (e.g. its regex now matches another topic): nobody else to wait for.
+        let (mut rejoin, _) = join(&mut group, params(&joined.member_id, &["range"]), now);
+        let rejoined = ready(&mut rejoin);
+        assert_eq!(rejoined.error, NONE);
+        assert_eq!(rejoined.generation, 2);
+        assert_eq!(group.state(), ClassicState::CompletingRebalance);
+    }
+
+    #[test]
+    fn rejoin_with_new_metadata_completes_once_every_member_rejoined() {
+        let now = Now::current();
+        let (mut group, leader, follower) = stable_pair(now);
+        let (mut leader_join, _) = join(&mut group, params(&leader, &["range", "roundrobin"]), now);
+        pending(&mut leader_join);
+        assert_eq!(
+            group.heartbeat(&follower, None, 1, now),
+            E::RebalanceInProgress.code()
+        );
+        let (mut follower_join, _) =
+            join(&mut group, params(&follower, &["range", "roundrobin"]), now);
+        assert_eq!(ready(&mut leader_join).generation, 2);
+        assert_eq!(ready(&mut follower_join).generation, 2);
+    }
+
+    #[test]
+    fn member_vanishing_during_its_first_join_expires_after_its_session() {
+        let now = Now::current();
+        let mut group = ClassicGroup::new(now);
+        let (mut first, effects) = join(&mut group, params("", &["range"]), now);
+        let (mut second, _) = join(&mut group, params("", &["range"]), now);
+        let incarnation = |group: &ClassicGroup, id: &str| group.member(id).unwrap().incarnation;
+        let seq = join_timer_seq(&effects);
+        let effects = group.on_join_timer(seq, now, &limits());
+        group.on_join_timer(join_timer_seq(&effects), now, &limits());
+        let leader = ready(&mut first);
+        let follower = ready(&mut second);
+        assert_eq!(leader.leader, leader.member_id);
+        // While parked in its first join, the member's check comes back within a session.
+        let (check, _) = group.check_member(
+            &leader.member_id,
+            incarnation(&group, &leader.member_id),
+            now,
+            &limits(),
+        );
+        let MemberCheck::Alive(next) = check else {
+            panic!("alive after the join");
+        };
+        assert!(
+            next <= Duration::from_secs(10),
+            "re-checked within the session timeout"
+        );
+        // The leader never syncs nor heartbeats; the follower waits in SyncGroup.
+        let (mut follower_sync, _) = sync(&mut group, &follower.member_id, 1, vec![], now);
+        pending(&mut follower_sync);
+        let later = now.plus(Duration::from_secs(11));
+        let (check, _) = group.check_member(
+            &leader.member_id,
+            incarnation(&group, &leader.member_id),
+            later,
+            &limits(),
+        );
+        assert_eq!(check, MemberCheck::Expired);
+        assert_eq!(
+            ready(&mut follower_sync).error,
+            E::RebalanceInProgress.code()
+        );
     }
 
     #[test]

@@ -164,3 +164,24 @@ def test_topic_gaining_partitions_rebalances(group_broker):
     finally:
         for m in group_members:
             m.close()
+
+
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_lone_leader_rejoining_for_a_new_regex_topic_is_answered_at_once(group_broker, strategy):
+    """A regex subscription gains a topic: the only member (the leader) rejoins a Stable group.
+    Everyone has rejoined, so the join completes now, not after the 300 s rebalance timeout
+    (the client's default max.poll.interval.ms)."""
+    prefix = unique("rx")
+    first, second = f"{prefix}-a", f"{prefix}-b"
+    create_topic(group_broker.bootstrap, first, 2)
+    consumer = Tracked(group_consumer(group_broker.bootstrap, unique("g"), **{
+        "partition.assignment.strategy": strategy,
+        "topic.metadata.refresh.interval.ms": 500,
+    }), "c").subscribe([f"^{prefix}-.*"])
+    try:
+        poll_until([consumer], lambda: len(consumer.assignment()) == 2, 30, "the first topic")
+        create_topic(group_broker.bootstrap, second, 2)
+        poll_until([consumer], lambda: len(consumer.assignment()) == 4, 30,
+                   "the new topic's partitions assigned too")
+    finally:
+        consumer.close()

@@ -314,7 +314,18 @@ def test_deleted_partition_directory_fails_only_that_partition(broker_factory):
     create_topic(broker.bootstrap, doomed, 1)
     create_topic(broker.bootstrap, healthy, 1)
     produce(broker.bootstrap, doomed, [{"value": b"a"}] * 10)
-    shutil.rmtree(broker.data_dir / f"{doomed}-0")
+    # The broker may still be rewriting a checkpoint in that directory (tmp file + rename), which
+    # can vanish under rmtree; retry until the directory is gone.
+    doomed_dir = broker.data_dir / f"{doomed}-0"
+
+    def removed():
+        try:
+            shutil.rmtree(doomed_dir)
+        except FileNotFoundError:
+            pass
+        return not doomed_dir.exists()
+
+    wait_until(removed, 10, "the partition directory to be deleted", interval=0.05)
 
     def refused():
         try:
