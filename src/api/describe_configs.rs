@@ -16,13 +16,14 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 const TYPE_STRING: i8 = 2;
 const TYPE_LONG: i8 = 5;
-const TYPE_LIST: i8 = 7;
 const TYPE_BOOLEAN: i8 = 1;
 
 fn config_type(key: &str) -> i8 {
+    if let Some(kind) = crate::cluster::topic_config::describe_type(key) {
+        return kind;
+    }
     match key {
-        "cleanup.policy" => TYPE_LIST,
-        "compression.type" | "message.timestamp.type" | "min.cleanable.dirty.ratio" => TYPE_STRING,
+        "log.dirs" => TYPE_STRING,
         "auto.create.topics.enable" => TYPE_BOOLEAN,
         _ => TYPE_LONG,
     }

@@ -30,6 +30,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod owners;
 mod produce;
+mod record_policy;
 mod sync_group;
 
 use crate::protocol::{self, RequestPreamble};

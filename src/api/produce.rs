@@ -1,5 +1,6 @@
 //! Produce (key 0). Batches are validated on the connection's shard (CRC, length, count, without
-//! decompressing), then each owner shard appends its partitions' batches; one hop per owner shard
+//! decompressing; record by record only where the topic's policy needs it: `record_policy`),
+//! then each owner shard appends its partitions' batches; one hop per owner shard
 //! per request, however many partitions it owns. The response is assembled in request order.
 //!
 //! acks=all: refused with NOT_ENOUGH_REPLICAS before appending while the ISR is smaller than
@@ -9,6 +10,7 @@
 //! the ISR shrank below the minimum on the way.
 
 use super::owners::{run_on_owners, Slot, Slotted};
+use super::record_policy::{stamp_log_append_time, RecordPolicy, RecordRejection};
 use super::{Outcome, RequestContext};
 use crate::cluster::topic_config;
 use crate::log::LogError;
@@ -16,7 +18,9 @@ use crate::protocol::record_batch::{validate_batches, BatchError};
 use crate::txn::producer_state::{ProducerBatch, SequenceCheck};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::Decodable;
 use std::collections::BTreeMap;
@@ -76,6 +80,14 @@ fn batch_error_code(error: &BatchError) -> ResponseError {
     }
 }
 
+fn refusal(error: ResponseError, message: String) -> RecordRejection {
+    RecordRejection {
+        error,
+        record_errors: Vec::new(),
+        message,
+    }
+}
+
 async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceResponse {
     let shard = &context.shard;
     let image = shard.metadata();
@@ -100,16 +112,16 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                 .as_ref()
                 .and_then(|t| t.partitions.get(usize::try_from(data.index).ok()?))
                 .map(|record| crate::cluster::leader_shard(shard, record));
-            let outcome: Result<AppendWork, (ResponseError, String)> = match (&topic, owner) {
-                _ if !acks_valid => Err((
+            let outcome: Result<AppendWork, RecordRejection> = match (&topic, owner) {
+                _ if !acks_valid => Err(refusal(
                     ResponseError::InvalidRequiredAcks,
                     format!("acks must be -1, 0 or 1, not {}", request.acks),
                 )),
-                (Some(topic), _) if topic.name == crate::group::OFFSETS_TOPIC => Err((
+                (Some(topic), _) if topic.name == crate::group::OFFSETS_TOPIC => Err(refusal(
                     ResponseError::InvalidTopicException,
                     format!("Cannot append to internal topic {}", topic.name),
                 )),
-                (Some(_), Some(Err(error))) => Err((
+                (Some(_), Some(Err(error))) => Err(refusal(
                     error,
                     format!(
                         "this broker (node {}) does not lead this partition",
@@ -124,12 +136,28 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                         "max.message.bytes",
                     ))
                     .unwrap_or(shard.config.max_message_bytes);
-                    match validate_batches(&records, max_bytes) {
+                    let policy = RecordPolicy::of(&topic.configs, &shard.config);
+                    let now_ms = crate::log::now_ms();
+                    let checked = validate_batches(&records, max_bytes)
+                        .map_err(|error| refusal(batch_error_code(&error), error.to_string()))
+                        .and_then(|summary| {
+                            if policy.inspects_records() {
+                                let partition_name = format!("{}-{}", topic.name, data.index);
+                                policy.check(&records, &partition_name, now_ms)?;
+                            }
+                            Ok(summary)
+                        });
+                    match checked {
                         Ok(summary) => Ok(AppendWork {
                             slot: (topic_slot, partition_slot),
                             topic: topic.name.clone(),
                             partition: data.index,
-                            batches: records,
+                            batches: if policy.log_append_time {
+                                response.log_append_time_ms = now_ms;
+                                stamp_log_append_time(&records, now_ms)
+                            } else {
+                                records
+                            },
                             record_count: summary.record_count,
                             producer: (summary.producer_id >= 0).then_some(ProducerBatch {
                                 producer_id: summary.producer_id,
@@ -143,18 +171,20 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                                 .unwrap_or(0)
                                 .clamp(1, MAX_PRODUCE_TIMEOUT_MS),
                         }),
-                        Err(error) => {
+                        Err(rejection) => {
                             tracing::warn!(
                                 peer = %context.peer,
                                 topic = %topic.name,
                                 partition = data.index,
-                                "rejected produce batch: {error}"
+                                records_refused = rejection.record_errors.len(),
+                                "rejected produce batch: {}",
+                                rejection.message
                             );
-                            Err((batch_error_code(&error), error.to_string()))
+                            Err(rejection)
                         }
                     }
                 }
-                _ => Err((
+                _ => Err(refusal(
                     ResponseError::UnknownTopicOrPartition,
                     "This server does not host this topic-partition.".to_string(),
                 )),
@@ -164,10 +194,23 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                     .entry(owner.and_then(Result::ok).expect("valid work has an owner"))
                     .or_default()
                     .push(work),
-                Err((code, message)) => {
+                Err(rejection) => {
                     response = response
-                        .with_error_code(code.code())
-                        .with_error_message(Some(super::str_bytes(&message)));
+                        .with_error_code(rejection.error.code())
+                        .with_error_message(Some(super::str_bytes(&rejection.message)))
+                        .with_record_errors(
+                            rejection
+                                .record_errors
+                                .into_iter()
+                                .map(|(batch_index, message)| {
+                                    BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(batch_index)
+                                        .with_batch_index_error_message(Some(super::str_bytes(
+                                            &message,
+                                        )))
+                                })
+                                .collect(),
+                        );
                 }
             }
             partitions.push(response);
@@ -199,7 +242,10 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                 response.base_offset = reply.base_offset;
                 response.log_start_offset = reply.log_start_offset;
             }
-            Some(error) => response.error_code = error.code(),
+            Some(error) => {
+                response.error_code = error.code();
+                response.log_append_time_ms = -1;
+            }
         }
     }
     ProduceResponse::default().with_responses(responses)

@@ -591,6 +591,12 @@ pub fn decide(
             let results = names
                 .iter()
                 .map(|name| match image.topic(name) {
+                    // The group coordinator's state lives there: deleting it would lose every
+                    // committed offset, so Kafka refuses it.
+                    Some(_) if name == crate::group::OFFSETS_TOPIC => Err(AdminError::new(
+                        ResponseError::InvalidTopicException,
+                        format!("cannot delete internal topic {name}"),
+                    )),
                     Some(topic) => {
                         records.push(MetadataRecord::DeleteTopic {
                             name: name.clone(),

@@ -179,6 +179,13 @@ fn log_config(shard: &Shard, topic: &TopicRecord) -> LogConfig {
         cleanup_compact,
         delete_retention_ms: limit("delete.retention.ms").unwrap_or(0),
         min_compaction_lag_ms: limit("min.compaction.lag.ms").unwrap_or(0),
+        min_cleanable_dirty_ratio_ppm: topic
+            .configs
+            .get("min.cleanable.dirty.ratio")
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .filter(|ratio| (0.0..=1.0).contains(ratio))
+            .map_or(500_000, |ratio| (ratio * 1e6).round() as u32),
+        max_compaction_lag_ms: limit("max.compaction.lag.ms").unwrap_or(u64::MAX),
         ..LogConfig::default()
     }
 }

@@ -19,8 +19,10 @@
 //!    files. Readers holding the old file finish reading it.
 //!
 //! All of it runs in slices of at most `slice_bytes` of batches, with a timer yield between
-//! slices, so the shard's reactor runs and produce/fetch latency stays flat. Records without
-//! a key are kept (Kafka refuses them on compacted topics at produce time; we keep what came).
+//! slices, so the shard's reactor runs and produce/fetch latency stays flat. A pass starts only
+//! when the dirty segments are at least `min.cleanable.dirty.ratio` of the cleanable bytes, or
+//! dirty data has waited `max.compaction.lag.ms`, as in Kafka. Records without
+//! a key are kept (produce refuses them on compacted topics; older data may still hold some).
 //! Tombstones expire only in passes that have new dirty data to clean.
 
 use std::collections::HashMap;
@@ -28,8 +30,7 @@ use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use kafka_protocol::compression::{Compressor, Decompressor};
+use kafka_protocol::compression::Compressor;
 
 use super::checkpoint::OffsetFile;
 use super::file_io::{
@@ -44,6 +45,7 @@ use crate::protocol::record_batch::{
     RecordBatchHeader, BATCH_LENGTH_OVERHEAD_BYTES, COMPRESSION_GZIP, COMPRESSION_LZ4,
     COMPRESSION_NONE, COMPRESSION_SNAPPY, COMPRESSION_ZSTD, RECORD_BATCH_HEADER_SIZE_BYTES,
 };
+use crate::protocol::records::{parse_records, records_section};
 
 /// Bounds of one compaction pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,94 +117,6 @@ fn key_hash(key: &[u8]) -> KeyHash {
     0x9e37_79b9_7f4a_7c15u64.hash(&mut second);
     key.hash(&mut second);
     (u128::from(first.finish()) << 64) | u128::from(second.finish())
-}
-
-/// A zigzag varint of at most `max_size_bytes`; returns (value, bytes used).
-fn read_zigzag(buf: &[u8], max_size_bytes: usize) -> Option<(i64, usize)> {
-    let mut raw = 0u64;
-    for index in 0..max_size_bytes {
-        let byte = *buf.get(index)?;
-        raw |= u64::from(byte & 0x7f) << (7 * index);
-        if byte & 0x80 == 0 {
-            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), index + 1));
-        }
-    }
-    None
-}
-
-/// What compaction needs of one record, and its raw bytes (length prefix included).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RecordView<'a> {
-    pub(crate) raw: &'a [u8],
-    pub(crate) offset_delta: i64,
-    pub(crate) key: Option<&'a [u8]>,
-    pub(crate) value_is_null: bool,
-}
-
-/// Splits an uncompressed records section into records.
-pub(crate) fn parse_records(records: &[u8]) -> Result<Vec<RecordView<'_>>, String> {
-    let mut views = Vec::new();
-    let mut position = 0usize;
-    while position < records.len() {
-        let (length, prefix) = read_zigzag(&records[position..], 5).ok_or("bad record length")?;
-        let length = usize::try_from(length).map_err(|_| "negative record length")?;
-        let body_start = position + prefix;
-        let body = records
-            .get(body_start..body_start + length)
-            .ok_or("record overruns the batch")?;
-        let mut at = 1usize; // attributes
-        let (_, used) =
-            read_zigzag(body.get(at..).ok_or("short record")?, 10).ok_or("bad timestamp delta")?;
-        at += used;
-        let (offset_delta, used) =
-            read_zigzag(body.get(at..).ok_or("short record")?, 5).ok_or("bad offset delta")?;
-        at += used;
-        let (key_length, used) =
-            read_zigzag(body.get(at..).ok_or("short record")?, 5).ok_or("bad key length")?;
-        at += used;
-        let key = if key_length < 0 {
-            None
-        } else {
-            let key_length = key_length as usize;
-            let key = body
-                .get(at..at + key_length)
-                .ok_or("key overruns the record")?;
-            at += key_length;
-            Some(key)
-        };
-        let (value_length, _) =
-            read_zigzag(body.get(at..).ok_or("short record")?, 5).ok_or("bad value length")?;
-        views.push(RecordView {
-            raw: &records[position..body_start + length],
-            offset_delta,
-            key,
-            value_is_null: value_length < 0,
-        });
-        position = body_start + length;
-    }
-    Ok(views)
-}
-
-/// The records section of a batch, decompressed if needed.
-fn records_section(batch: &[u8], codec: u8) -> Result<Bytes, String> {
-    let section = &batch[RECORD_BATCH_HEADER_SIZE_BYTES..];
-    let mut compressed = Bytes::copy_from_slice(section);
-    let take_all = |buf: &mut Bytes| Ok(std::mem::take(buf));
-    let result = match codec {
-        COMPRESSION_NONE => return Ok(compressed),
-        COMPRESSION_GZIP => {
-            kafka_protocol::compression::Gzip::decompress(&mut compressed, take_all)
-        }
-        COMPRESSION_SNAPPY => {
-            kafka_protocol::compression::Snappy::decompress(&mut compressed, take_all)
-        }
-        COMPRESSION_LZ4 => kafka_protocol::compression::Lz4::decompress(&mut compressed, take_all),
-        COMPRESSION_ZSTD => {
-            kafka_protocol::compression::Zstd::decompress(&mut compressed, take_all)
-        }
-        other => return Err(format!("unknown compression codec {other}")),
-    };
-    result.map_err(|error| format!("decompression failed: {error}"))
 }
 
 fn compress_records(codec: u8, records: &[u8]) -> Result<Vec<u8>, String> {
@@ -322,6 +236,42 @@ struct SegmentRef {
     file: Rc<glommio::io::DmaFile>,
     size_bytes: u64,
     next_offset: i64,
+    max_timestamp_ms: i64,
+}
+
+/// What the cleaning trigger needs of a segment.
+#[derive(Debug, Clone, Copy)]
+struct SegmentSpan {
+    size_bytes: u64,
+    next_offset: i64,
+    max_timestamp_ms: i64,
+}
+
+/// Kafka's trigger: the dirty share of the cleanable bytes reached `min.cleanable.dirty.ratio`,
+/// or the oldest dirty segment waited longer than `max.compaction.lag.ms`. A segment holding
+/// `dirty_start` counts as dirty (passes clean whole segments).
+fn worth_cleaning(
+    segments: &[SegmentSpan],
+    dirty_start: i64,
+    now_ms: i64,
+    config: &super::LogConfig,
+) -> bool {
+    let is_dirty = |segment: &&SegmentSpan| segment.next_offset > dirty_start;
+    let total_bytes: u64 = segments.iter().map(|s| s.size_bytes).sum();
+    let dirty_bytes: u64 = segments.iter().filter(is_dirty).map(|s| s.size_bytes).sum();
+    if total_bytes == 0 {
+        return false;
+    }
+    let ratio_ppm = dirty_bytes.saturating_mul(1_000_000) / total_bytes;
+    if ratio_ppm >= u64::from(config.min_cleanable_dirty_ratio_ppm) {
+        return true;
+    }
+    let overdue_before_ms =
+        now_ms.saturating_sub(i64::try_from(config.max_compaction_lag_ms).unwrap_or(i64::MAX));
+    segments
+        .iter()
+        .find(is_dirty)
+        .is_some_and(|segment| segment.max_timestamp_ms < overdue_before_ms)
 }
 
 async fn pause() {
@@ -361,6 +311,7 @@ impl PartitionLog {
                     file: segment.file.clone(),
                     size_bytes: segment.size_bytes,
                     next_offset: segment.next_offset,
+                    max_timestamp_ms: segment.retention_timestamp_ms(),
                 });
             }
             let dirty_start = state
@@ -371,6 +322,17 @@ impl PartitionLog {
         };
         let cleanable_end = segments.last().map_or(dirty_start, |s| s.next_offset);
         if cleanable_end <= dirty_start {
+            return Ok(None);
+        }
+        let spans: Vec<SegmentSpan> = segments
+            .iter()
+            .map(|s| SegmentSpan {
+                size_bytes: s.size_bytes,
+                next_offset: s.next_offset,
+                max_timestamp_ms: s.max_timestamp_ms,
+            })
+            .collect();
+        if !worth_cleaning(&spans, dirty_start, now_ms, &config) {
             return Ok(None);
         }
 
@@ -828,6 +790,41 @@ mod tests {
                 (BatchFate::Drop, 2)
             );
         }
+    }
+
+    #[test]
+    fn cleaning_starts_at_the_dirty_ratio_or_the_max_lag() {
+        let span = |next_offset, max_timestamp_ms| SegmentSpan {
+            size_bytes: 100,
+            next_offset,
+            max_timestamp_ms,
+        };
+        // Four segments, cleaned up to offset 30: one of four is dirty (25%).
+        let segments = [
+            span(10, 1_000),
+            span(20, 2_000),
+            span(30, 3_000),
+            span(40, 4_000),
+        ];
+        let mut config = super::super::LogConfig::default();
+        assert!(!worth_cleaning(&segments, 30, 10_000, &config), "below 0.5");
+        assert!(
+            worth_cleaning(&segments, 20, 10_000, &config),
+            "two of four dirty"
+        );
+        config.min_cleanable_dirty_ratio_ppm = 250_000;
+        assert!(worth_cleaning(&segments, 30, 10_000, &config));
+        config.min_cleanable_dirty_ratio_ppm = 900_000;
+        config.max_compaction_lag_ms = 5_000;
+        assert!(
+            worth_cleaning(&segments, 30, 10_000, &config),
+            "dirty since 4000: overdue"
+        );
+        assert!(
+            !worth_cleaning(&segments, 30, 8_000, &config),
+            "not yet overdue"
+        );
+        assert!(!worth_cleaning(&[], 0, 10_000, &config));
     }
 
     #[test]

@@ -105,6 +105,11 @@ pub struct LogConfig {
     pub delete_retention_ms: u64,
     /// Records younger than this are not compacted (`min.compaction.lag.ms`).
     pub min_compaction_lag_ms: u64,
+    /// A pass runs once the dirty part is at least this share of the cleanable bytes, in
+    /// parts per million (`min.cleanable.dirty.ratio` × 10⁶)...
+    pub min_cleanable_dirty_ratio_ppm: u32,
+    /// ...or once dirty data has waited this long (`max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -125,6 +130,8 @@ impl Default for LogConfig {
             cleanup_compact: false,
             delete_retention_ms: 24 * 3600 * 1000,
             min_compaction_lag_ms: 0,
+            min_cleanable_dirty_ratio_ppm: 500_000,
+            max_compaction_lag_ms: u64::MAX,
         }
     }
 }

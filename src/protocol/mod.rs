@@ -5,6 +5,7 @@
 //! the request frame, never copied or decompressed on the way in.
 
 pub mod record_batch;
+pub mod records;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};

@@ -368,6 +368,18 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
         .copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Marks the batch LogAppendTime with `now_ms` as its max timestamp (what consumers then see
+/// for every record) and recomputes the CRC, which covers both fields. `batch` is one whole
+/// batch.
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    assert!(batch.len() >= RECORD_BATCH_HEADER_SIZE_BYTES);
+    let attributes = read_i16(batch, ATTRIBUTES_OFFSET) | ATTRIBUTE_TIMESTAMP_TYPE;
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 fn read_i16(buf: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([buf[at], buf[at + 1]])
 }

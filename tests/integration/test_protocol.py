@@ -154,8 +154,9 @@ def test_fetch_response_respects_max_bytes_but_returns_a_whole_first_batch(broke
 
 
 @pytest.mark.timeout(60)
-def test_produce_to_the_offsets_topic_is_refused(broker):
-    """Only the group coordinator writes __consumer_offsets (Kafka: INVALID_TOPIC_EXCEPTION)."""
+def test_produce_to_and_delete_of_the_offsets_topic_are_refused(broker):
+    """Only the group coordinator writes __consumer_offsets (Kafka: INVALID_TOPIC_EXCEPTION),
+    and nobody deletes it."""
     from groups_support import GroupWire
     from helpers import wait_until
 
@@ -170,3 +171,8 @@ def test_produce_to_the_offsets_topic_is_refused(broker):
         pv = kw.pick_version(c.api_versions(0)["api_keys"], kw.ApiKey.PRODUCE, 3, 9)
         resp = c.produce(pv, [("__consumer_offsets", [(0, kw.build_record_batch([b"x"]))])], acks=1)
     assert kw.produce_partition_results(resp)[("__consumer_offsets", 0)]["error_code"] == 17
+    from helpers import admin_client
+    admin = admin_client(broker.bootstrap)  # kept alive until the result is in
+    with pytest.raises(Exception, match="TOPIC_EXCEPTION"):
+        admin.delete_topics(["__consumer_offsets"])["__consumer_offsets"].result(30)
+    assert "__consumer_offsets" in admin.list_topics(timeout=10).topics
