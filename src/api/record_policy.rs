@@ -97,7 +97,7 @@ impl RecordPolicy {
                 message: format!("records of the batch cannot be read: {reason}"),
             };
             let section = records_section(batch, header.compression_codec()).map_err(unreadable)?;
-            let records = parse_records(&section).map_err(|e| unreadable(e))?;
+            let records = parse_records(&section).map_err(unreadable)?;
             for record in records {
                 let mut problem = None;
                 if self.compacted && record.key.is_none() {
