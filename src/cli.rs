@@ -201,6 +201,25 @@ pub struct ServeArgs {
     /// in-sync one is alive, losing what it lacks [default: false].
     #[arg(long)]
     pub unclean_leader_election_enable: Option<bool>,
+    /// Partitions of `__transaction_state` when it is created [default: 50].
+    #[arg(long)]
+    pub transaction_state_log_num_partitions: Option<i32>,
+    /// Longest transaction timeout a producer may ask for, milliseconds [default: 900000].
+    #[arg(long)]
+    pub transaction_max_timeout_ms: Option<u64>,
+    /// Idle transactional ids are forgotten after this long, milliseconds [default: 604800000].
+    #[arg(long)]
+    pub transactional_id_expiration_ms: Option<u64>,
+    /// How often timed-out transactions are aborted, milliseconds [default: 10000].
+    #[arg(long)]
+    pub transaction_cleanup_interval_ms: Option<u64>,
+    /// Idle producers' sequence state is forgotten after this long, milliseconds
+    /// [default: 86400000].
+    #[arg(long)]
+    pub producer_id_expiration_ms: Option<u64>,
+    /// Transactional ids one shard coordinates at once [default: 100000].
+    #[arg(long)]
+    pub transaction_max_ids_per_shard: Option<usize>,
 }
 
 impl ServeArgs {
@@ -271,7 +290,13 @@ impl ServeArgs {
             replica_fetch_response_max_bytes,
             replica_fetch_wait_max_ms,
             min_insync_replicas,
-            unclean_leader_election_enable
+            unclean_leader_election_enable,
+            transaction_state_log_num_partitions,
+            transaction_max_timeout_ms,
+            transactional_id_expiration_ms,
+            transaction_cleanup_interval_ms,
+            producer_id_expiration_ms,
+            transaction_max_ids_per_shard
         );
         if self.controller_listen.is_some() {
             config.controller_listen = self.controller_listen.clone();

@@ -166,6 +166,26 @@ pub struct BrokerConfig {
     /// Default of the topic config `unclean.leader.election.enable`: when no in-sync replica
     /// is alive, elect a live out-of-sync one (availability over the records it lacks).
     pub unclean_leader_election_enable: bool,
+    /// Partitions of `__transaction_state`, fixed when it is created (Kafka's
+    /// `transaction.state.log.num.partitions`); a transactional id's coordinator is the leader
+    /// of its partition.
+    pub transaction_state_log_num_partitions: i32,
+    /// Longest transaction timeout a producer may ask for, milliseconds (Kafka's
+    /// `transaction.max.timeout.ms`); longer: INVALID_TRANSACTION_TIMEOUT.
+    pub transaction_max_timeout_ms: u64,
+    /// A transactional id without a transaction for this long is forgotten, milliseconds
+    /// (Kafka's `transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: u64,
+    /// How often the coordinator looks for transactions past their timeout (and aborts them)
+    /// and for expired transactional ids, milliseconds (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub transaction_cleanup_interval_ms: u64,
+    /// How long a partition remembers an idle producer's sequence state, milliseconds (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
+    /// Transactional ids one shard coordinates at once; past it InitProducerId is refused
+    /// with COORDINATOR_NOT_AVAILABLE rather than memory growing without bound.
+    pub transaction_max_ids_per_shard: usize,
 }
 
 impl Default for BrokerConfig {
@@ -230,6 +250,12 @@ impl Default for BrokerConfig {
             replica_fetch_wait_max_ms: 500,
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
+            transaction_state_log_num_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_cleanup_interval_ms: 10_000,
+            producer_id_expiration_ms: 86_400_000,
+            transaction_max_ids_per_shard: 100_000,
         }
     }
 }
@@ -334,6 +360,19 @@ impl BrokerConfig {
         anyhow::ensure!(
             self.group_max_groups >= 1,
             "group_max_groups must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=self.max_partitions_per_topic.max(1))
+                .contains(&self.transaction_state_log_num_partitions),
+            "transaction_state_log_num_partitions must be in 1..=max_partitions_per_topic"
+        );
+        anyhow::ensure!(
+            self.transaction_max_timeout_ms >= 1
+                && self.transactional_id_expiration_ms >= 1
+                && self.transaction_cleanup_interval_ms >= 1
+                && self.producer_id_expiration_ms >= 1
+                && self.transaction_max_ids_per_shard >= 1,
+            "transaction timeouts, intervals and limits must be at least 1"
         );
         anyhow::ensure!(
             self.offsets_retention_minutes >= 1,
