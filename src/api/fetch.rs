@@ -13,8 +13,10 @@ use crate::shard::Shard;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::FutureExt;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -47,6 +49,9 @@ struct ReadReply {
     /// Cached batches in memory, cold ones as segment file regions (sent zero-copy).
     chunks: Vec<ReadChunk>,
     size_bytes: usize,
+    /// read_committed: aborted transactions that may have records in what was read, as
+    /// (producer id, first offset).
+    aborted: Vec<(i64, i64)>,
 }
 
 impl ReadReply {
@@ -60,6 +65,7 @@ impl ReadReply {
             log_start_offset: -1,
             chunks: Vec::new(),
             size_bytes: 0,
+            aborted: Vec::new(),
         }
     }
 }
@@ -235,7 +241,17 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
         data.records = Some(Bytes::new()); // framed by `frame_response`
         records.insert(reply.slot, reply.chunks);
         if read_committed {
-            data.aborted_transactions = Some(Vec::new());
+            data.aborted_transactions = Some(
+                reply
+                    .aborted
+                    .iter()
+                    .map(|&(producer_id, first_offset)| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(producer_id))
+                            .with_first_offset(first_offset)
+                    })
+                    .collect(),
+            );
         }
     }
     let response = FetchResponse::default()
@@ -419,15 +435,24 @@ async fn read_on_owner(shard: &Rc<Shard>, work: ReadWork, reader: Reader) -> Rea
         } => high_watermark,
         Reader::Follower(_) => partition.log.written_end_offset(),
     };
+    // read_committed waits past the high watermark, not the LSO: an open transaction holds
+    // the LSO still, and the marker that releases it moves the high watermark.
+    let wait_from = match reader {
+        Reader::Consumer {
+            read_committed: true,
+        } => high_watermark.max(visible_end),
+        _ => visible_end,
+    };
     let mut reply = ReadReply {
         slot: work.slot,
         error: None,
-        wait_from: visible_end,
+        wait_from,
         high_watermark,
         last_stable_offset,
         log_start_offset: partition.log.log_start_offset(),
         chunks: Vec::new(),
         size_bytes: 0,
+        aborted: Vec::new(),
     };
     if work.fetch_offset >= visible_end && work.fetch_offset <= partition.log.next_offset() {
         return reply;
@@ -452,6 +477,18 @@ async fn read_on_owner(shard: &Rc<Shard>, work: ReadWork, reader: Reader) -> Rea
         Ok((chunks, size_bytes)) => {
             reply.size_bytes = size_bytes;
             reply.chunks = chunks;
+            if matches!(
+                reader,
+                Reader::Consumer {
+                    read_committed: true
+                }
+            ) && size_bytes > 0
+            {
+                reply.aborted = partition
+                    .producers
+                    .borrow()
+                    .aborted_between(work.fetch_offset, visible_end);
+            }
         }
         Err(LogError::OffsetOutOfRange { .. }) => {
             reply.error = Some(ResponseError::OffsetOutOfRange);

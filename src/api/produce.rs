@@ -15,6 +15,7 @@ use super::{Outcome, RequestContext};
 use crate::cluster::topic_config;
 use crate::log::LogError;
 use crate::protocol::record_batch::{validate_batches, BatchError};
+use crate::shard::Shard;
 use crate::txn::producer_state::{ProducerBatch, SequenceCheck};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -24,6 +25,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::Decodable;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 /// One partition's batches on their way to the owner shard.
 struct AppendWork {
@@ -34,6 +36,8 @@ struct AppendWork {
     record_count: u32,
     /// Idempotent producer fields, when the batches carry a producer id.
     producer: Option<ProducerBatch>,
+    /// The request's transactional id (transactional batches are checked against it).
+    transactional_id: Option<String>,
     /// acks=1 or all: under the sync flush policy, answer only once fdatasync covered it (as
     /// Kafka flushes in the append path before answering, whatever the acks).
     acknowledged: bool,
@@ -117,10 +121,15 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                     ResponseError::InvalidRequiredAcks,
                     format!("acks must be -1, 0 or 1, not {}", request.acks),
                 )),
-                (Some(topic), _) if topic.name == crate::group::OFFSETS_TOPIC => Err(refusal(
-                    ResponseError::InvalidTopicException,
-                    format!("Cannot append to internal topic {}", topic.name),
-                )),
+                (Some(topic), _)
+                    if topic.name == crate::group::OFFSETS_TOPIC
+                        || topic.name == crate::txn::TRANSACTION_STATE_TOPIC =>
+                {
+                    Err(refusal(
+                        ResponseError::InvalidTopicException,
+                        format!("Cannot append to internal topic {}", topic.name),
+                    ))
+                }
                 (Some(_), Some(Err(error))) => Err(refusal(
                     error,
                     format!(
@@ -141,6 +150,18 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                     let checked = validate_batches(&records, max_bytes)
                         .map_err(|error| refusal(batch_error_code(&error), error.to_string()))
                         .and_then(|summary| {
+                            if summary.is_control {
+                                return Err(refusal(
+                                    ResponseError::InvalidRecord,
+                                    "clients may not append control batches".to_string(),
+                                ));
+                            }
+                            if summary.is_transactional && summary.producer_id < 0 {
+                                return Err(refusal(
+                                    ResponseError::InvalidRecord,
+                                    "a transactional batch needs a producer id".to_string(),
+                                ));
+                            }
                             if policy.inspects_records() {
                                 let partition_name = format!("{}-{}", topic.name, data.index);
                                 policy.check(&records, &partition_name, now_ms)?;
@@ -164,7 +185,12 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                                 producer_epoch: summary.producer_epoch,
                                 first_sequence: summary.base_sequence,
                                 record_count: summary.record_count,
+                                transactional: summary.is_transactional,
                             }),
+                            transactional_id: request
+                                .transactional_id
+                                .as_ref()
+                                .map(|id| id.0.to_string()),
                             acknowledged: request.acks != 0,
                             acks_all: request.acks == -1,
                             timeout_ms: u64::try_from(request.timeout_ms)
@@ -268,8 +294,41 @@ impl AppendReply {
     }
 }
 
+/// KIP-890 part 1: the first transactional batch of a producer on a partition is accepted
+/// only if the coordinator has the partition in the producer's open transaction (a late batch
+/// of an aborted or timed-out transaction must not open a new one by itself).
+async fn verify_transaction(
+    shard: &Rc<Shard>,
+    work: &AppendWork,
+    partition: &crate::cluster::Partition,
+) -> Result<(), ResponseError> {
+    let Some(producer) = work.producer.filter(|producer| producer.transactional) else {
+        return Ok(());
+    };
+    if partition
+        .producers
+        .borrow()
+        .open_transaction(producer.producer_id)
+        .is_some()
+    {
+        return Ok(());
+    }
+    let Some(transactional_id) = work.transactional_id.as_deref() else {
+        return Err(ResponseError::InvalidTxnState);
+    };
+    crate::txn::verify_partition_in_transaction(
+        shard,
+        transactional_id,
+        producer.producer_id,
+        producer.producer_epoch,
+        &work.topic,
+        work.partition,
+    )
+    .await
+}
+
 /// Runs on the owner shard.
-async fn append_on_owner(shard: &crate::shard::Shard, mut work: AppendWork) -> AppendReply {
+async fn append_on_owner(shard: &Rc<Shard>, mut work: AppendWork) -> AppendReply {
     let Some(partition) = shard.partitions.get(&work.topic, work.partition) else {
         return AppendReply::failed(work.slot, ResponseError::NotLeaderOrFollower);
     };
@@ -286,6 +345,14 @@ async fn append_on_owner(shard: &crate::shard::Shard, mut work: AppendWork) -> A
             return AppendReply::failed(work.slot, ResponseError::NotEnoughReplicas);
         }
     }
+    if let Err(error) = verify_transaction(shard, &work, &partition).await {
+        tracing::debug!(topic = %work.topic, partition = work.partition,
+            "refused a transactional batch: {error:?}");
+        return AppendReply::failed(work.slot, error);
+    }
+    if !partition.replication.borrow().leads_in(leader_epoch) {
+        return AppendReply::failed(work.slot, ResponseError::NotLeaderOrFollower);
+    }
     // Sequence check, state update and offset assignment happen with no await between them,
     // so concurrent appends of the same producer cannot interleave.
     if let Some(producer) = &work.producer {
@@ -293,10 +360,11 @@ async fn append_on_owner(shard: &crate::shard::Shard, mut work: AppendWork) -> A
         match check {
             SequenceCheck::Append => {
                 let base_offset = partition.log.next_offset();
-                partition
-                    .producers
-                    .borrow_mut()
-                    .record(producer, base_offset);
+                partition.producers.borrow_mut().record(
+                    producer,
+                    base_offset,
+                    crate::log::now_ms(),
+                );
             }
             SequenceCheck::Duplicate { base_offset } => {
                 return AppendReply {

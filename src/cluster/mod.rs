@@ -53,8 +53,6 @@ impl Partition {
         self.log.high_watermark()
     }
 
-    /// Offsets below it hold no open transaction (equal to the high watermark until
-    /// transactions exist).
     /// KIP-320 fencing of a request's `current_leader_epoch` (-1: not checked).
     pub fn check_leader_epoch(
         &self,
@@ -71,8 +69,14 @@ impl Partition {
         }
     }
 
+    /// Offsets below it hold no open transaction: read_committed consumers read up to it.
+    /// The first offset of the earliest open transaction, or the high watermark if lower.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        let high_watermark = self.high_watermark();
+        match self.producers.borrow().first_unstable_offset() {
+            Some(first_unstable) => first_unstable.min(high_watermark),
+            None => high_watermark,
+        }
     }
 }
 

@@ -349,4 +349,10 @@ mod tests {
 /// A transaction marker was appended to `__consumer_offsets` partition `index` (called on its
 /// owner shard once the marker is written): the producer's pending transactional offset commits
 /// there become committed offsets (`commit`) or are dropped.
-pub async fn complete_transaction(_shard: &Rc<Shard>, _index: i32, _producer_id: i64, _commit: bool) {}
+pub async fn complete_transaction(
+    _shard: &Rc<Shard>,
+    _index: i32,
+    _producer_id: i64,
+    _commit: bool,
+) {
+}

@@ -46,6 +46,7 @@ mod replica;
 mod retention;
 mod segment;
 mod splice;
+mod state_files;
 mod timestamps;
 mod waiters;
 

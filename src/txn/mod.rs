@@ -15,7 +15,10 @@ pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 /// The `__transaction_state` partition of a transactional id: Kafka's
 /// `Utils.abs(transactionalId.hashCode()) % partitions`.
 pub fn partition_for(transactional_id: &str, partition_count: i32) -> i32 {
-    assert!(partition_count > 0, "{TRANSACTION_STATE_TOPIC} has partitions");
+    assert!(
+        partition_count > 0,
+        "{TRANSACTION_STATE_TOPIC} has partitions"
+    );
     crate::group::kafka_abs(crate::group::java_string_hash(transactional_id)) % partition_count
 }
 

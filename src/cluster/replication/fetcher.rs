@@ -357,11 +357,11 @@ async fn fetch(
             let records = data.records.unwrap_or_default();
             let whole = whole_batches(&records);
             if !whole.is_empty() {
-                let headers = batch_headers(&whole);
+                let batches = whole.clone();
                 match partition.log.append_replica(whole).await {
                     Ok(_) => {
                         progressed = true;
-                        record_producers(partition, &headers);
+                        record_producers(partition, &batches);
                     }
                     Err(error) => {
                         any_error = true;
@@ -436,25 +436,22 @@ pub fn whole_batches(records: &Bytes) -> Bytes {
     records.slice(..position)
 }
 
-fn batch_headers(batches: &Bytes) -> Vec<RecordBatchHeader> {
-    let mut headers = Vec::new();
+/// Keeps the follower's producer state current (sequences, open transactions, aborted
+/// transactions), so it answers retries as duplicates and serves read_committed once it leads.
+fn record_producers(partition: &Partition, batches: &Bytes) {
+    let now_ms = crate::log::now_ms();
+    let mut producers = partition.producers.borrow_mut();
     let mut position = 0usize;
     while position < batches.len() {
         let Ok(header) = RecordBatchHeader::parse(&batches[position..]) else {
             break;
         };
-        position += header.total_size_bytes();
-        headers.push(header);
-    }
-    headers
-}
-
-/// Keeps the follower's idempotent-producer state current, so it answers retries as
-/// duplicates once it leads.
-fn record_producers(partition: &Partition, headers: &[RecordBatchHeader]) {
-    let mut producers = partition.producers.borrow_mut();
-    for header in headers {
-        producers.record_header(header);
+        let size = header.total_size_bytes();
+        let Some(batch) = batches.get(position..position + size) else {
+            break;
+        };
+        producers.record_stored_batch(batch, &header, now_ms);
+        position += size;
     }
 }
 
