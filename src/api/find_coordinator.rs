@@ -1,7 +1,7 @@
 //! FindCoordinator (key 10): a group's coordinator is the leader of its `__consumer_offsets`
 //! partition (created on first use, through the active controller); which shard of that node
-//! coordinates it is internal (requests hop there). Transactional ids are coordinated by this
-//! node until transactions exist. v4 answers batched keys.
+//! coordinates it is internal (requests hop there). A transactional id's coordinator is the
+//! leader of its `__transaction_state` partition (created on first use). v4 answers batched keys.
 
 use super::RequestContext;
 use kafka_protocol::error::ResponseError;
@@ -23,7 +23,10 @@ fn locate(context: &RequestContext, key_type: i8, key: &str) -> Found {
             ResponseError::CoordinatorNotAvailable,
             "the group's coordinator partition has no leader",
         ))?,
-        _ => context.shard.config.node_id,
+        _ => crate::txn::coordinator_node(&context.shard, key).ok_or((
+            ResponseError::CoordinatorNotAvailable,
+            "the transaction coordinator's partition has no leader",
+        ))?,
     };
     let broker = image.brokers.get(&node_id).filter(|b| !b.fenced).ok_or((
         ResponseError::CoordinatorNotAvailable,
@@ -46,7 +49,9 @@ pub async fn handle(
         KEY_TYPE_GROUP => crate::group::ensure_offsets_topic(&context.shard)
             .await
             .map_err(|error| (error, "the group coordinator is not available yet")),
-        KEY_TYPE_TRANSACTION => Ok(()),
+        KEY_TYPE_TRANSACTION => crate::txn::ensure_state_topic(&context.shard)
+            .await
+            .map_err(|error| (error, "the transaction coordinator is not available yet")),
         _ => Err((
             ResponseError::InvalidRequest,
             "unknown coordinator key type",

@@ -1,6 +1,8 @@
-//! InitProducerId (key 22): producer ids for idempotent producers. Ids come from the controller
-//! (shard 0), which reserves them in persisted blocks so no id is ever handed out twice.
-//! Transactional ids are refused until the transaction coordinator exists.
+//! InitProducerId (key 22). Without a transactional id: a new producer id for an idempotent
+//! producer (from the controller, which reserves them in persisted blocks so no id is handed
+//! out twice), always, as Kafka does. With one: the transaction
+//! coordinator of that id (`txn::coordinator::init_producer_id`) bumps its epoch, fencing the
+//! previous instance and aborting its open transaction.
 
 use super::RequestContext;
 use kafka_protocol::error::ResponseError;
@@ -16,17 +18,41 @@ pub async fn handle(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if request.transactional_id.is_some() {
-        tracing::warn!(peer = %context.peer, "refused a transactional producer: transactions are not supported");
-        return refused(ResponseError::TransactionalIdAuthorizationFailed);
-    }
-    // KIP-360: an idempotent producer may ask to bump its epoch after an unknown-sequence error.
     let known_producer = request.producer_id.0 >= 0;
-    if known_producer && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX - 1 {
-        return InitProducerIdResponse::default()
-            .with_producer_id(request.producer_id)
-            .with_producer_epoch(request.producer_epoch + 1);
+    if let Some(transactional_id) = request.transactional_id {
+        let timeout_ms = request.transaction_timeout_ms;
+        let max_timeout_ms = context.shard.config.transaction_max_timeout_ms;
+        if timeout_ms <= 0 || timeout_ms as u64 > max_timeout_ms {
+            return refused(ResponseError::InvalidTransactionTimeout);
+        }
+        let expected = (known_producer && request.producer_epoch >= 0)
+            .then_some((request.producer_id.0, request.producer_epoch));
+        let id = transactional_id.0.to_string();
+        let outcome = crate::txn::on_coordinator(
+            &context.shard,
+            &id.clone(),
+            move |owner, partition| async move {
+                crate::txn::coordinator::init_producer_id(
+                    &owner, partition, id, timeout_ms, expected,
+                )
+                .await
+            },
+        )
+        .await;
+        return match outcome {
+            Ok((producer_id, producer_epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(producer_epoch),
+            // Before v4 there is no PRODUCER_FENCED: Kafka answers INVALID_PRODUCER_EPOCH.
+            Err(ResponseError::ProducerFenced) if context.api_version < 4 => {
+                refused(ResponseError::InvalidProducerEpoch)
+            }
+            Err(error) => refused(error),
+        };
     }
+    // Without a transactional id Kafka ignores the producer id and epoch a client sends
+    // (nothing vouches for them: some clients send 0/0 by default) and always hands out a
+    // fresh id with epoch 0; so does a KIP-360 epoch-bump request of an idempotent producer.
     let allocated = context
         .shard
         .invoke_on(0, |shard| async move {

@@ -19,22 +19,16 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
     let shard = &context.shard;
     let config = &shard.config;
     let node_id = BrokerId(config.node_id);
+    let image = MetadataImage::serving_view(shard.metadata(), config.node_id);
 
     let may_create =
         config.auto_create_topics && (context.api_version < 4 || request.allow_auto_topic_creation);
     let mut topics = Vec::new();
     match request.topics {
         None => {
-            topics.extend(
-                shard
-                    .metadata()
-                    .topics
-                    .values()
-                    .map(|t| describe_topic(&shard.metadata(), t)),
-            );
+            topics.extend(image.topics.values().map(|t| describe_topic(&image, t)));
         }
         Some(requested) => {
-            let image = shard.metadata();
             let mut to_create = Vec::new();
             for topic in requested {
                 match topic.name {
@@ -75,7 +69,6 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
         }
     }
 
-    let image = shard.metadata();
     let brokers = image
         .live_brokers()
         .map(|broker| {
@@ -111,7 +104,7 @@ async fn auto_create(context: &RequestContext, names: Vec<String>) -> Vec<Metada
             crate::cluster::client::create_topics(&controller_shard, new_topics, false).await
         })
         .await;
-    let image = context.shard.metadata();
+    let image = MetadataImage::serving_view(context.shard.metadata(), context.shard.config.node_id);
     match outcome {
         Ok(results) => names
             .iter()

@@ -1,6 +1,8 @@
 //! One handler per Kafka API. [`handle_request`] checks the API key and version against the
 //! supported table, decodes the header and body, runs the handler and frames its response.
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
 mod consumer_group_describe;
@@ -13,7 +15,10 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_producers;
 mod describe_quorum;
+mod describe_transactions;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -23,6 +28,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -32,6 +38,8 @@ mod owners;
 mod produce;
 mod record_policy;
 mod sync_group;
+mod txn_offset_commit;
+mod write_txn_markers;
 
 use crate::protocol::{self, RequestPreamble};
 use crate::shard::Shard;
@@ -189,6 +197,14 @@ async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAd
         ApiKey::DeleteGroups => dispatch!(delete_groups::handle),
         ApiKey::ConsumerGroupHeartbeat => dispatch!(consumer_group_heartbeat::handle),
         ApiKey::ConsumerGroupDescribe => dispatch!(consumer_group_describe::handle),
+        ApiKey::WriteTxnMarkers => dispatch!(write_txn_markers::handle),
+        ApiKey::DescribeProducers => dispatch!(describe_producers::handle),
+        ApiKey::AddPartitionsToTxn => dispatch!(add_partitions_to_txn::handle),
+        ApiKey::AddOffsetsToTxn => dispatch!(add_offsets_to_txn::handle),
+        ApiKey::EndTxn => dispatch!(end_txn::handle),
+        ApiKey::TxnOffsetCommit => dispatch!(txn_offset_commit::handle),
+        ApiKey::DescribeTransactions => dispatch!(describe_transactions::handle),
+        ApiKey::ListTransactions => dispatch!(list_transactions::handle),
         _ => Outcome::Close(format!("API {key:?} has no handler")),
     }
 }

@@ -78,6 +78,7 @@ pub async fn handle(
             instance_id: request.group_instance_id.map(|id| id.to_string()),
             version: context.api_version,
             items,
+            producer: None,
         };
         let code = shard
             .invoke_on(route.owner, move |owner| async move {

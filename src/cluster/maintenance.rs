@@ -8,6 +8,7 @@
 //! slices), so request handling on the shard keeps its latency. All tasks end when shutdown
 //! begins; `close_partitions` then writes the final checkpoints.
 
+use crate::txn::producer_state::ProducerStateTable;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -78,11 +79,46 @@ async fn checkpoint_all(shard: Rc<Shard>) {
             continue;
         }
         match log.checkpoint().await {
-            Ok(()) | Err(LogError::Closed) => {} // Closed: deleted meanwhile.
+            Ok(()) => snapshot_producers(&shard, &partition).await,
+            Err(LogError::Closed) => {} // Deleted meanwhile.
             Err(error) => tracing::warn!(topic = %partition.topic.name,
                 partition = partition.index, "recovery checkpoint failed: {error}"),
         }
         log.check_directory().await;
+    }
+}
+
+/// Expires idle producers, forgets aborted transactions below the log start, and writes a
+/// producer-state snapshot if the table changed since the last one. The snapshot is taken at
+/// the log's next offset with no await in between, so it reflects exactly the batches below.
+async fn snapshot_producers(shard: &Shard, partition: &crate::cluster::Partition) {
+    let log = &partition.log;
+    let snapshot = {
+        let mut producers = partition.producers.borrow_mut();
+        let expiration_ms =
+            i64::try_from(shard.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
+        producers.expire_idle(crate::log::now_ms(), expiration_ms);
+        producers.trim_before(log.log_start_offset());
+        producers.needs_snapshot().then(|| {
+            let offset = log.next_offset();
+            (
+                producers.encode_snapshot(offset),
+                offset,
+                producers.generation(),
+            )
+        })
+    };
+    let Some((contents, offset, generation)) = snapshot else {
+        return;
+    };
+    match ProducerStateTable::write_snapshot(log, contents, offset).await {
+        Ok(()) => partition
+            .producers
+            .borrow_mut()
+            .mark_snapshotted(generation),
+        Err(LogError::Closed) => {}
+        Err(error) => tracing::warn!(topic = %partition.topic.name,
+            partition = partition.index, "producer-state snapshot failed: {error}"),
     }
 }
 

@@ -130,6 +130,23 @@ impl MetadataImage {
     }
 
     /// Brokers clients may use: registered and not fenced.
+    /// The image as this node answers clients with it: a node that answers requests is alive,
+    /// even before the controller unfences it after a restart. Leaving itself out of Metadata
+    /// then makes clients drop the node (librdkafka decommissions it and can lose track of the
+    /// coordinators it hosts). Copies the image only in that window.
+    pub fn serving_view(image: Arc<MetadataImage>, this_node: i32) -> Arc<MetadataImage> {
+        match image.brokers.get(&this_node) {
+            Some(broker) if broker.fenced => {
+                let mut view = (*image).clone();
+                if let Some(broker) = view.brokers.get_mut(&this_node) {
+                    broker.fenced = false;
+                }
+                Arc::new(view)
+            }
+            _ => image,
+        }
+    }
+
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRecord> {
         self.brokers.values().filter(|broker| !broker.fenced)
     }

@@ -338,3 +338,49 @@ pub async fn close_partitions(shard: &Shard) {
         }
     }
 }
+
+/// Creates an internal, compacted topic (`__consumer_offsets`, `__transaction_state`) if it
+/// does not exist yet: one hop to the controller on shard 0. Any failure is
+/// COORDINATOR_NOT_AVAILABLE (the client retries its FindCoordinator).
+pub async fn ensure_internal_topic(
+    shard: &Rc<Shard>,
+    name: &'static str,
+    partitions: i32,
+    segment_bytes: u64,
+) -> Result<(), kafka_protocol::error::ResponseError> {
+    use kafka_protocol::error::ResponseError;
+    if shard.metadata().topic(name).is_some() {
+        return Ok(());
+    }
+    let created = shard
+        .invoke_on(0, move |controller_shard| async move {
+            let topic = controller::NewTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor: -1,
+                assignments: Vec::new(),
+                configs: vec![
+                    ("cleanup.policy".to_string(), Some("compact".to_string())),
+                    ("segment.bytes".to_string(), Some(segment_bytes.to_string())),
+                ],
+            };
+            client::create_topics(&controller_shard, vec![topic], false)
+                .await
+                .into_iter()
+                .next()
+                .map(|outcome| outcome.map(|_| ()).map_err(|e| (e.code, e.message)))
+        })
+        .await;
+    match created {
+        Ok(Some(Ok(()))) => {
+            tracing::info!(partitions, "created {name}");
+            Ok(())
+        }
+        Ok(Some(Err((code, _)))) if code == ResponseError::TopicAlreadyExists.code() => Ok(()),
+        Ok(Some(Err((code, message)))) => {
+            tracing::error!(code, "cannot create {name}: {message}");
+            Err(ResponseError::CoordinatorNotAvailable)
+        }
+        Ok(None) | Err(_) => Err(ResponseError::CoordinatorNotAvailable),
+    }
+}

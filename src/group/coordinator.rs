@@ -134,6 +134,23 @@ enum Mutation {
         topic: String,
         partition: i32,
     },
+    /// A transactional commit: held until the producer's transaction ends
+    /// (`complete_transaction`).
+    TxnCommit {
+        producer_id: i64,
+        group: String,
+        topic: String,
+        partition: i32,
+        entry: OffsetEntry,
+    },
+}
+
+/// An offset committed inside a transaction, waiting for the transaction's marker.
+struct TxnOffset {
+    group: String,
+    topic: String,
+    partition: i32,
+    entry: OffsetEntry,
 }
 
 struct PendingWrite {
@@ -153,6 +170,8 @@ struct CoordPartition {
     load_lock: futures::lock::Mutex<()>,
     groups: RefCell<HashMap<String, GroupRef>>,
     writes: RefCell<VecDeque<PendingWrite>>,
+    /// Transactional offset commits written, by producer id, until their marker.
+    txn_offsets: RefCell<HashMap<i64, Vec<TxnOffset>>>,
 }
 
 /// How long an offsets-topic write waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
@@ -424,6 +443,8 @@ impl CoordPartition {
         let end = log.written_end_offset();
         let mut cursor = log.log_start_offset();
         let mut replayed: HashMap<String, Replayed> = HashMap::new();
+        // Records of transactions without a marker yet, by producer id.
+        let mut txn_held: HashMap<i64, Vec<(Vec<u8>, Option<Vec<u8>>)>> = HashMap::new();
         let mut count = 0u64;
         while cursor < end {
             let read = log.read(cursor, REPLAY_READ_BYTES, end).await?;
@@ -457,15 +478,32 @@ impl CoordPartition {
                     continue;
                 }
                 cursor = header.last_offset() + 1;
-                if header.compression_codec() != 0 || header.is_control() {
-                    tracing::warn!(
-                        partition = self.index,
-                        "skipping a compressed or control batch"
-                    );
+                if header.is_control() {
+                    // A transaction marker: the producer's offsets count (COMMIT) or not.
+                    let commit = crate::txn::producer_state::control_marker_type(batch, &header);
+                    let held = txn_held.remove(&header.producer_id).unwrap_or_default();
+                    if commit == Some(true) {
+                        for (key, value) in held {
+                            replay_record(&mut replayed, &key, value.as_deref());
+                        }
+                    }
+                    continue;
+                }
+                if header.compression_codec() != 0 {
+                    tracing::warn!(partition = self.index, "skipping a compressed batch");
                     continue;
                 }
                 match records::decode_batch_records(batch, header.base_offset, header.record_count)
                 {
+                    Ok(stored) if header.is_transactional() => {
+                        let held = txn_held.entry(header.producer_id).or_default();
+                        for record in stored {
+                            count += 1;
+                            if let Some(key) = record.key {
+                                held.push((key.to_vec(), record.value.map(<[u8]>::to_vec)));
+                            }
+                        }
+                    }
                     Ok(stored) => {
                         for record in stored {
                             count += 1;
@@ -517,7 +555,52 @@ impl CoordPartition {
         for (group, effects) in restored {
             run_effects(self, &group, effects);
         }
+        self.restore_open_transactions(txn_held);
         Ok(count)
+    }
+
+    /// Offsets of transactions still open at the end of a replay wait for their marker.
+    fn restore_open_transactions(&self, held: HashMap<i64, Vec<(Vec<u8>, Option<Vec<u8>>)>>) {
+        for (producer_id, records) in held {
+            for (key, value) in records {
+                let (
+                    Ok(RecordKey::Offset {
+                        group,
+                        topic,
+                        partition,
+                    }),
+                    Some(value),
+                ) = (records::decode_key(&key), value)
+                else {
+                    continue;
+                };
+                let Ok(value) = records::decode_offset_value(&value) else {
+                    continue;
+                };
+                let Ok(group_ref) = self.group_or_create(&group, false) else {
+                    continue;
+                };
+                group_ref
+                    .borrow_mut()
+                    .offsets
+                    .add_pending(&topic, partition);
+                self.txn_offsets
+                    .borrow_mut()
+                    .entry(producer_id)
+                    .or_default()
+                    .push(TxnOffset {
+                        group,
+                        topic,
+                        partition,
+                        entry: OffsetEntry {
+                            offset: value.offset,
+                            leader_epoch: value.leader_epoch,
+                            metadata: value.metadata,
+                            commit_timestamp_ms: value.commit_timestamp_ms,
+                        },
+                    });
+            }
+        }
     }
 
     fn group(&self, id: &str) -> Option<GroupRef> {
@@ -640,10 +723,20 @@ impl CoordPartition {
         records: Vec<Record>,
         mutations: Vec<Mutation>,
     ) -> LocalBoxFuture<'static, Result<(), Code>> {
+        self.append_as(records, mutations, None)
+    }
+
+    /// Like `append`, as a transactional batch of `producer` when given.
+    fn append_as(
+        self: &Rc<Self>,
+        records: Vec<Record>,
+        mutations: Vec<Mutation>,
+        producer: Option<records::TxnProducer>,
+    ) -> LocalBoxFuture<'static, Result<(), Code>> {
         let partition = self.partition.borrow().clone();
         let log = partition.log.clone();
         let count = records.len() as u32;
-        let batch = records::encode_batch(&records, super::wall_clock_ms());
+        let batch = records::encode_batch_as(&records, super::wall_clock_ms(), producer);
         let base_offset = log.next_offset();
         let write = log.append(batch, count, partition.leader_epoch.get());
         let last_offset = base_offset + i64::from(count) - 1;
@@ -745,6 +838,45 @@ impl CoordPartition {
                             group.borrow_mut().offsets.remove(&topic, partition);
                         }
                     }
+                    Mutation::TxnCommit {
+                        producer_id,
+                        group,
+                        topic,
+                        partition,
+                        entry,
+                    } => {
+                        // Stays pending (OffsetFetch require_stable answers
+                        // UNSTABLE_OFFSET_COMMIT) until the marker.
+                        self.txn_offsets
+                            .borrow_mut()
+                            .entry(producer_id)
+                            .or_default()
+                            .push(TxnOffset {
+                                group,
+                                topic,
+                                partition,
+                                entry,
+                            });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The transaction of `producer_id` ended: its offsets become committed (`commit`) or are
+    /// dropped.
+    fn complete_transaction(&self, producer_id: i64, commit: bool) {
+        let Some(offsets) = self.txn_offsets.borrow_mut().remove(&producer_id) else {
+            return;
+        };
+        let groups = self.groups.borrow();
+        for offset in offsets {
+            if let Some(group) = groups.get(&offset.group) {
+                let mut g = group.borrow_mut();
+                g.offsets.remove_pending(&offset.topic, offset.partition);
+                if commit && !g.is_dead() {
+                    g.offsets
+                        .insert(&offset.topic, offset.partition, offset.entry);
                 }
             }
         }
@@ -754,6 +886,12 @@ impl CoordPartition {
         let groups = self.groups.borrow();
         for mutation in mutations {
             if let Mutation::Commit {
+                group,
+                topic,
+                partition,
+                ..
+            }
+            | Mutation::TxnCommit {
                 group,
                 topic,
                 partition,
@@ -954,6 +1092,7 @@ async fn open(shard: &Rc<Shard>, index: i32) -> Result<Rc<CoordPartition>, Code>
                     load_lock: futures::lock::Mutex::new(()),
                     groups: RefCell::new(HashMap::new()),
                     writes: RefCell::new(VecDeque::new()),
+                    txn_offsets: RefCell::new(HashMap::new()),
                 });
                 parts.insert(index, part.clone());
                 part
@@ -1221,6 +1360,8 @@ pub struct CommitWork {
     pub instance_id: Option<String>,
     pub version: i16,
     pub items: Vec<CommitItem>,
+    /// TxnOffsetCommit: the transaction's producer (the commits count once it commits).
+    pub producer: Option<records::TxnProducer>,
 }
 
 /// OffsetCommit: validates against the group, appends the commits as one batch and returns once
@@ -1230,12 +1371,20 @@ pub async fn commit_offsets(shard: &Rc<Shard>, index: i32, work: CommitWork) -> 
         Ok(part) => part,
         Err(code) => return code,
     };
+    // A transactional commit without group metadata (TxnOffsetCommit before v3, or a producer
+    // outside any group) is not checked against the group, as in Kafka.
+    let unchecked_txn = work.producer.is_some()
+        && work.generation < 0
+        && work.member_id.is_empty()
+        && work.instance_id.is_none();
     let group = match part.group(&work.group_id) {
         Some(group) => group,
-        None if work.generation < 0 => match part.group_or_create(&work.group_id, false) {
-            Ok(group) => group,
-            Err(code) => return code,
-        },
+        None if work.generation < 0 || work.producer.is_some() => {
+            match part.group_or_create(&work.group_id, false) {
+                Ok(group) => group,
+                Err(code) => return code,
+            }
+        }
         None if work.version >= 9 => return E::GroupIdNotFound.code(),
         None => return E::IllegalGeneration.code(),
     };
@@ -1243,6 +1392,7 @@ pub async fn commit_offsets(shard: &Rc<Shard>, index: i32, work: CommitWork) -> 
     let write = {
         let mut g = group.borrow_mut();
         let checked = match &mut g.kind {
+            _ if unchecked_txn => Ok(()),
             Kind::Classic(classic) => classic.validate_commit(
                 &work.member_id,
                 work.instance_id.as_deref(),
@@ -1284,15 +1434,24 @@ pub async fn commit_offsets(shard: &Rc<Shard>, index: i32, work: CommitWork) -> 
                 })),
             });
             g.offsets.add_pending(&item.topic, item.partition);
-            mutations.push(Mutation::Commit {
-                group: work.group_id.clone(),
-                topic: item.topic,
-                partition: item.partition,
-                entry,
+            mutations.push(match work.producer {
+                Some(producer) => Mutation::TxnCommit {
+                    producer_id: producer.producer_id,
+                    group: work.group_id.clone(),
+                    topic: item.topic,
+                    partition: item.partition,
+                    entry,
+                },
+                None => Mutation::Commit {
+                    group: work.group_id.clone(),
+                    topic: item.topic,
+                    partition: item.partition,
+                    entry,
+                },
             });
         }
         drop(g);
-        part.append(records, mutations)
+        part.append_as(records, mutations, work.producer)
     };
     match write.await {
         Ok(()) => NONE,
@@ -1745,4 +1904,19 @@ pub async fn consumer_group_describe(
                 .with_members(members)
         })
         .collect()
+}
+
+/// A transaction marker was appended to `__consumer_offsets` partition `index` on this shard:
+/// the producer's transactional offset commits there become committed offsets (`commit`) or
+/// are dropped.
+pub async fn complete_transaction(shard: &Rc<Shard>, index: i32, producer_id: i64, commit: bool) {
+    match open(shard, index).await {
+        Ok(part) => part.complete_transaction(producer_id, commit),
+        Err(code) => tracing::warn!(
+            partition = index,
+            producer_id,
+            code,
+            "transaction marker on an offsets partition that cannot be loaded"
+        ),
+    }
 }

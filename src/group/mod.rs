@@ -24,13 +24,12 @@ pub mod offsets;
 pub mod records;
 
 pub use coordinator::{
-    commit_offsets, consumer_group_describe, consumer_group_heartbeat, delete_groups,
-    delete_offsets, describe_groups, fetch_offsets, heartbeat, join_group, leave_group,
-    list_groups, start, sync_group, CommitItem, CommitWork, FetchGroup, FetchedGroup,
+    commit_offsets, complete_transaction, consumer_group_describe, consumer_group_heartbeat,
+    delete_groups, delete_offsets, describe_groups, fetch_offsets, heartbeat, join_group,
+    leave_group, list_groups, start, sync_group, CommitItem, CommitWork, FetchGroup, FetchedGroup,
     FetchedPartition, GroupShard, ListedGroupInfo,
 };
 
-use crate::cluster::controller::NewTopic;
 use crate::shard::Shard;
 use kafka_protocol::error::ResponseError;
 use std::rc::Rc;
@@ -159,44 +158,13 @@ pub fn coordinator_shards(shard: &Shard) -> Vec<usize> {
 
 /// Creates `__consumer_offsets` if it does not exist yet (one hop to the controller on shard 0).
 pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), ResponseError> {
-    if shard.metadata().topic(OFFSETS_TOPIC).is_some() {
-        return Ok(());
-    }
-    let partitions = shard.config.offsets_topic_num_partitions;
-    let created = shard
-        .invoke_on(0, move |controller_shard| async move {
-            let topic = NewTopic {
-                name: OFFSETS_TOPIC.to_string(),
-                partitions,
-                replication_factor: -1,
-                assignments: Vec::new(),
-                configs: vec![
-                    ("cleanup.policy".to_string(), Some("compact".to_string())),
-                    (
-                        "segment.bytes".to_string(),
-                        Some(OFFSETS_TOPIC_SEGMENT_BYTES.to_string()),
-                    ),
-                ],
-            };
-            crate::cluster::client::create_topics(&controller_shard, vec![topic], false)
-                .await
-                .into_iter()
-                .next()
-                .map(|outcome| outcome.map(|_| ()).map_err(|e| (e.code, e.message)))
-        })
-        .await;
-    match created {
-        Ok(Some(Ok(()))) => {
-            tracing::info!(partitions, "created {OFFSETS_TOPIC}");
-            Ok(())
-        }
-        Ok(Some(Err((code, _)))) if code == ResponseError::TopicAlreadyExists.code() => Ok(()),
-        Ok(Some(Err((code, message)))) => {
-            tracing::error!(code, "cannot create {OFFSETS_TOPIC}: {message}");
-            Err(ResponseError::CoordinatorNotAvailable)
-        }
-        Ok(None) | Err(_) => Err(ResponseError::CoordinatorNotAvailable),
-    }
+    crate::cluster::ensure_internal_topic(
+        shard,
+        OFFSETS_TOPIC,
+        shard.config.offsets_topic_num_partitions,
+        OFFSETS_TOPIC_SEGMENT_BYTES,
+    )
+    .await
 }
 
 /// Bounds and timings of the coordinator, from the broker config.
@@ -344,15 +312,4 @@ mod tests {
             Err(ResponseError::InvalidGroupId)
         );
     }
-}
-
-/// A transaction marker was appended to `__consumer_offsets` partition `index` (called on its
-/// owner shard once the marker is written): the producer's pending transactional offset commits
-/// there become committed offsets (`commit`) or are dropped.
-pub async fn complete_transaction(
-    _shard: &Rc<Shard>,
-    _index: i32,
-    _producer_id: i64,
-    _commit: bool,
-) {
 }

@@ -179,13 +179,13 @@ pub fn encode_consumer_group_value(value: &ConsumerGroupValue) -> Vec<u8> {
 
 // ---- decoding ---------------------------------------------------------------------------------
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     position: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
         Reader { buf, position: 0 }
     }
 
@@ -202,28 +202,28 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    fn i8(&mut self) -> Result<i8, DecodeError> {
+    pub(crate) fn i8(&mut self) -> Result<i8, DecodeError> {
         Ok(self.take(1)?[0] as i8)
     }
 
-    fn i16(&mut self) -> Result<i16, DecodeError> {
+    pub(crate) fn i16(&mut self) -> Result<i16, DecodeError> {
         let bytes = self.take(2)?;
         Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
     }
 
-    fn i32(&mut self) -> Result<i32, DecodeError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
         let mut bytes = [0u8; 4];
         bytes.copy_from_slice(self.take(4)?);
         Ok(i32::from_be_bytes(bytes))
     }
 
-    fn i64(&mut self) -> Result<i64, DecodeError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(self.take(8)?);
         Ok(i64::from_be_bytes(bytes))
     }
 
-    fn nullable_string(&mut self) -> Result<Option<String>, DecodeError> {
+    pub(crate) fn nullable_string(&mut self) -> Result<Option<String>, DecodeError> {
         let length = self.i16()?;
         if length < 0 {
             return Ok(None);
@@ -234,7 +234,7 @@ impl<'a> Reader<'a> {
             .map_err(|_| DecodeError::Invalid("UTF-8 string"))
     }
 
-    fn string(&mut self) -> Result<String, DecodeError> {
+    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         self.nullable_string()?
             .ok_or(DecodeError::Invalid("null string"))
     }
@@ -408,6 +408,23 @@ fn varint_size(value: i64) -> usize {
 /// An uncompressed v2 batch holding `records` (at least one), all stamped `timestamp_ms`.
 /// Base offset and leader epoch are left for the log to stamp.
 pub fn encode_batch(records: &[Record], timestamp_ms: i64) -> Bytes {
+    encode_batch_as(records, timestamp_ms, None)
+}
+
+/// The producer of a transactional batch: its records count only once the transaction's
+/// COMMIT marker follows them in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// Like [`encode_batch`], as a transactional batch of `producer` when given.
+pub fn encode_batch_as(
+    records: &[Record],
+    timestamp_ms: i64,
+    producer: Option<TxnProducer>,
+) -> Bytes {
     use crate::protocol::record_batch::RECORD_BATCH_HEADER_SIZE_BYTES;
     assert!(!records.is_empty(), "a batch holds at least one record");
     let mut out = BytesMut::with_capacity(
@@ -422,14 +439,15 @@ pub fn encode_batch(records: &[Record], timestamp_ms: i64) -> Bytes {
     out.put_i32(-1); // partition leader epoch
     out.put_i8(2); // magic
     out.put_u32(0); // crc, below
-    out.put_i16(0); // attributes: no compression, create time
+                    // Attributes: no compression, create time; transactional when a producer is given.
+    out.put_i16(if producer.is_some() { 0x10 } else { 0 });
     let last_offset_delta = i32::try_from(records.len() - 1).expect("record count bounded");
     out.put_i32(last_offset_delta);
     out.put_i64(timestamp_ms);
     out.put_i64(timestamp_ms);
-    out.put_i64(-1); // producer id
-    out.put_i16(-1); // producer epoch
-    out.put_i32(-1); // base sequence
+    out.put_i64(producer.map_or(-1, |p| p.producer_id));
+    out.put_i16(producer.map_or(-1, |p| p.producer_epoch));
+    out.put_i32(-1); // base sequence: the coordinator's batches are not deduplicated
     out.put_i32(last_offset_delta + 1);
     for (index, record) in records.iter().enumerate() {
         let value_size = record.value.as_ref().map_or(0, Vec::len);

@@ -51,6 +51,8 @@ pub struct Shard {
     pub metadata_node: std::cell::OnceCell<Rc<cluster::driver::MetadataNode>>,
     /// Group coordinator state of the `__consumer_offsets` partitions this shard owns.
     pub groups: crate::group::GroupShard,
+    /// Transaction coordinator state of the `__transaction_state` partitions this shard leads.
+    pub txns: crate::txn::coordinator::TxnShard,
     /// Set when the broker is shutting down: stop accepting and reading requests.
     pub stopping: Rc<glommio::sync::Gate>,
     stop_signal: RefCell<Option<futures::future::Shared<oneshot::Receiver<()>>>>,
@@ -340,6 +342,7 @@ async fn shard_main(
         metadata: RefCell::new(image.clone()),
         partitions: PartitionTable::default(),
         groups: crate::group::GroupShard::default(),
+        txns: crate::txn::coordinator::TxnShard::default(),
         partitions_change_lock: glommio::sync::Semaphore::new(1),
         request_memory: Rc::new(glommio::sync::Semaphore::new(
             config.max_request_memory_per_shard_bytes as u64,
@@ -383,6 +386,8 @@ async fn shard_main(
     }
     // Loads this shard's consumer groups from `__consumer_offsets` in the background.
     crate::group::start(&shard);
+    // Loads the transactions this shard coordinates and starts their timeouts.
+    crate::txn::coordinator::start(&shard);
     started.wait().await?;
     let listener = crate::net::bind_listener(&config.listen)?;
     if shard_id == 0 && !config.admin_listen.is_empty() {

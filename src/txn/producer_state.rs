@@ -834,4 +834,106 @@ mod tests {
         }
         assert_eq!(table.producer_count(), MAX_PRODUCERS_PER_PARTITION);
     }
+
+    fn txn_batch(producer_id: i64, epoch: i16, first_sequence: i32, count: u32) -> ProducerBatch {
+        ProducerBatch {
+            transactional: true,
+            ..batch(producer_id, epoch, first_sequence, count)
+        }
+    }
+
+    #[test]
+    fn open_transactions_hold_back_the_last_stable_offset_until_their_marker() {
+        let mut table = ProducerStateTable::default();
+        table.record(&batch(1, 0, 0, 5), 0, 0);
+        assert_eq!(table.first_unstable_offset(), None);
+        table.record(&txn_batch(2, 0, 0, 3), 5, 0);
+        table.record(&txn_batch(3, 0, 0, 2), 8, 0);
+        table.record(&txn_batch(2, 0, 3, 1), 10, 0);
+        assert_eq!(table.open_transaction(2), Some(5));
+        assert_eq!(table.first_unstable_offset(), Some(5));
+        // Producer 2 commits at 11: producer 3's transaction (from 8) is now the earliest.
+        assert_eq!(table.apply_marker(2, 0, true, 0, 11, 0), None);
+        assert_eq!(table.first_unstable_offset(), Some(8));
+        // Producer 3 aborts at 12: indexed, and nothing is open any more.
+        let aborted = table.apply_marker(3, 0, false, 0, 12, 0).expect("indexed");
+        assert_eq!(
+            aborted,
+            AbortedTxn {
+                producer_id: 3,
+                first_offset: 8,
+                last_offset: 12,
+                last_stable_offset: 13
+            }
+        );
+        assert_eq!(table.first_unstable_offset(), None);
+        assert_eq!(table.aborted_between(0, 100), vec![(3, 8)]);
+        assert_eq!(table.aborted_between(13, 100), vec![]);
+        assert_eq!(table.aborted_between(0, 8), vec![]);
+        // A marker for a producer without records here indexes nothing.
+        assert_eq!(table.apply_marker(9, 0, false, 0, 13, 0), None);
+        table.trim_before(13);
+        assert_eq!(table.aborted_count(), 0);
+    }
+
+    #[test]
+    fn markers_fence_older_epochs_and_coordinators() {
+        let mut table = ProducerStateTable::default();
+        table.record(&txn_batch(5, 1, 0, 1), 0, 0);
+        // The coordinator aborts with a bumped epoch (fencing a zombie).
+        table.apply_marker(5, 2, false, 7, 1, 0);
+        assert_eq!(
+            table.check(&txn_batch(5, 1, 1, 1)),
+            SequenceCheck::Reject(ResponseError::InvalidProducerEpoch)
+        );
+        assert_eq!(
+            table.check_marker(5, 1, 7),
+            Err(ResponseError::InvalidProducerEpoch)
+        );
+        assert_eq!(
+            table.check_marker(5, 2, 6),
+            Err(ResponseError::TransactionCoordinatorFenced)
+        );
+        assert_eq!(table.check_marker(5, 2, 7), Ok(()));
+        assert_eq!(table.check(&txn_batch(5, 2, 0, 1)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_reject_damage() {
+        let mut table = ProducerStateTable::default();
+        table.record(&batch(1, 3, 0, 5), 0, 1_000);
+        table.record(&txn_batch(2, 0, 0, 3), 5, 2_000);
+        table.record(&txn_batch(4, 0, 0, 1), 8, 2_500);
+        table.apply_marker(4, 0, false, 1, 9, 3_000);
+        let encoded = table.encode_snapshot(10);
+        let (decoded, offset) = ProducerStateTable::decode_snapshot(&encoded).expect("decodes");
+        assert_eq!(offset, 10);
+        assert_eq!(decoded.open_transaction(2), Some(5));
+        assert_eq!(decoded.first_unstable_offset(), Some(5));
+        assert_eq!(decoded.aborted_between(0, 100), vec![(4, 8)]);
+        assert_eq!(decoded.summaries(), table.summaries());
+        assert_eq!(
+            decoded.check(&batch(1, 3, 0, 5)),
+            SequenceCheck::Duplicate { base_offset: 0 }
+        );
+        let mut damaged = encoded.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(ProducerStateTable::decode_snapshot(&damaged).is_none());
+        assert!(ProducerStateTable::decode_snapshot(&encoded[..encoded.len() - 3]).is_none());
+    }
+
+    #[test]
+    fn idle_producers_expire_unless_their_transaction_is_open() {
+        let mut table = ProducerStateTable::default();
+        table.record(&batch(1, 0, 0, 1), 0, 1_000);
+        table.record(&txn_batch(2, 0, 0, 1), 1, 1_000);
+        table.record(&batch(3, 0, 0, 1), 2, 9_000);
+        assert_eq!(table.expire_idle(10_000, 5_000), 1);
+        assert_eq!(table.producer_count(), 2);
+        assert_eq!(table.open_transaction(2), Some(1));
+        assert!(table.needs_snapshot());
+        table.mark_snapshotted(table.generation());
+        assert!(!table.needs_snapshot());
+    }
 }
