@@ -28,6 +28,7 @@ pub async fn handle(
         let expected = (known_producer && request.producer_epoch >= 0)
             .then_some((request.producer_id.0, request.producer_epoch));
         let id = transactional_id.0.to_string();
+        let logged_id = id.clone();
         let outcome = crate::txn::on_coordinator(
             &context.shard,
             &id.clone(),
@@ -45,9 +46,15 @@ pub async fn handle(
                 .with_producer_epoch(producer_epoch),
             // Before v4 there is no PRODUCER_FENCED: Kafka answers INVALID_PRODUCER_EPOCH.
             Err(ResponseError::ProducerFenced) if context.api_version < 4 => {
+                tracing::info!(peer = %context.peer, transactional_id = %logged_id,
+                    "InitProducerId refused: the producer is fenced");
                 refused(ResponseError::InvalidProducerEpoch)
             }
-            Err(error) => refused(error),
+            Err(error) => {
+                tracing::info!(peer = %context.peer, transactional_id = %logged_id,
+                    "InitProducerId refused: {error:?}");
+                refused(error)
+            }
         };
     }
     // Without a transactional id Kafka ignores the producer id and epoch a client sends

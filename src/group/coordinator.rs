@@ -145,6 +145,9 @@ enum Mutation {
     },
 }
 
+/// Records (key, value) of transactions seen in a replay without their marker yet, by producer.
+type HeldTxnRecords = HashMap<i64, Vec<(Vec<u8>, Option<Vec<u8>>)>>;
+
 /// An offset committed inside a transaction, waiting for the transaction's marker.
 struct TxnOffset {
     group: String,
@@ -444,7 +447,7 @@ impl CoordPartition {
         let mut cursor = log.log_start_offset();
         let mut replayed: HashMap<String, Replayed> = HashMap::new();
         // Records of transactions without a marker yet, by producer id.
-        let mut txn_held: HashMap<i64, Vec<(Vec<u8>, Option<Vec<u8>>)>> = HashMap::new();
+        let mut txn_held: HeldTxnRecords = HashMap::new();
         let mut count = 0u64;
         while cursor < end {
             let read = log.read(cursor, REPLAY_READ_BYTES, end).await?;
@@ -560,7 +563,7 @@ impl CoordPartition {
     }
 
     /// Offsets of transactions still open at the end of a replay wait for their marker.
-    fn restore_open_transactions(&self, held: HashMap<i64, Vec<(Vec<u8>, Option<Vec<u8>>)>>) {
+    fn restore_open_transactions(&self, held: HeldTxnRecords) {
         for (producer_id, records) in held {
             for (key, value) in records {
                 let (

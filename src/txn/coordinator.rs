@@ -507,7 +507,8 @@ async fn housekeeping(shard: &Rc<Shard>) {
                 tracing::info!(transactional_id = %id, producer_id = abort.producer_id,
                     "aborting a transaction past its timeout");
                 if part.transition(&txn, abort).await.is_ok() {
-                    let _ = part.start_completion(&txn);
+                    // Nobody waits for this completion; the markers run on their own.
+                    drop(part.start_completion(&txn));
                 }
                 continue;
             }
@@ -547,9 +548,8 @@ pub async fn init_producer_id(
     let txn = match part.txn(&id) {
         Some(txn) => txn,
         None => {
-            if expected.is_some() {
-                return Err(E::ProducerFenced);
-            }
+            // A new id ignores the producer id and epoch the client sends (Kafka starts it
+            // at epoch -1, which accepts any): some clients send 0/0 by default.
             let coordinator = shard.txns.coordinator(shard);
             if coordinator.txn_count.get() >= coordinator.max_txns {
                 tracing::warn!(transactional_id = %id, limit = coordinator.max_txns,

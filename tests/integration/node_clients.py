@@ -2,7 +2,8 @@
 checks what they print. Shared by test_kafkajs.py and test_platformatic.py.
 
 A script prints one JSON line on stdout (its result) and logs on stderr; the checks here hold
-the assertions, so both clients are held to the same ones."""
+the assertions, so both clients are held to the same ones. The transaction checks also read the
+log over raw Fetch / ListOffsets (test_transactions.py's helpers): markers, aborted ranges, LSO."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from typing import Callable, Optional
 import pytest
 
 import kafka_wire as kw
+# Raw-protocol transaction helpers (ListOffsets and Fetch with isolation levels, control batches,
+# aborted transactions) and the broker flags of the Python transaction tests.
+import test_transactions as tt
 from helpers import murmur2
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -237,3 +241,159 @@ def check_idempotent(result: dict, broker, topic: str, tag: str = "idem") -> dic
                                             f"{b.base_offset} has base sequence {b.base_sequence}, want {seq}")
             seq += b.record_count
     return {k: v[0] for k, v in pids.items()}
+
+
+# ---- transactions (the `txn` scenarios) ------------------------------------------------------------
+
+# Brokers for the `txn` scenarios: small internal topics (quick to create), no initial rebalance
+# delay for the groups.
+TXN_BROKER_ARGS = (*tt.TXN_ARGS, *tt.GROUP_ARGS)
+
+# Mirrors TXN_PHASES in node/common.js: [tag, records per partition, outcome], in this order.
+TXN_PHASES = (("c1", 100, "commit"), ("a2", 30, "abort"), ("c3", 10, "commit"))
+
+
+def txn_value(tag: str, partition: int, i: int) -> str:
+    return f"{tag}|p{partition}|{i}"
+
+
+def _rows_by_partition(rows: list) -> dict:
+    """[partition, offset, value, ...] rows -> {partition: [(offset, value)]} in delivery order."""
+    out = defaultdict(list)
+    for row in rows:
+        out[row[0]].append((row[1], row[2]))
+    return dict(out)
+
+
+def _stored(broker, topic: str, partition: int) -> dict:
+    """The partition as stored, read with raw read_committed Fetch."""
+    f = tt.raw_fetch_all(broker.bootstrap, topic, partition, tt.ISOLATION_READ_COMMITTED)
+    data = [b for b in f["batches"] if not tt.is_control(b)]
+    return {"fetch": f, "markers": tt.markers(f["batches"]),
+            "data_offsets": tt.data_offsets(f["batches"]),
+            "transactional": all(tt.is_transactional(b) for b in data),
+            "pids": {b.producer_id for b in data}}
+
+
+def check_txn_commit_abort_commit(result: dict, broker, topic: str) -> int:
+    """The first part of a `txn` scenario: three transactions over every partition (TXN_PHASES).
+    Each send was acknowledged at the offsets the phases leave (records, then one marker per
+    transaction); the LSO reached the end; the read_committed consumer got exactly the committed
+    records (none of the aborted ones) at their offsets and moved past the markers; the
+    read_uncommitted one got every record. On the log: one producer id, markers commit / abort /
+    commit, the aborted range reported by read_committed Fetch. Returns the producer id."""
+    r = result["basic"]
+    parts = range(PARTITIONS)
+    assert [(ph["tag"], ph["count"], ph["outcome"]) for ph in r["phases"]] == list(TXN_PHASES), r["phases"]
+    first = {}  # tag -> offset of its first record (on every partition)
+    start = 0
+    for (tag, n, _outcome), ph in zip(TXN_PHASES, r["phases"]):
+        assert all(err == 0 for _p, err, _o in ph["acks"]), f"{tag}: {ph['acks']}"
+        got = {p: sorted(o for (pp, _e, o) in ph["acks"] if pp == p) for p in parts}
+        assert got == {p: [start, start + n // 2] for p in parts}, f"{tag}: base offsets {got}, want {start}, {start + n // 2}"
+        first[tag] = start
+        start += n + 1
+    end = start
+    assert {int(p): o for p, o in r["lso"].items()} == {p: end for p in parts}, r["lso"]
+
+    def expected(outcomes: set) -> dict:
+        return {p: [(first[tag] + i, txn_value(tag, p, i)) for tag, n, outcome in TXN_PHASES if outcome in outcomes
+                    for i in range(n)] for p in parts}
+
+    committed = expected({"commit"})
+    everything = expected({"commit", "abort"})
+    aborted_values = {v for p in parts for _o, v in everything[p]} - {v for p in parts for _o, v in committed[p]}
+    rc, ru = r["read_committed"], r["read_uncommitted"]
+    rc_values = {row[2] for row in rc["rows"]}
+    assert not rc_values & aborted_values, \
+        f"read_committed got {len(rc_values & aborted_values)} aborted records, e.g. {sorted(rc_values & aborted_values)[:3]}"
+    assert rc["duplicates"] == 0 and len(rc["rows"]) == sum(len(v) for v in committed.values()), \
+        f"read_committed: {len(rc['rows'])} rows, {rc['duplicates']} duplicates"
+    assert _rows_by_partition(rc["rows"]) == committed, "read_committed: records or offsets differ"
+    assert ru["duplicates"] == 0 and len(ru["rows"]) == sum(len(v) for v in everything.values()), \
+        f"read_uncommitted: {len(ru['rows'])} rows, {ru['duplicates']} duplicates"
+    assert _rows_by_partition(ru["rows"]) == everything, "read_uncommitted: records or offsets differ"
+    for which in (rc, ru):
+        assert {int(p): o for p, o in which["positions"].items()} == {p: end for p in parts}, \
+            f"consumer positions {which['positions']}, want {end} (past the last commit marker)"
+
+    assert tt.hw(broker.bootstrap, topic, parts) == {p: end for p in parts}
+    pids = set()
+    for p in parts:
+        s = _stored(broker, topic, p)
+        assert (s["fetch"]["hw"], s["fetch"]["lso"]) == (end, end), s["fetch"]
+        assert s["transactional"], f"partition {p}: data batches without the transactional bit"
+        assert len(s["pids"]) == 1, f"partition {p}: producer ids {s['pids']}"
+        (pid,) = s["pids"]
+        pids.add(pid)
+        kinds = {"commit": tt.CONTROL_COMMIT, "abort": tt.CONTROL_ABORT}
+        assert s["markers"] == [(first[tag] + n, kinds[outcome], pid) for tag, n, outcome in TXN_PHASES], \
+            f"partition {p} markers {s['markers']}"
+        assert s["data_offsets"] == [o for o, _v in everything[p]]
+        assert s["fetch"]["aborted"] == {(pid, first[tag]) for tag, _n, outcome in TXN_PHASES if outcome == "abort"}, \
+            f"partition {p}: aborted transactions {s['fetch']['aborted']}"
+    assert len(pids) == 1 and min(pids) >= 0, f"one transactional producer wrote everything: {pids}"
+    (pid,) = pids
+    for which in (rc, ru):
+        for row in which["rows"]:
+            if len(row) >= 5:  # the client reported each record's batch: producer id, transactional bit
+                assert (row[3], row[4]) == (pid, True), f"record {row}: want producer {pid}, transactional"
+    return pid
+
+
+def check_txn_consume_transform_produce(result: dict, broker, topic: str, partition_of: Callable) -> dict:
+    """The second part of a `txn` scenario: `count` keyed records on `<topic>-in` went through
+    transactions (output records + sendOffsets + commit). The transactions cover every input
+    offset once, in order; the group's committed offsets are the input's end; the output read
+    with read_committed holds each transformed record once, in input order per partition, and the
+    consumer moved past the last marker; on the log, one commit marker per transaction and
+    partition and nothing aborted. Returns the number of transactions per output partition."""
+    r = result["ctp"]
+    count = r["count"]
+    parts = range(PARTITIONS)
+    src, dst = f"{topic}-in", f"{topic}-out"
+    inp = {int(p): o for p, o in r["input_end"].items()}
+    assert sum(inp.values()) == count and set(inp) == set(parts), inp
+    covered = {p: 0 for p in parts}
+    per_partition = {p: 0 for p in parts}  # transactions that wrote to the partition
+    for t in r["txns"]:
+        assert t["ranges"], t
+        for p, start, nxt in t["ranges"]:
+            assert start == covered[p] and nxt > start, \
+                f"transaction {t} does not continue partition {p} at {covered[p]}"
+            covered[p] = nxt
+            per_partition[p] += 1
+        assert t["count"] == sum(n - s for _p, s, n in t["ranges"]), t
+        assert all(err == 0 for _p, err, _o in t.get("out", [])), t
+    assert covered == inp, f"the transactions cover {covered}, the input ends at {inp}"
+    assert len(r["txns"]) > PARTITIONS, f"only {len(r['txns'])} transactions: the input should take several"
+    assert {int(p): o for p, o in r["committed"].items()} == inp, \
+        f"group offsets {r['committed']} != input end {inp}"
+
+    out_end = {p: inp[p] + per_partition[p] for p in parts}
+    assert {int(p): o for p, o in r["output_lso"].items()} == out_end, (r["output_lso"], out_end)
+    inputs = [message(i, "in")[1] for i in range(count)]
+    want = {p: [f"out|{v}" for v in inputs if partition_of(v.split("|")[0]) == p] for p in parts}
+    out = r["output"]
+    got = {p: [v for _o, v in recs] for p, recs in _rows_by_partition(out["rows"]).items()}
+    values = [row[2] for row in out["rows"]]
+    dups = sorted(v for v in set(values) if values.count(v) > 1)
+    assert not dups and out["duplicates"] == 0, f"output: {len(dups)} values more than once, e.g. {dups[:3]}"
+    assert sorted(values) == sorted(f"out|{v}" for v in inputs), \
+        f"output: {len(values)} records, want each of the {count} transformed inputs once"
+    assert {p: got.get(p, []) for p in parts} == want, "output is not in input order per partition"
+    assert {int(p): o for p, o in out["positions"].items()} == out_end, \
+        f"output consumer positions {out['positions']}, want {out_end}"
+
+    assert tt.hw(broker.bootstrap, dst, parts) == out_end
+    for p in parts:
+        s = _stored(broker, dst, p)
+        assert (s["fetch"]["hw"], s["fetch"]["lso"]) == (out_end[p], out_end[p]), s["fetch"]
+        assert s["transactional"] and len(s["pids"]) == 1, f"output partition {p}: producer ids {s['pids']}"
+        assert [kind for _o, kind, _pid in s["markers"]] == [tt.CONTROL_COMMIT] * per_partition[p], \
+            f"output partition {p}: markers {s['markers']}, want {per_partition[p]} commits"
+        assert not s["fetch"]["aborted"], s["fetch"]["aborted"]
+        assert len(s["data_offsets"]) == inp[p]
+    # The input was written without transactions: its LSO is its high watermark.
+    assert tt.lso(broker.bootstrap, src, parts) == inp
+    return per_partition

@@ -1,13 +1,16 @@
 """KafkaJS (pure JavaScript client, node/kafkajs_check.js) against the real broker: admin
 (create / list / describe / describe configs / delete), 10,000 keyed messages with acks=-1 and
 gzip through a consumer group, committed offsets surviving a consumer restart, idempotent
-producers. The node script does the client work and prints JSON; the checks are in node_clients.py."""
+producers, transactions (commit / abort / commit, read_committed and read_uncommitted consumers,
+consume-transform-produce with sendOffsets). The node script does the client work and prints
+JSON; the checks are in node_clients.py."""
 
 import pytest
 
 from helpers import unique_topic
-from node_clients import (GZIP, PARTITIONS, check_admin_metadata, check_idempotent, check_resume,
-                          check_roundtrip, java_partition, node_binary, run_node, stored_batches)
+from node_clients import (GZIP, PARTITIONS, TXN_BROKER_ARGS, check_admin_metadata, check_idempotent, check_resume,
+                          check_roundtrip, check_txn_commit_abort_commit, check_txn_consume_transform_produce,
+                          java_partition, node_binary, run_node, stored_batches)
 
 SCRIPT = "kafkajs_check.js"
 
@@ -80,3 +83,23 @@ def test_kafkajs_idempotent_producer(broker, node):
         assert (pid, epoch) == (pids[producer], 0), row
         if producer == 0:
             assert seq == off, row
+
+
+@pytest.mark.timeout(300)
+def test_kafkajs_transactions(broker_factory, node):
+    """KafkaJS's transactional producer (idempotent, maxInFlightRequests 1): a committed, an
+    aborted and a committed transaction over 3 partitions, read by a read_committed consumer
+    (exactly the committed records, past the markers) and a read_uncommitted one (every record);
+    then consume-transform-produce: a read_committed group consumer's batches become
+    transactions with sendOffsets, the group's committed offsets end at the input's end and the
+    output holds each transformed record once."""
+    broker = broker_factory(*TXN_BROKER_ARGS)
+    topic, group = unique_topic("kjs-txn"), unique_topic("kjs-txn-group")
+    r = run_node(node, SCRIPT, "txn", broker.bootstrap, topic=topic, group=group, count=300)
+    print(f"kafkajs: transactions {[(ph['tag'], ph['outcome'], ph['ms']) for ph in r['basic']['phases']]} ms; "
+          f"consume-transform-produce: {len(r['ctp']['txns'])} transactions in {r['ctp']['transform_ms']} ms, "
+          f"group offsets visible after {r['ctp']['committed_polls']} polls")
+    check_txn_commit_abort_commit(r, broker, topic)
+    # KafkaJS's DefaultPartitioner placed the input; each transaction wrote its batch's partition.
+    check_txn_consume_transform_produce(r, broker, topic, java_partition)
+    assert all(len(t["ranges"]) == 1 for t in r["ctp"]["txns"]), "one input partition per fetched batch"

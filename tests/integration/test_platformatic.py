@@ -1,13 +1,16 @@
 """@platformatic/kafka (pure JavaScript client, node/platformatic_check.js) against the real broker:
 admin (create / list / metadata / describe configs / list offsets / delete), 10,000 keyed
 messages with acks=-1 through a consumer group, committed offsets surviving a consumer restart,
-idempotent producers. The node script does the client work and prints JSON; the checks are in
-node_clients.py. The package is ESM that the CommonJS script loads with require(): node >= 20.19."""
+idempotent producers, transactions (commit / abort / commit, read_committed and read_uncommitted
+consumers, consume-transform-produce with addConsumer / addOffset). The node script does the
+client work and prints JSON; the checks are in node_clients.py. The package is ESM that the
+CommonJS script loads with require(): node >= 20.19."""
 
 import pytest
 
 from helpers import unique_topic
-from node_clients import (PARTITIONS, check_admin_metadata, check_idempotent, check_resume, check_roundtrip,
+from node_clients import (PARTITIONS, TXN_BROKER_ARGS, check_admin_metadata, check_idempotent, check_resume,
+                          check_roundtrip, check_txn_commit_abort_commit, check_txn_consume_transform_produce,
                           error_ids, node_binary, run_node, unsigned_murmur2_partition)
 
 SCRIPT = "platformatic_check.js"
@@ -70,3 +73,31 @@ def test_platformatic_idempotent_producer(broker, node):
     r = run_node(node, SCRIPT, "idempotent", broker.bootstrap, topic=topic, group=group, count=5000)
     pids = check_idempotent(r, broker, topic)
     assert [p["producerId"] for p in r["producers"]] == [pids[0], pids[1]], (r["producers"], pids)
+
+
+@pytest.mark.timeout(300)
+def test_platformatic_transactions(broker_factory, node):
+    """@platformatic/kafka's transactions (Producer with transactionalId + idempotent,
+    beginTransaction / send / commit / abort): a committed, an aborted and a committed transaction
+    over 3 partitions, read by a read_committed consumer (exactly the committed records, past the
+    markers) and a read_uncommitted one (every record); then consume-transform-produce: records
+    of a read_committed group consumer become transactions with addConsumer (AddOffsetsToTxn)
+    and addOffset (TxnOffsetCommit), the group's committed offsets end at the input's end and the
+    output holds each transformed record once.
+
+    The client's first InitProducerId for a transactional id carries producer id 0 and epoch 0
+    (its defaults) rather than -1/-1; Kafka accepts that for an id it has no producer for yet
+    (the new id's epoch is -1, so any expected producer is valid) and answers a new producer id
+    with epoch 0."""
+    broker = broker_factory(*TXN_BROKER_ARGS)
+    topic, group = unique_topic("plt-txn"), unique_topic("plt-txn-group")
+    r = run_node(node, SCRIPT, "txn", broker.bootstrap, topic=topic, group=group, count=300)
+    print(f"@platformatic/kafka: transactions {[(ph['tag'], ph['outcome'], ph['ms']) for ph in r['basic']['phases']]} ms; "
+          f"consume-transform-produce: {len(r['ctp']['txns'])} transactions in {r['ctp']['transform_ms']} ms, "
+          f"group offsets visible after {r['ctp']['committed_polls']} polls")
+    pid = check_txn_commit_abort_commit(r, broker, topic)
+    # One InitProducerId for the three transactions: the producer id and epoch on the log.
+    assert {(ph["producer"]["producerId"], ph["producer"]["producerEpoch"]) for ph in r["basic"]["phases"]} == {(pid, 0)}, \
+        r["basic"]["phases"]
+    assert {int(p): o for p, o in r["basic"]["hw"].items()} == {int(p): o for p, o in r["basic"]["lso"].items()}
+    check_txn_consume_transform_produce(r, broker, topic, unsigned_murmur2_partition)

@@ -63,6 +63,23 @@ function message(i, tag = 'm') {
   return { key, value: `${key}|${seq}|${i}|${tag}` }
 }
 
+/**
+ * The `txn` scenarios' first part: three transactions over the same partitions, in this order:
+ * [tag, records per partition, outcome]. Mirrored by TXN_PHASES in node_clients.py.
+ */
+const TXN_PHASES = [['c1', 100, 'commit'], ['a2', 30, 'abort'], ['c3', 10, 'commit']]
+
+/** Record i of transaction `tag` on `partition`: key `p<partition>`, value `tag|p<partition>|i`. */
+function txnRecord(tag, partition, i) {
+  return { key: `p${partition}`, value: `${tag}|p${partition}|${i}`, partition }
+}
+
+/** {partition: offset} maps equal on the given partitions (offsets compared as numbers). */
+function offsetsEqual(got, want) {
+  const keys = Object.keys(want)
+  return keys.length === Object.keys(got || {}).length && keys.every(p => Number(got[p]) === Number(want[p]))
+}
+
 /** What a consumer saw, in delivery order: [partition, offset, key, value] rows. */
 class Seen {
   constructor() {
@@ -149,4 +166,6 @@ function run(main) {
   )
 }
 
-module.exports = { parseArgs, log, waitFor, withDeadline, message, Seen, KEYS, toJSONSafe, errorSummary, run }
+module.exports = {
+  parseArgs, log, waitFor, withDeadline, message, Seen, KEYS, TXN_PHASES, txnRecord, offsetsEqual, toJSONSafe, errorSummary, run
+}

@@ -5,11 +5,12 @@
 //   node kafkajs_check.js roundtrip  --bootstrap H:P --topic T --group G --count 10000
 //   node kafkajs_check.js resume     --bootstrap H:P --topic T --group G --count 3000
 //   node kafkajs_check.js idempotent --bootstrap H:P --topic T --group G --count 5000
+//   node kafkajs_check.js txn        --bootstrap H:P --topic T --group G --count 300
 //
 // Prints one JSON line (see common.js); the pytest side makes the assertions.
 
 const { Kafka, logLevel, Partitioners, CompressionTypes, ConfigResourceTypes } = require('kafkajs')
-const { log, waitFor, withDeadline, message, Seen, run } = require('./common')
+const { log, waitFor, withDeadline, message, Seen, TXN_PHASES, txnRecord, offsetsEqual, run } = require('./common')
 
 const PARTITIONS = 3
 const CONSUME_TIMEOUT_MS = 120000
@@ -74,20 +75,27 @@ async function produceKeyed(producer, topic, first, count, { batch = 500, compre
 }
 
 /**
- * Runs a group consumer on `topic` until `done(seen)` holds (deadline CONSUME_TIMEOUT_MS).
+ * Runs a group consumer on `topic` until `done(seen, state)` holds (deadline CONSUME_TIMEOUT_MS).
  * `onMessage(consumer, partition, message)` returns false to leave a message unrecorded.
+ * `state.positions` is {partition: offset after the last batch processed}, batches that held only
+ * control records or aborted records included (END_BATCH_PROCESS).
  */
-async function consumeUntil(kafka, { topic, groupId, autoCommit, done, onMessage, what }) {
+async function consumeUntil(kafka, { topic, groupId, autoCommit, done, onMessage, what, readUncommitted = false }) {
   const consumer = kafka.consumer({
     groupId,
     sessionTimeout: 30000,
     rebalanceTimeout: 30000,
     heartbeatInterval: 1000,
     maxWaitTimeInMs: 200,
-    allowAutoTopicCreation: false
+    allowAutoTopicCreation: false,
+    readUncommitted
   })
   const seen = new Seen()
-  const state = { joins: [], crash: null }
+  const state = { joins: [], crash: null, positions: {} }
+  consumer.on(consumer.events.END_BATCH_PROCESS, e => {
+    const { partition, lastOffset } = e.payload
+    state.positions[partition] = Math.max(state.positions[partition] || 0, Number(lastOffset) + 1)
+  })
   consumer.on(consumer.events.GROUP_JOIN, e => {
     const { memberAssignment, groupProtocol, isLeader } = e.payload
     state.joins.push({ assignment: memberAssignment, groupProtocol, isLeader })
@@ -114,11 +122,12 @@ async function consumeUntil(kafka, { topic, groupId, autoCommit, done, onMessage
     await waitFor(
       () => {
         if (state.crash) throw new Error(`consumer crashed: ${state.crash}`)
-        return done(seen)
+        return done(seen, state)
       },
       CONSUME_TIMEOUT_MS,
       what,
-      () => `(consumed ${seen.count} unique, per partition ${JSON.stringify(seen.perPartition())})`
+      () => `(consumed ${seen.count} unique, per partition ${JSON.stringify(seen.perPartition())}, ` +
+        `positions ${JSON.stringify(state.positions)})`
     )
   } catch (err) {
     await consumer.disconnect().catch(() => {})
@@ -309,7 +318,232 @@ async function idempotent(opts) {
   }
 }
 
-const scenarios = { admin, roundtrip, resume, idempotent }
+// ---- transactions ----------------------------------------------------------------------------
+
+const TXN_PARTITIONS = Array.from({ length: PARTITIONS }, (_v, p) => p)
+
+/** A transactional producer as KafkaJS documents it: idempotent, one request in flight. */
+function txnProducer(kafka, transactionalId) {
+  return kafka.producer({
+    transactionalId,
+    idempotent: true,
+    maxInFlightRequests: 1,
+    createPartitioner: Partitioners.DefaultPartitioner,
+    allowAutoTopicCreation: false,
+    // Unbounded retries (KafkaJS warns about fewer for an idempotent producer); every step
+    // still has STEP_TIMEOUT_MS.
+    retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 100, maxRetryTime: 1000 }
+  })
+}
+
+/** {partition: offset} of ListOffsets(latest); KafkaJS's admin asks with read_committed: the LSO. */
+async function stableOffsets(admin, topic) {
+  const out = {}
+  for (const { partition, high } of await admin.fetchTopicOffsets(topic)) out[partition] = Number(high)
+  return out
+}
+
+/** Waits until the LSO of every partition of `topic` is `want` ({partition: offset}). */
+async function waitForStable(admin, topic, want) {
+  let last
+  await waitFor(
+    async () => offsetsEqual((last = await stableOffsets(admin, topic)), want),
+    STEP_TIMEOUT_MS,
+    `${topic}: last stable offsets ${JSON.stringify(want)}`,
+    () => `(last ${JSON.stringify(last)})`
+  )
+  return last
+}
+
+/**
+ * A group consumer (own group, from the beginning) that reads `topic` until its position reaches
+ * `ends` on every partition. Rows: [partition, offset, value, producerId, inTransaction].
+ */
+async function readTo(kafka, { topic, groupId, ends, readUncommitted }) {
+  const rows = []
+  const { consumer, seen, state } = await consumeUntil(kafka, {
+    topic, groupId, autoCommit: false, readUncommitted,
+    what: `${readUncommitted ? 'read_uncommitted' : 'read_committed'} consumer of ${topic} at ${JSON.stringify(ends)}`,
+    onMessage: (_c, partition, m) => {
+      rows.push([partition, Number(m.offset), m.value.toString(), Number(m.batchContext.producerId), m.batchContext.inTransaction])
+      return true
+    },
+    done: (_s, st) => Object.keys(ends).every(p => (st.positions[p] || 0) >= ends[p])
+  })
+  await consumer.disconnect()
+  return { rows, duplicates: seen.duplicates, positions: state.positions }
+}
+
+/**
+ * Three transactions over the partitions of `topic` (TXN_PHASES: commit, abort, commit), each
+ * written with two sends; then a read_committed and a read_uncommitted consumer read it all.
+ */
+async function commitAbortCommit(kafka, admin, topic, group) {
+  await createTopic(admin, topic)
+  const producer = txnProducer(kafka, `${topic}-tid`)
+  await producer.connect()
+  const phases = []
+  try {
+    for (const [tag, n, outcome] of TXN_PHASES) {
+      const t0 = Date.now()
+      const txn = await withDeadline(producer.transaction(), STEP_TIMEOUT_MS, `transaction ${tag}`)
+      const acks = []
+      for (const [from, to] of [[0, n / 2], [n / 2, n]]) {
+        const messages = []
+        for (const p of TXN_PARTITIONS) for (let i = from; i < to; i++) messages.push(txnRecord(tag, p, i))
+        const meta = await withDeadline(
+          txn.send({ topic, acks: -1, timeout: 30000, messages }), STEP_TIMEOUT_MS, `send ${tag} ${from}..${to}`
+        )
+        for (const m of meta) acks.push([m.partition, m.errorCode, Number(m.baseOffset)])
+      }
+      await withDeadline(outcome === 'commit' ? txn.commit() : txn.abort(), STEP_TIMEOUT_MS, `${outcome} ${tag}`)
+      phases.push({ tag, count: n, outcome, acks, ms: Date.now() - t0 })
+      log(`transaction ${tag}: ${outcome} after ${Date.now() - t0} ms`)
+    }
+  } finally {
+    await producer.disconnect()
+  }
+  // Every record and one marker per transaction and partition.
+  const end = TXN_PHASES.reduce((sum, [, n]) => sum + n + 1, 0)
+  const ends = Object.fromEntries(TXN_PARTITIONS.map(p => [p, end]))
+  const lso = await waitForStable(admin, topic, ends)
+  const [committed, uncommitted] = await Promise.all([
+    readTo(kafka, { topic, groupId: `${group}-rc`, ends, readUncommitted: false }),
+    readTo(kafka, { topic, groupId: `${group}-ru`, ends, readUncommitted: true })
+  ])
+  return { phases, lso, read_committed: committed, read_uncommitted: uncommitted }
+}
+
+/**
+ * Consume-transform-produce: `count` keyed records on `${topic}-in`; a read_committed group
+ * consumer hands each fetched batch (one partition) to a transaction that writes `out|value` to
+ * the same partition of `${topic}-out` and sends the batch's next offset for the group
+ * (sendOffsets), then commits. Afterwards the group's committed offsets and a read_committed
+ * read of the output.
+ */
+async function consumeTransformProduce(kafka, admin, topic, group, count) {
+  const input = `${topic}-in`
+  const output = `${topic}-out`
+  await createTopic(admin, input)
+  await createTopic(admin, output)
+  const plain = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, allowAutoTopicCreation: false })
+  await plain.connect()
+  try {
+    await produceKeyed(plain, input, 0, count, { batch: 30, tag: 'in' }) // small batches: several transactions
+  } finally {
+    await plain.disconnect()
+  }
+  const inputEnd = await stableOffsets(admin, input) // no transactions there: the high watermarks
+
+  const producer = txnProducer(kafka, `${topic}-ctp-tid`)
+  await producer.connect()
+  const consumer = kafka.consumer({
+    groupId: group,
+    readUncommitted: false,
+    sessionTimeout: 30000,
+    rebalanceTimeout: 30000,
+    heartbeatInterval: 1000,
+    maxWaitTimeInMs: 200,
+    maxBytesPerPartition: 1024,
+    allowAutoTopicCreation: false
+  })
+  const state = { crash: null, failure: null }
+  const covered = {} // partition -> input offset the committed transactions cover up to
+  const txns = []
+  consumer.on(consumer.events.CRASH, e => {
+    state.crash = String(e.payload.error && e.payload.error.stack)
+  })
+  const t0 = Date.now()
+  try {
+    await consumer.connect()
+    await consumer.subscribe({ topics: [input], fromBeginning: true })
+    await consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        if (state.failure || batch.isEmpty()) return
+        const { partition } = batch
+        const next = Number(batch.lastOffset()) + 1
+        const t = { ranges: [[partition, Number(batch.firstOffset()), next]], count: batch.messages.length }
+        let txn
+        try {
+          txn = await producer.transaction()
+          const meta = await txn.send({
+            topic: output,
+            acks: -1,
+            timeout: 30000,
+            messages: batch.messages.map(m => ({ key: m.key, value: `out|${m.value.toString()}`, partition }))
+          })
+          t.out = meta.map(m => [m.partition, m.errorCode, Number(m.baseOffset)])
+          await txn.sendOffsets({
+            consumerGroupId: group,
+            topics: [{ topic: input, partitions: [{ partition, offset: String(next) }] }]
+          })
+          await txn.commit()
+        } catch (err) {
+          log(`transaction for ${input}/${partition} ${JSON.stringify(t.ranges)} failed: ${err.stack}`)
+          state.failure = err
+          if (txn && txn.isActive()) await txn.abort().catch(e => log(`abort after the failure: ${e.message}`))
+          return
+        }
+        covered[partition] = next
+        txns.push(t)
+      }
+    })
+    await waitFor(
+      () => {
+        if (state.crash) throw new Error(`consumer crashed: ${state.crash}`)
+        if (state.failure) throw state.failure
+        return offsetsEqual(covered, inputEnd)
+      },
+      CONSUME_TIMEOUT_MS,
+      `transactions covering ${input} up to ${JSON.stringify(inputEnd)}`,
+      () => `(covered ${JSON.stringify(covered)}, ${txns.length} transactions)`
+    )
+  } finally {
+    await consumer.disconnect().catch(e => log(`consumer disconnect: ${e.message}`))
+    await producer.disconnect().catch(e => log(`producer disconnect: ${e.message}`))
+  }
+  const transformMs = Date.now() - t0
+
+  // The offsets become the group's when the commit marker reaches the offsets partition.
+  let committed
+  let polls = 0
+  await waitFor(
+    async () => {
+      polls++
+      return offsetsEqual((committed = await committedOffsets(admin, group, input)), inputEnd)
+    },
+    STEP_TIMEOUT_MS,
+    `group ${group} to have committed ${JSON.stringify(inputEnd)} on ${input}`,
+    () => `(last ${JSON.stringify(committed)})`
+  )
+  // Output: each transaction's records plus one commit marker.
+  const outputEnd = Object.fromEntries(TXN_PARTITIONS.map(p => [p, 0]))
+  for (const t of txns) for (const [p, from, next] of t.ranges) outputEnd[p] += next - from + 1
+  const outputLso = await waitForStable(admin, output, outputEnd)
+  const read = await readTo(kafka, { topic: output, groupId: `${group}-verify`, ends: outputEnd, readUncommitted: false })
+  return {
+    count, input_end: inputEnd, txns, transform_ms: transformMs, committed, committed_polls: polls,
+    output_lso: outputLso, output: read
+  }
+}
+
+async function txn(opts) {
+  const count = Number(opts.count || 300)
+  const { topic, group } = opts
+  const kafka = client(opts, 'riptide-it-kafkajs-txn')
+  const admin = kafka.admin()
+  await admin.connect()
+  try {
+    const basic = await commitAbortCommit(kafka, admin, topic, group)
+    const ctp = await consumeTransformProduce(kafka, admin, topic, `${group}-ctp`, count)
+    return { basic, ctp }
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+const scenarios = { admin, roundtrip, resume, idempotent, txn }
 
 run(async opts => {
   const scenario = scenarios[opts.scenario]
