@@ -118,7 +118,9 @@ fn lookup_on_owner(shard: &crate::shard::Shard, lookup: Lookup) -> Found {
     {
         return Found::failed(lookup.slot, ResponseError::NotLeaderOrFollower);
     }
-    let (leader_epoch, end_offset) = partition.log.end_offset_for_epoch(lookup.leader_epoch);
+    let (leader_epoch, end_offset) = partition
+        .log
+        .end_offset_for_epoch_as_leader(lookup.leader_epoch, partition.leader_epoch.get());
     Found {
         slot: lookup.slot,
         error: None,

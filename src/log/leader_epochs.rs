@@ -132,6 +132,30 @@ impl LeaderEpochCache {
         }
     }
 
+    /// [`end_offset_for`](Self::end_offset_for) as the leader in `current_epoch` answers it.
+    /// Kafka writes the leader's epoch into its cache at the log end the moment it becomes
+    /// leader; this cache learns an epoch with its first append. Until that append, the
+    /// current epoch starts at the log end, so a consumer or follower asking for it (or for
+    /// an epoch between the last one written and it) is not told "undefined" — which clients
+    /// take for a truncated log (librdkafka resets its position).
+    pub(crate) fn end_offset_for_leader(
+        &self,
+        requested_epoch: i32,
+        current_epoch: i32,
+        log_end_offset: i64,
+    ) -> (i32, i64) {
+        let latest = self.latest_epoch();
+        let unrecorded =
+            |epoch: i32| epoch >= 0 && epoch <= current_epoch && latest.is_none_or(|l| l < epoch);
+        if unrecorded(current_epoch) && unrecorded(requested_epoch) {
+            if requested_epoch == current_epoch {
+                return (current_epoch, log_end_offset);
+            }
+            return (latest.unwrap_or(requested_epoch), log_end_offset);
+        }
+        self.end_offset_for(requested_epoch, log_end_offset)
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut body = format!("{TAG}\n");
         for entry in &self.entries {
@@ -282,6 +306,32 @@ mod tests {
             Some(LeaderEpochCache::default())
         );
         assert_eq!(LeaderEpochCache::decode(b""), None);
+    }
+
+    #[test]
+    fn the_leaders_current_epoch_starts_at_the_log_end_before_its_first_append() {
+        let mut cache = LeaderEpochCache::default();
+        // Empty log led in epoch 0: epoch 0 ends at the log end, not "undefined".
+        assert_eq!(cache.end_offset_for_leader(0, 0, 0), (0, 0));
+        assert_eq!(
+            cache.end_offset_for_leader(1, 0, 0),
+            (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+        );
+        cache.assign(2, 0);
+        cache.assign(3, 10);
+        // Led in epoch 6 with nothing written in it yet (log end 25).
+        assert_eq!(cache.end_offset_for_leader(6, 6, 25), (6, 25));
+        assert_eq!(cache.end_offset_for_leader(5, 6, 25), (3, 25));
+        assert_eq!(cache.end_offset_for_leader(3, 6, 25), (3, 25));
+        assert_eq!(cache.end_offset_for_leader(2, 6, 25), (2, 10));
+        assert_eq!(
+            cache.end_offset_for_leader(7, 6, 25),
+            (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+        );
+        // Once epoch 6 wrote, the cache answers alone.
+        cache.assign(6, 25);
+        assert_eq!(cache.end_offset_for_leader(5, 6, 30), (3, 25));
+        assert_eq!(cache.end_offset_for_leader(6, 6, 30), (6, 30));
     }
 }
 

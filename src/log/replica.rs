@@ -106,6 +106,15 @@ impl PartitionLog {
         self.epochs.borrow().end_offset_for(epoch, end)
     }
 
+    /// [`end_offset_for_epoch`](Self::end_offset_for_epoch) as the leader in `current_epoch`
+    /// answers it (Kafka's cache holds the leader's epoch from the moment it leads).
+    pub fn end_offset_for_epoch_as_leader(&self, epoch: i32, current_epoch: i32) -> (i32, i64) {
+        let end = self.written_end_offset();
+        self.epochs
+            .borrow()
+            .end_offset_for_leader(epoch, current_epoch, end)
+    }
+
     /// Writes `leader-epoch-checkpoint` in the background (rewrites are serialised; each
     /// writes the cache as it is when its turn comes, so the last one wins).
     pub(super) fn persist_leader_epochs(&self) {
