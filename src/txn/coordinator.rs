@@ -561,15 +561,7 @@ pub async fn init_producer_id(
             if let Some(txn) = part.txn(&id) {
                 txn
             } else {
-                let value = TxnLogValue {
-                    producer_id,
-                    producer_epoch: 0,
-                    timeout_ms,
-                    state: TxnState::Empty,
-                    partitions: BTreeSet::new(),
-                    last_update_ms: now_ms,
-                    start_ms: -1,
-                };
+                let value = fresh_producer(producer_id, timeout_ms, now_ms);
                 let txn = Rc::new(RefCell::new(TxnMetadata::from_value(&id, value.clone())));
                 txn.borrow_mut().busy = true;
                 part.txns.borrow_mut().insert(id.clone(), txn.clone());
@@ -602,15 +594,7 @@ pub async fn init_producer_id(
             }
             InitStep::NewProducerId => {
                 let producer_id = allocate_producer_id(shard).await?;
-                let value = TxnLogValue {
-                    producer_id,
-                    producer_epoch: 0,
-                    timeout_ms,
-                    state: TxnState::Empty,
-                    partitions: BTreeSet::new(),
-                    last_update_ms: now_ms,
-                    start_ms: -1,
-                };
+                let value = fresh_producer(producer_id, timeout_ms, now_ms);
                 part.transition(&txn, value).await?;
                 return Ok((producer_id, 0));
             }
@@ -631,6 +615,19 @@ pub async fn init_producer_id(
         }
     }
     Err(E::ConcurrentTransactions)
+}
+
+/// The state of an id with a newly allocated producer id: epoch 0, no transaction.
+fn fresh_producer(producer_id: i64, timeout_ms: i32, now_ms: i64) -> TxnLogValue {
+    TxnLogValue {
+        producer_id,
+        producer_epoch: 0,
+        timeout_ms,
+        state: TxnState::Empty,
+        partitions: BTreeSet::new(),
+        last_update_ms: now_ms,
+        start_ms: -1,
+    }
 }
 
 async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, E> {
