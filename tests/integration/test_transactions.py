@@ -13,8 +13,9 @@ window that checks that nothing arrives while a transaction is open.
 Kafka facts the assertions rely on:
 * A transaction writes one control batch (one record: key = version 0, type 0 abort / 1 commit)
   to every partition it touched, so each occupies one offset: high watermark = data + markers.
-* EndTxn is answered once the coordinator has logged PrepareCommit/PrepareAbort; the markers
-  follow, so the LSO catches up shortly after commit_transaction() returns (tests wait for it).
+* Kafka answers EndTxn once PrepareCommit/PrepareAbort is logged and writes the markers after;
+  Riptide answers once the markers are written (bounded). Tests wait for the LSO either way, so
+  they hold for both.
 * The LSO of a partition is the first offset of its earliest open transaction (else the high
   watermark); read_committed ListOffsets(latest) answers the LSO and read_committed Fetch returns
   nothing at or past it, plus the aborted transactions (producer id, first offset) in range.
@@ -68,7 +69,7 @@ ATTR_CONTROL = 0x20
 
 # Seconds a blocking client call (init/commit/abort/flush) may take before the test gives up.
 CLIENT_TIMEOUT = 20.0
-# Seconds for the LSO to catch up after a commit/abort returned (the markers follow EndTxn).
+# Seconds for the LSO to catch up after a commit/abort returned (Kafka writes markers after EndTxn).
 SETTLE_TIMEOUT = 15.0
 
 FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
