@@ -339,7 +339,9 @@ fn group_commands_or_a_clear_unsupported_error() {
         .iter()
         .find(|o| o["partition"] == 0)
         .unwrap();
+    assert_eq!(described["lag_against"], "high_watermark");
     assert_eq!(offset["committed_offset"], 2);
+    assert_eq!(offset["end_offset"], 3);
     assert_eq!(offset["lag"], 1);
     let listed = json(riptide(&["group", "list", "--format", "json", "-b", b]));
     assert!(

@@ -3,7 +3,7 @@
 //! On a broker without consumer groups these fail with "the broker does not support …".
 
 use super::output::{cell_or_dash, Output, Table};
-use super::{list_offsets, partitions_of};
+use super::{list_offsets, list_offsets_isolated, partitions_of, Isolation};
 use crate::client::{check_code, str_bytes, ClientError, Cluster, Connection};
 use bytes::{Buf, Bytes};
 use clap::{ArgGroup, Subcommand};
@@ -24,7 +24,13 @@ pub enum GroupCommand {
     /// List consumer groups on every broker.
     List,
     /// State, members and committed offsets (with lag) of a group.
-    Describe { group: String },
+    Describe {
+        group: String,
+        /// Lag against the high watermark (read_uncommitted consumers) or the last stable offset
+        /// (read_committed consumers: open transactions are not lag they can consume yet).
+        #[arg(long, value_enum, default_value = "read-uncommitted")]
+        isolation: Isolation,
+    },
     /// Delete groups (they must have no members).
     Delete {
         #[arg(required = true)]
@@ -54,7 +60,9 @@ pub enum GroupCommand {
 pub fn run(cluster: &mut Cluster, command: GroupCommand) -> Result<Option<Output>, ClientError> {
     match command {
         GroupCommand::List => list(cluster).map(Some),
-        GroupCommand::Describe { group } => describe(cluster, &group).map(Some),
+        GroupCommand::Describe { group, isolation } => {
+            describe(cluster, &group, isolation).map(Some)
+        }
         GroupCommand::Delete { groups } => delete(cluster, &groups).map(Some),
         GroupCommand::Seek {
             group,
@@ -199,7 +207,11 @@ fn assignment_text(assignment: &Bytes) -> Option<String> {
     )
 }
 
-fn describe(cluster: &mut Cluster, group: &str) -> Result<Output, ClientError> {
+fn describe(
+    cluster: &mut Cluster,
+    group: &str,
+    isolation: Isolation,
+) -> Result<Output, ClientError> {
     let connection = cluster.coordinator(group)?;
     let response =
         connection.send(&DescribeGroupsRequest::default().with_groups(vec![group_id(group)]))?;
@@ -245,21 +257,26 @@ fn describe(cluster: &mut Cluster, group: &str) -> Result<Output, ClientError> {
         }));
     }
 
-    // Lag: log end offset of each partition with a committed offset, from its leader.
+    // Lag: the end a consumer of this isolation can read to (HW or LSO) minus the committed offset,
+    // for each partition with a committed offset, from its leader.
     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for (topic, partition) in committed.keys() {
         by_topic.entry(topic.clone()).or_default().push(*partition);
     }
     let mut ends = BTreeMap::new();
     for (topic, partitions) in &by_topic {
-        if let Ok(offsets) = list_offsets(cluster, topic, partitions, -1) {
+        if let Ok(offsets) = list_offsets_isolated(cluster, topic, partitions, -1, isolation) {
             for (partition, end) in offsets {
                 ends.insert((topic.clone(), partition), end);
             }
         }
     }
+    let end_column = match isolation {
+        Isolation::ReadUncommitted => "HIGH-WATERMARK",
+        Isolation::ReadCommitted => "LAST-STABLE",
+    };
     let mut offsets =
-        Table::new(vec!["TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG"]).titled("OFFSETS");
+        Table::new(vec!["TOPIC", "PARTITION", "COMMITTED", end_column, "LAG"]).titled("OFFSETS");
     let mut json_offsets = Vec::new();
     for ((topic, partition), committed_offset) in &committed {
         let end = ends.get(&(topic.clone(), *partition)).copied();
@@ -273,7 +290,7 @@ fn describe(cluster: &mut Cluster, group: &str) -> Result<Output, ClientError> {
         ]);
         json_offsets.push(json!({
             "topic": topic, "partition": partition, "committed_offset": committed_offset,
-            "log_end_offset": end, "lag": lag,
+            "end_offset": end, "lag": lag,
         }));
     }
     Ok(Output::new(
@@ -283,6 +300,7 @@ fn describe(cluster: &mut Cluster, group: &str) -> Result<Output, ClientError> {
             "protocol_type": non_empty(&described.protocol_type),
             "protocol": non_empty(&described.protocol_data),
             "members": json_members,
+            "lag_against": isolation.end_name(),
             "offsets": json_offsets,
         }),
         vec![summary, members, offsets],

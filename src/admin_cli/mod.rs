@@ -153,6 +153,49 @@ fn list_offsets(
     partitions: &[i32],
     timestamp: i64,
 ) -> Result<BTreeMap<i32, i64>, ClientError> {
+    list_offsets_isolated(
+        cluster,
+        topic,
+        partitions,
+        timestamp,
+        Isolation::ReadUncommitted,
+    )
+}
+
+/// Which end of a partition "latest" means: the high watermark (read_uncommitted) or the last
+/// stable offset (read_committed, holds back open transactions).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    ReadUncommitted,
+    ReadCommitted,
+}
+
+impl Isolation {
+    /// The ListOffsets `isolation_level` field.
+    fn level(self) -> i8 {
+        match self {
+            Isolation::ReadUncommitted => 0,
+            Isolation::ReadCommitted => 1,
+        }
+    }
+
+    /// What "latest" is under this isolation, as shown to the user.
+    pub fn end_name(self) -> &'static str {
+        match self {
+            Isolation::ReadUncommitted => "high_watermark",
+            Isolation::ReadCommitted => "last_stable_offset",
+        }
+    }
+}
+
+/// ListOffsets at `timestamp` (-1 latest, -2 earliest) for `partitions`, asked of each leader.
+fn list_offsets_isolated(
+    cluster: &mut Cluster,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+    isolation: Isolation,
+) -> Result<BTreeMap<i32, i64>, ClientError> {
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
     let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
@@ -166,6 +209,7 @@ fn list_offsets(
     for (leader, partitions) in by_leader {
         let request = ListOffsetsRequest::default()
             .with_replica_id((-1).into())
+            .with_isolation_level(isolation.level())
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(TopicName(crate::client::str_bytes(topic)))
                 .with_partitions(

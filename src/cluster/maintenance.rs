@@ -98,7 +98,7 @@ async fn snapshot_producers(shard: &Shard, partition: &crate::cluster::Partition
         let expiration_ms =
             i64::try_from(shard.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
         producers.expire_idle(crate::log::now_ms(), expiration_ms);
-        producers.trim_before(log.log_start_offset());
+        producers.forget_aborted_below(log.log_start_offset());
         producers.needs_snapshot().then(|| {
             let offset = log.next_offset();
             (
@@ -148,8 +148,22 @@ async fn compact_all(shard: Rc<Shard>) {
         if !partition.log.config().cleanup_compact || partition.log.is_failed() {
             continue;
         }
-        match partition.log.compact(crate::log::now_ms(), &limits).await {
-            Ok(_) | Err(LogError::Closed) => {}
+        let transactions = partition.producers.borrow().compaction_view();
+        match partition
+            .log
+            .compact(crate::log::now_ms(), &limits, &transactions)
+            .await
+        {
+            Ok(Some(outcome)) => {
+                partition
+                    .producers
+                    .borrow_mut()
+                    .forget_aborted_below(outcome.aborted_cleaned_below);
+                // Before a later pass may drop their markers, no snapshot may still hold the
+                // retired entries (a restart would revive an entry without its marker).
+                snapshot_producers(&shard, &partition).await;
+            }
+            Ok(None) | Err(LogError::Closed) => {}
             Err(error) => tracing::warn!(topic = %partition.topic.name,
                 partition = partition.index, "compaction failed: {error}"),
         }

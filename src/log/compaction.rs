@@ -13,7 +13,15 @@
 //!    batch is older than `delete.retention.ms`. Kept batches keep their base offset, last
 //!    offset delta, timestamps and producer fields, so offsets are preserved; a batch losing
 //!    some records is rebuilt (records copied verbatim, recompressed with the batch's codec),
-//!    one losing all is dropped. Control batches are kept as they are.
+//!    one losing all is dropped. Transactions, as Kafka's cleaner treats them (the caller
+//!    passes the partition's [`TransactionView`]): nothing at or past the first unstable
+//!    offset is cleaned; batches of aborted transactions never enter the key map (an aborted
+//!    write must not supersede a committed one) and are dropped; an ABORT marker is kept while
+//!    its aborted-index entry lives (the pass that drops a transaction's data reports it in
+//!    [`CompactionOutcome::aborted_cleaned_below`] so the caller retires the entry; consumers
+//!    that already read the data still meet the marker); a COMMIT marker is kept while data of
+//!    its transaction remains; markers that protect nothing go once older than
+//!    `delete.retention.ms`, like tombstones.
 //! 4. The rewritten file is synced, the old index removed, the file renamed over the old
 //!    segment, its index written, the directory synced; then the in-memory segment swaps
 //!    files. Readers holding the old file finish reading it.
@@ -42,8 +50,9 @@ use super::recovery::CLEANED_SUFFIX;
 use super::segment::{index_file_name, recompute_prefix_max, segment_file_name, SparseIndex};
 use super::{LogError, BLOCK_SIZE_BYTES};
 use crate::protocol::record_batch::{
-    RecordBatchHeader, BATCH_LENGTH_OVERHEAD_BYTES, COMPRESSION_GZIP, COMPRESSION_LZ4,
-    COMPRESSION_NONE, COMPRESSION_SNAPPY, COMPRESSION_ZSTD, RECORD_BATCH_HEADER_SIZE_BYTES,
+    control_marker_type, RecordBatchHeader, BATCH_LENGTH_OVERHEAD_BYTES, COMPRESSION_GZIP,
+    COMPRESSION_LZ4, COMPRESSION_NONE, COMPRESSION_SNAPPY, COMPRESSION_ZSTD,
+    RECORD_BATCH_HEADER_SIZE_BYTES,
 };
 use crate::protocol::records::{parse_records, records_section};
 
@@ -74,6 +83,97 @@ pub struct CompactionOutcome {
     pub records_removed: u64,
     /// The new cleaner offset: everything below it is compacted.
     pub cleaned_up_to: i64,
+    /// Aborted transactions whose marker is below this offset have no data left: their
+    /// aborted-index entries can go (their markers then go in a later pass).
+    pub aborted_cleaned_below: i64,
+    /// Transaction markers removed.
+    pub markers_removed: u64,
+}
+
+/// One aborted transaction of the partition: records of `producer_id` from `first_offset` up
+/// to its ABORT marker at `marker_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedRange {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub marker_offset: i64,
+}
+
+/// What compaction must know of the partition's transactions (from its producer state).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransactionView {
+    /// First offset of the earliest open transaction: nothing at or past it is cleaned.
+    pub first_unstable_offset: Option<i64>,
+    /// The partition's aborted-transaction index (any order).
+    pub aborted: Vec<AbortedRange>,
+}
+
+/// Transactions as one pass walks the log in offset order.
+#[derive(Debug, Default)]
+struct TxnPass {
+    /// Live aborted-index entries by producer: (first offset, marker offset).
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
+    /// Producers whose transactional data was read since their last marker: their COMMIT
+    /// marker still ends a transaction that has records.
+    committed_data_pending: std::collections::HashSet<i64>,
+    markers_removed: u64,
+}
+
+impl TxnPass {
+    fn new(view: &TransactionView) -> TxnPass {
+        let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for range in &view.aborted {
+            assert!(range.first_offset <= range.marker_offset);
+            aborted
+                .entry(range.producer_id)
+                .or_default()
+                .push((range.first_offset, range.marker_offset));
+        }
+        TxnPass {
+            aborted,
+            ..TxnPass::default()
+        }
+    }
+
+    /// The batch is data of an aborted transaction (never visible to read_committed).
+    fn is_aborted_data(&self, header: &RecordBatchHeader) -> bool {
+        if !header.is_transactional() || header.is_control() {
+            return false;
+        }
+        self.aborted.get(&header.producer_id).is_some_and(|ranges| {
+            ranges.iter().any(|&(first_offset, marker_offset)| {
+                first_offset <= header.base_offset && header.base_offset < marker_offset
+            })
+        })
+    }
+
+    /// Whether a control batch must stay: an ABORT marker whose aborted-index entry lives, a
+    /// COMMIT marker whose transaction still has records, or one not yet past the delete
+    /// horizon. Other control records are kept.
+    fn keep_marker(&mut self, batch: &[u8], header: &RecordBatchHeader, horizon_ms: i64) -> bool {
+        let Some(commit) = control_marker_type(batch, header) else {
+            return true;
+        };
+        let protects_data = if commit {
+            self.committed_data_pending.remove(&header.producer_id)
+        } else {
+            self.aborted
+                .get(&header.producer_id)
+                .is_some_and(|ranges| ranges.iter().any(|&(_, m)| m == header.base_offset))
+        };
+        let keep = protects_data || header.max_timestamp_ms >= horizon_ms;
+        if !keep {
+            self.markers_removed += 1;
+        }
+        keep
+    }
+
+    /// Notes a data batch read by the rewrite (before filtering, as Kafka's cleaner does).
+    fn on_data_batch(&mut self, header: &RecordBatchHeader) {
+        if header.is_transactional() && !self.is_aborted_data(header) {
+            self.committed_data_pending.insert(header.producer_id);
+        }
+    }
 }
 
 /// How long compaction sleeps between slices: long enough that the executor polls its
@@ -159,6 +259,35 @@ pub(crate) enum BatchFate {
     Drop,
     /// The batch rebuilt with the records kept.
     Rebuild(Vec<u8>),
+}
+
+/// Decides one batch's fate, transactions first: aborted data and markers that protect
+/// nothing (past the horizon) go, other control batches stay, data goes through
+/// [`filter_batch`].
+fn filter_batch_in_pass(
+    batch: &[u8],
+    pass: &PassContext<'_>,
+    txns: &mut TxnPass,
+) -> Result<(BatchFate, u64), String> {
+    let header = RecordBatchHeader::parse(batch).map_err(|error| error.to_string())?;
+    if header.is_control() {
+        let fate = if txns.keep_marker(batch, &header, pass.tombstone_horizon_ms) {
+            BatchFate::Keep
+        } else {
+            BatchFate::Drop
+        };
+        return Ok((fate, 0));
+    }
+    if txns.is_aborted_data(&header) {
+        return Ok((BatchFate::Drop, header.record_count.max(0) as u64));
+    }
+    txns.on_data_batch(&header);
+    filter_batch(
+        batch,
+        pass.map,
+        pass.map_end_offset,
+        pass.tombstone_horizon_ms,
+    )
 }
 
 /// Decides one batch's fate against the key map. Returns the fate and the records removed.
@@ -285,6 +414,7 @@ impl PartitionLog {
         &self,
         now_ms: i64,
         limits: &CompactionLimits,
+        transactions: &TransactionView,
     ) -> Result<Option<CompactionOutcome>, LogError> {
         assert!(limits.slice_bytes > 0 && limits.max_keys > 0);
         let config = self.config();
@@ -300,8 +430,10 @@ impl PartitionLog {
             state.check_readable()?;
             let sealed = &state.segments[..state.segments.len() - 1];
             let mut cleanable: Vec<SegmentRef> = Vec::new();
+            let stable_end_offset = transactions.first_unstable_offset.unwrap_or(i64::MAX);
             for segment in sealed {
                 if segment.next_offset > state.durable_end_offset
+                    || segment.next_offset > stable_end_offset
                     || segment.retention_timestamp_ms() > lag_horizon_ms
                 {
                     break;
@@ -336,7 +468,8 @@ impl PartitionLog {
             return Ok(None);
         }
 
-        // Build the key map over the dirty range.
+        // Build the key map over the dirty range (committed and non-transactional data only).
+        let mut txns = TxnPass::new(transactions);
         let mut map = KeyMap::new();
         let mut map_end_offset = dirty_start;
         let mut sliced_bytes = 0u64;
@@ -354,10 +487,15 @@ impl PartitionLog {
                     if map.len() + header.record_count.max(0) as usize > limits.max_keys {
                         break 'segments;
                     }
-                    let batch = reader.bytes(position, size_bytes).await?;
-                    map_batch(batch, &header, &mut map).map_err(|error| {
-                        LogError::Corrupt(format!("compaction of {}: {error}", header.base_offset))
-                    })?;
+                    if !txns.is_aborted_data(&header) {
+                        let batch = reader.bytes(position, size_bytes).await?;
+                        map_batch(batch, &header, &mut map).map_err(|error| {
+                            LogError::Corrupt(format!(
+                                "compaction of {}: {error}",
+                                header.base_offset
+                            ))
+                        })?;
+                    }
                     map_end_offset = header.last_offset() + 1;
                 }
                 position += size_bytes as u64;
@@ -395,7 +533,11 @@ impl PartitionLog {
         };
         for segment in segments.iter().filter(|s| s.base_offset < map_end_offset) {
             let removable = segment.base_offset != first_base_offset;
-            let rewritten = self.rewrite_segment(segment, removable, &pass).await?;
+            let rewritten = self
+                .rewrite_segment(segment, removable, &pass, &mut txns)
+                .await?;
+            // Every aborted batch below here is gone (all segments from the first were read).
+            outcome.aborted_cleaned_below = segment.next_offset;
             if let Some((size_after, removed)) = rewritten {
                 outcome.segments_rewritten += 1;
                 outcome.bytes_before += segment.size_bytes;
@@ -403,6 +545,7 @@ impl PartitionLog {
                 outcome.records_removed += removed;
             }
         }
+        outcome.markers_removed = txns.markers_removed;
         // Cached appends of the cleaned range would keep serving superseded records.
         self.cache.borrow_mut().evict_before(map_end_offset);
         {
@@ -413,7 +556,7 @@ impl PartitionLog {
         tracing::info!(dir = %self.dir.display(), segments = outcome.segments_rewritten,
             bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after,
             records_removed = outcome.records_removed, cleaned_up_to = map_end_offset,
-            "compacted");
+            markers_removed = outcome.markers_removed, "compacted");
         Ok(Some(outcome))
     }
 
@@ -424,14 +567,10 @@ impl PartitionLog {
         segment: &SegmentRef,
         removable: bool,
         pass: &PassContext<'_>,
+        txns: &mut TxnPass,
     ) -> Result<Option<(u64, u64)>, LogError> {
-        let PassContext {
-            map,
-            map_end_offset,
-            tombstone_horizon_ms,
-            limits,
-            index_interval_bytes,
-        } = *pass;
+        let limits = pass.limits;
+        let index_interval_bytes = pass.index_interval_bytes;
         let cleaned_name = format!("{}{CLEANED_SUFFIX}", segment_file_name(segment.base_offset));
         let cleaned_path = self.dir.join(&cleaned_name);
         let output = open_segment_file(&cleaned_path, true).await?;
@@ -455,9 +594,8 @@ impl PartitionLog {
                 let header = read_header(&mut reader, position, segment.size_bytes).await?;
                 let size_bytes = header.total_size_bytes();
                 let batch = reader.bytes(position, size_bytes).await?;
-                let (fate, removed) =
-                    filter_batch(batch, map, map_end_offset, tombstone_horizon_ms)
-                        .map_err(|error| LogError::Corrupt(format!("compaction: {error}")))?;
+                let (fate, removed) = filter_batch_in_pass(batch, pass, txns)
+                    .map_err(|error| LogError::Corrupt(format!("compaction: {error}")))?;
                 removed_records += removed;
                 let kept: Option<&[u8]> = match &fate {
                     BatchFate::Keep => Some(batch),
@@ -790,6 +928,116 @@ mod tests {
                 (BatchFate::Drop, 2)
             );
         }
+    }
+
+    const ATTR_TRANSACTIONAL: i16 = 0x10;
+    const ATTR_CONTROL: i16 = 0x20;
+
+    fn txn_batch(base_offset: i64, producer_id: i64, entries: &[Entry<'_>]) -> Vec<u8> {
+        build_batch_raw(
+            BatchParams {
+                base_offset,
+                attributes: ATTR_TRANSACTIONAL,
+                producer_id,
+                producer_epoch: 0,
+                base_sequence: 0,
+                ..BatchParams::default()
+            },
+            entries.len() as i32,
+            &records(entries),
+        )
+    }
+
+    fn marker(base_offset: i64, producer_id: i64, commit: bool, timestamp_ms: i64) -> Vec<u8> {
+        let key = [0u8, 0, 0, u8::from(commit)];
+        let value = [0u8, 0, 0, 0, 0, 0];
+        build_batch_raw(
+            BatchParams {
+                base_offset,
+                attributes: ATTR_TRANSACTIONAL | ATTR_CONTROL,
+                base_timestamp_ms: timestamp_ms,
+                producer_id,
+                producer_epoch: 0,
+                ..BatchParams::default()
+            },
+            1,
+            &records(&[(Some(&key), Some(&value))]),
+        )
+    }
+
+    /// One pass over `log` as `compact` makes it: the map without aborted data, then every
+    /// batch's fate. Returns the offsets kept and the markers removed.
+    fn pass_over(log: &[Vec<u8>], view: &TransactionView, horizon_ms: i64) -> (Vec<i64>, u64) {
+        let mut txns = TxnPass::new(view);
+        let mut map = KeyMap::new();
+        for batch in log {
+            let header = RecordBatchHeader::parse(batch).unwrap();
+            if !txns.is_aborted_data(&header) {
+                map_batch(batch, &header, &mut map).unwrap();
+            }
+        }
+        let limits = CompactionLimits::default();
+        let pass = PassContext {
+            map: &map,
+            map_end_offset: i64::MAX,
+            tombstone_horizon_ms: horizon_ms,
+            limits: &limits,
+            index_interval_bytes: 4096,
+        };
+        let mut kept = Vec::new();
+        for batch in log {
+            let offset = RecordBatchHeader::parse(batch).unwrap().base_offset;
+            match filter_batch_in_pass(batch, &pass, &mut txns).unwrap().0 {
+                BatchFate::Keep => kept.push(offset),
+                BatchFate::Drop => {}
+                BatchFate::Rebuild(_) => panic!("no batch here loses part of its records"),
+            }
+        }
+        (kept, txns.markers_removed)
+    }
+
+    #[test]
+    fn aborted_data_goes_and_markers_stay_while_they_protect_data() {
+        let old_ms = 1_000;
+        let recent_ms = 9_000;
+        let horizon_ms = 5_000;
+        let log = vec![
+            txn_batch(0, 7, &[(Some(b"a"), Some(b"committed"))]),
+            marker(1, 7, true, old_ms),
+            txn_batch(2, 8, &[(Some(b"a"), Some(b"aborted"))]),
+            marker(3, 8, false, old_ms),
+            batch(4, COMPRESSION_NONE, &[(Some(b"b"), Some(b"plain"))]),
+            marker(5, 9, true, old_ms), // a commit with no data here, past the horizon
+            marker(6, 9, true, recent_ms), // the same, not yet past it
+        ];
+        let view = TransactionView {
+            first_unstable_offset: None,
+            aborted: vec![AbortedRange {
+                producer_id: 8,
+                first_offset: 2,
+                marker_offset: 3,
+            }],
+        };
+        // The aborted write of "a" supersedes nothing: the committed one at 0 stays.
+        let (kept, markers_removed) = pass_over(&log, &view, horizon_ms);
+        assert_eq!(kept, vec![0, 1, 3, 4, 6]);
+        assert_eq!(markers_removed, 1);
+
+        // Next pass: the caller retired the aborted entry, so its marker goes too; the commit
+        // marker of data still present stays.
+        let survivors: Vec<Vec<u8>> = log
+            .iter()
+            .filter(|b| kept.contains(&RecordBatchHeader::parse(b).unwrap().base_offset))
+            .cloned()
+            .collect();
+        let (kept, markers_removed) =
+            pass_over(&survivors, &TransactionView::default(), horizon_ms);
+        assert_eq!(kept, vec![0, 1, 4, 6]);
+        assert_eq!(markers_removed, 1);
+
+        // Before the horizon every marker stays.
+        let (kept, _) = pass_over(&log, &view, 0);
+        assert_eq!(kept, vec![0, 1, 3, 4, 5, 6]);
     }
 
     #[test]

@@ -54,7 +54,7 @@ mod waiters;
 mod tests;
 
 pub use cache::{set_shard_cache_max_bytes, shard_cache_evictions, shard_cached_bytes};
-pub use compaction::{CompactionLimits, CompactionOutcome};
+pub use compaction::{AbortedRange, CompactionLimits, CompactionOutcome, TransactionView};
 pub use file_io::fallback_read_count;
 pub use leader_epochs::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use partition::PartitionLog;

@@ -1408,7 +1408,7 @@ fn compaction_keeps_latest_per_key_and_survives_reopen() {
             max_keys: 1000,
         };
         let outcome = log
-            .compact(super::now_ms(), &limits)
+            .compact(super::now_ms(), &limits, &Default::default())
             .await
             .unwrap()
             .unwrap();
@@ -1438,7 +1438,7 @@ fn compaction_keeps_latest_per_key_and_survives_reopen() {
         check(read_records(&log).await, &latest);
         // Nothing new: a second pass does nothing.
         assert!(log
-            .compact(super::now_ms(), &limits)
+            .compact(super::now_ms(), &limits, &Default::default())
             .await
             .unwrap()
             .is_none());

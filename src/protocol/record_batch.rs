@@ -177,6 +177,25 @@ impl RecordBatchHeader {
     }
 }
 
+/// How a control batch ended a transaction; `None` for control records of other kinds.
+pub fn control_marker_type(batch: &[u8], header: &RecordBatchHeader) -> Option<bool> {
+    if !header.is_control() {
+        return None;
+    }
+    let section = batch.get(RECORD_BATCH_HEADER_SIZE_BYTES..)?;
+    let records = crate::protocol::records::parse_records(section).ok()?;
+    let key = records.first()?.key?;
+    // Control record key: version int16, type int16 (0 ABORT, 1 COMMIT).
+    if key.len() < 4 {
+        return None;
+    }
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
 /// What `validate_batches` learned about one partition's `records` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchesSummary {

@@ -22,6 +22,7 @@ use kafka_protocol::error::ResponseError;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::log::{LogError, PartitionLog};
+pub use crate::protocol::record_batch::control_marker_type;
 use crate::protocol::record_batch::RecordBatchHeader;
 
 /// Kafka's `NUM_BATCHES_TO_RETAIN`.
@@ -117,25 +118,6 @@ pub struct ProducerStateTable {
     generation: u64,
     /// Generation of the last snapshot written.
     snapshotted_generation: u64,
-}
-
-/// How a control batch ended a transaction; `None` for control records of other kinds.
-pub fn control_marker_type(batch: &[u8], header: &RecordBatchHeader) -> Option<bool> {
-    if !header.is_control() {
-        return None;
-    }
-    let section = batch.get(crate::protocol::record_batch::RECORD_BATCH_HEADER_SIZE_BYTES..)?;
-    let records = crate::protocol::records::parse_records(section).ok()?;
-    let key = records.first()?.key?;
-    // Control record key: version int16, type int16 (0 ABORT, 1 COMMIT).
-    if key.len() < 4 {
-        return None;
-    }
-    match i16::from_be_bytes([key[2], key[3]]) {
-        0 => Some(false),
-        1 => Some(true),
-        _ => None,
-    }
 }
 
 fn next_sequence(sequence: i32) -> i32 {
@@ -351,18 +333,35 @@ impl ProducerStateTable {
             .collect()
     }
 
+    /// What compaction must respect: the first unstable offset and the aborted index.
+    pub fn compaction_view(&self) -> crate::log::TransactionView {
+        crate::log::TransactionView {
+            first_unstable_offset: self.first_unstable_offset(),
+            aborted: self
+                .aborted
+                .iter()
+                .map(|aborted| crate::log::AbortedRange {
+                    producer_id: aborted.producer_id,
+                    first_offset: aborted.first_offset,
+                    marker_offset: aborted.last_offset,
+                })
+                .collect(),
+        }
+    }
+
     /// Number of aborted transactions remembered.
     pub fn aborted_count(&self) -> usize {
         self.aborted.len()
     }
 
-    /// Forgets aborted transactions wholly below the log start (retention removed their
-    /// records and marker).
-    pub fn trim_before(&mut self, log_start_offset: i64) {
+    /// Forgets aborted transactions whose marker is below `offset`: below the log start
+    /// (retention removed their records and marker), or below where compaction removed their
+    /// records (nothing of theirs is left for a read_committed consumer to drop).
+    pub fn forget_aborted_below(&mut self, offset: i64) {
         while self
             .aborted
             .front()
-            .is_some_and(|aborted| aborted.last_offset < log_start_offset)
+            .is_some_and(|aborted| aborted.last_offset < offset)
         {
             self.aborted.pop_front();
             self.generation += 1;
@@ -432,7 +431,7 @@ impl ProducerStateTable {
             ),
         };
         table.replay(log, from_offset, end_offset).await?;
-        table.trim_before(log.log_start_offset());
+        table.forget_aborted_below(log.log_start_offset());
         Ok(table)
     }
 
@@ -872,7 +871,7 @@ mod tests {
         assert_eq!(table.aborted_between(0, 8), vec![]);
         // A marker for a producer without records here indexes nothing.
         assert_eq!(table.apply_marker(9, 0, false, 0, 13, 0), None);
-        table.trim_before(13);
+        table.forget_aborted_below(13);
         assert_eq!(table.aborted_count(), 0);
     }
 

@@ -7,8 +7,9 @@ Clients: confluent-kafka (librdkafka) for most tests, kafka-python for its own r
 the admin APIs (confluent-kafka 2.16.1 has no list/describe_transactions), raw frames
 (kafka_wire.py) for exact error codes and for the bytes on the log (control batches, aborted
 transaction lists). Everything waits on conditions with deadlines; the only fixed waits are the
-random delay that places a kill -9 somewhere inside a transaction, and one bounded observation
-window that checks that nothing arrives while a transaction is open.
+random delay that places a kill -9 somewhere inside a transaction, and two bounded observation
+windows that check that nothing happens while a transaction is open (a read_committed consumer
+gets nothing; compaction cleans nothing past the LSO).
 
 Kafka facts the assertions rely on:
 * A transaction writes one control batch (one record: key = version 0, type 0 abort / 1 commit)
@@ -27,10 +28,12 @@ Kafka facts the assertions rely on:
 from __future__ import annotations
 
 import collections
+import json
 import os
 import queue
 import random
 import struct
+import subprocess
 import threading
 import time
 import uuid
@@ -499,6 +502,27 @@ def test_open_transaction_holds_back_the_lso(broker_factory):
     u = raw_fetch_all(bootstrap, topic, 0, ISOLATION_READ_UNCOMMITTED)
     assert data_offsets(u["batches"]) == list(range(12))
 
+    # `riptide group describe` measures lag against the end a consumer of each isolation can
+    # read to: LSO - committed for read_committed, HW - committed otherwise.
+    group = unique_topic("txn-lag-group")
+    committer = Consumer(base_conf(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+    try:
+        committer.commit(offsets=[TopicPartition(topic, 0, 3), TopicPartition(topic, 1, 5)],
+                         asynchronous=False)
+    finally:
+        committer.close()
+    lags = {}
+    for isolation in ("read-committed", "read-uncommitted"):
+        described = subprocess.run(
+            [str(broker.binary), "group", "describe", group, "--isolation", isolation,
+             "--format", "json", "-b", bootstrap],
+            capture_output=True, text=True, timeout=60)
+        assert described.returncode == 0, described.stderr
+        doc = json.loads(described.stdout)
+        lags[doc["lag_against"]] = {o["partition"]: (o["end_offset"], o["lag"]) for o in doc["offsets"]}
+    assert lags == {"last_stable_offset": {0: (5, 2), 1: (5, 0)},
+                    "high_watermark": {0: (12, 9), 1: (5, 0)}}, lags
+
     reader = Reader(bootstrap, topic, [0, 1], committed=True)
     try:
         got = reader.read_to({0: 5, 1: 5})  # EOF at the LSO on partition 0
@@ -513,6 +537,140 @@ def test_open_transaction_holds_back_the_lso(broker_factory):
         assert offsets_of(got)[0] == list(range(12))
     finally:
         reader.close()
+
+
+# ---- 2b. compaction of a transactional topic -------------------------------------------------
+
+COMPACTION_ARGS = ("--compaction-interval-ms", "200", "--recovery-checkpoint-interval-ms", "200")
+
+
+def send_keyed(p: Producer, topic: str, records: List[tuple]) -> list:
+    """Produce [(key, value)] to partition 0 and flush; returns the offsets in order."""
+    reports, errors = [], []
+
+    def on_delivery(err, msg):
+        (errors if err is not None else reports).append(err if err is not None else msg.offset())
+
+    for key, value in records:
+        while True:
+            try:
+                p.produce(topic, key=key, value=value, partition=0, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.05)
+    assert p.flush(CLIENT_TIMEOUT) == 0
+    assert not errors, f"deliveries failed: {errors[:3]}"
+    return sorted(reports)
+
+
+def keyed_view(bootstrap: str, topic: str, isolation: int) -> dict:
+    """The partition as a raw Fetch sees it: data records [(offset, key, value)], markers,
+    aborted transactions."""
+    f = raw_fetch_all(bootstrap, topic, 0, isolation)
+    records = [(r[0], r[2], r[3]) for b in f["batches"] if not is_control(b) for r in (b.records or [])]
+    # What a read_committed client keeps: it drops a producer's transactional batches from the
+    # first offset of each aborted transaction it was told of until that producer's ABORT marker.
+    pending = sorted(f["aborted"], key=lambda a: a[1])
+    aborting, visible = set(), []
+    for b in f["batches"]:
+        while pending and pending[0][1] <= b.base_offset:
+            aborting.add(pending.pop(0)[0])
+        if is_control(b):
+            if control_type(b) == CONTROL_ABORT:
+                aborting.discard(b.producer_id)
+        elif not (is_transactional(b) and b.producer_id in aborting):
+            visible.extend((r[0], r[2], r[3]) for r in (b.records or []))
+    return {"records": records, "visible": visible, "markers": markers(f["batches"]),
+            "aborted": f["aborted"]}
+
+
+@pytest.mark.timeout(180)
+def test_compaction_respects_transactions(broker_factory):
+    """Kafka's cleaner rules on a compacted topic with transactions. One producer commits
+    keys k00..k19 (T1), aborts new values for them (T2), and opens a third transaction on them
+    (T3); duplicate-keyed filler records follow. While T3 is open nothing at or past its first
+    offset is cleaned (its keys must not supersede committed values: it may abort). After T3
+    aborts: the aborted data is removed, the aborted writes superseded nothing (read_committed
+    still reads T1's values at their offsets), the aborted-transaction index entries retire,
+    and once no data is left to protect the ABORT markers go too (delete.retention.ms=0),
+    while T1's COMMIT marker stays. All of it holds across a kill -9 and restart."""
+    broker = broker_factory(*TXN_ARGS, *COMPACTION_ARGS)
+    bootstrap = broker.bootstrap
+    topic = unique_topic("txn-compact")
+    create_topic(bootstrap, topic, 1, config={
+        "cleanup.policy": "compact", "segment.bytes": "65536", "min.compaction.lag.ms": "0",
+        "delete.retention.ms": "0", "min.cleanable.dirty.ratio": "0.01"})
+    pad = b"x" * 1000
+    keys = [b"k%02d" % i for i in range(20)]
+    plain = Producer(base_conf(bootstrap, **{"enable.idempotence": True, "linger.ms": 5}))
+
+    def fillers(tag: bytes) -> list:
+        # 100 KB: seals whatever came before (64 KiB segments); each key twice.
+        return send_keyed(plain, topic, [(b"f%02d" % (i % 50), tag + pad) for i in range(100)])
+
+    p = txn_producer(bootstrap)
+    p.begin_transaction()
+    t1 = send_keyed(p, topic, [(k, b"c1-" + k + pad) for k in keys])
+    p.commit_transaction(CLIENT_TIMEOUT)
+    p.begin_transaction()
+    t2 = send_keyed(p, topic, [(k, b"a2-" + k + pad) for k in keys])
+    p.abort_transaction(CLIENT_TIMEOUT)
+    p.begin_transaction()
+    t3 = send_keyed(p, topic, [(k, b"o3-" + k + pad) for k in keys])
+    first_fillers = fillers(b"first-")
+    assert lso(bootstrap, topic, [0]) == {0: t3[0]}
+    committed = [(o, k, b"c1-" + k + pad) for o, k in zip(t1, keys)]
+
+    def committed_keyed():
+        got = keyed_view(bootstrap, topic, ISOLATION_READ_COMMITTED)
+        return [r for r in got["visible"] if r[1].startswith(b"k")]
+
+    # T3 open: a bounded window of at least five compaction intervals, in which the aborted
+    # T2 below the LSO may be cleaned but the fillers past it must not be, nor may T3's keys
+    # remove T1's values.
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        assert committed_keyed() == committed, "committed values lost while a transaction was open"
+        time.sleep(0.1)
+    raw = keyed_view(bootstrap, topic, ISOLATION_READ_UNCOMMITTED)["records"]
+    assert [o for (o, k, _) in raw if k.startswith(b"f")] == first_fillers, \
+        "records past the last stable offset were compacted"
+
+    p.abort_transaction(CLIENT_TIMEOUT)
+    wait_settled(bootstrap, topic, {0: first_fillers[-1] + 2})  # + T3's abort marker
+    second_fillers = fillers(b"second-")
+
+    def aborted_data_removed():
+        view = keyed_view(bootstrap, topic, ISOLATION_READ_UNCOMMITTED)
+        aborted_left = [r for r in view["records"] if r[2][:3] in (b"a2-", b"o3-")]
+        return view if not aborted_left and not view["aborted"] else None
+
+    view = wait_until(aborted_data_removed, 60, "compaction to remove the aborted transactions'"
+                      " data and retire their aborted-index entries", interval=0.3)
+    assert [r for r in view["records"] if r[1].startswith(b"k")] == committed
+    assert committed_keyed() == committed
+    # Superseded fillers went (the ones below the active segment at least).
+    firsts = [o for (o, k, _) in view["records"] if k.startswith(b"f") and o in first_fillers]
+    assert len(firsts) < len(first_fillers), "fillers past the old LSO were never compacted"
+
+    # Nothing protects the ABORT markers now: the next pass with new dirty data removes them;
+    # T1's COMMIT marker stays (its data does).
+    def abort_markers_removed():
+        fillers(b"more-")
+        got = keyed_view(bootstrap, topic, ISOLATION_READ_UNCOMMITTED)
+        return got if not [m for m in got["markers"] if m[1] == CONTROL_ABORT] else None
+
+    view = wait_until(abort_markers_removed, 60, "compaction to remove the ABORT markers",
+                      interval=0.5)
+    assert (t1[-1] + 1, CONTROL_COMMIT) in {(o, t) for (o, t, _) in view["markers"]}
+    assert committed_keyed() == committed
+
+    broker.restart(hard=True)
+    after = keyed_view(bootstrap, topic, ISOLATION_READ_COMMITTED)
+    assert not after["aborted"], "a restart revived retired aborted-index entries"
+    assert [r for r in after["visible"] if r[1].startswith(b"k")] == committed
+    p.flush(1)
+    plain.flush(1)
 
 
 # ---- 3. the coordinator aborts a transaction past its timeout --------------------------------
