@@ -57,6 +57,18 @@ pub struct ServeArgs {
     pub max_request_memory_per_shard_bytes: Option<usize>,
     #[arg(long)]
     pub max_in_flight_requests_per_connection: Option<usize>,
+    /// Close connections idle (nothing in flight, no request) this long [default: 600000].
+    #[arg(long)]
+    pub connections_max_idle_ms: Option<u64>,
+    /// A request frame must arrive whole within this of its first byte [default: 30000].
+    #[arg(long)]
+    pub request_read_timeout_ms: Option<u64>,
+    /// Close a connection whose client does not read a response within this [default: 60000].
+    #[arg(long)]
+    pub response_write_timeout_ms: Option<u64>,
+    /// Client connections per shard; more are closed on accept [default: 65536].
+    #[arg(long)]
+    pub max_connections_per_shard: Option<usize>,
     #[arg(long, action = clap::ArgAction::Set)]
     pub auto_create_topics: Option<bool>,
     #[arg(long)]
@@ -244,6 +256,10 @@ impl ServeArgs {
             max_request_size_bytes,
             max_request_memory_per_shard_bytes,
             max_in_flight_requests_per_connection,
+            connections_max_idle_ms,
+            request_read_timeout_ms,
+            response_write_timeout_ms,
+            max_connections_per_shard,
             auto_create_topics,
             num_partitions,
             segment_bytes,

@@ -28,6 +28,17 @@ pub struct BrokerConfig {
     pub max_request_memory_per_shard_bytes: usize,
     /// Requests a connection may have in progress before the broker stops reading from it.
     pub max_in_flight_requests_per_connection: usize,
+    /// A connection with nothing in flight that sends no request for this long is closed
+    /// (Kafka's `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// Once the first byte of a request frame arrives, the whole frame must arrive within this
+    /// (slow senders cannot hold a connection and its request memory indefinitely).
+    pub request_read_timeout_ms: u64,
+    /// A response the client does not read within this is abandoned with its connection (a
+    /// client that never reads cannot pin responses in memory).
+    pub response_write_timeout_ms: u64,
+    /// Open client connections one shard serves; connections past it are closed on accept.
+    pub max_connections_per_shard: usize,
     /// Metadata requests create unknown topics (Kafka's `auto.create.topics.enable`).
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics (Kafka's `num.partitions`).
@@ -200,6 +211,10 @@ impl Default for BrokerConfig {
             max_request_size_bytes: 100 * 1024 * 1024,
             max_request_memory_per_shard_bytes: 256 * 1024 * 1024,
             max_in_flight_requests_per_connection: 128,
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
+            response_write_timeout_ms: 60_000,
+            max_connections_per_shard: 65_536,
             auto_create_topics: true,
             num_partitions: 1,
             segment_bytes: 128 * 1024 * 1024,
@@ -298,6 +313,16 @@ impl BrokerConfig {
         anyhow::ensure!(
             self.max_in_flight_requests_per_connection >= 1,
             "max_in_flight_requests_per_connection must be at least 1"
+        );
+        anyhow::ensure!(
+            self.connections_max_idle_ms >= 100
+                && self.request_read_timeout_ms >= 100
+                && self.response_write_timeout_ms >= 100,
+            "connections_max_idle_ms, request_read_timeout_ms and response_write_timeout_ms must be at least 100"
+        );
+        anyhow::ensure!(
+            self.max_connections_per_shard >= 1,
+            "max_connections_per_shard must be at least 1"
         );
         anyhow::ensure!(
             self.num_partitions >= 1,

@@ -367,6 +367,22 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             e,
+            "connections_closed",
+            "Client connections closed or refused by the broker on a limit, by reason.",
+            Counter,
+            shards.iter().flat_map(|shard| {
+                super::ConnectionClosed::ALL.iter().map(move |&reason| {
+                    let mut labels = shard_labels(shard);
+                    labels.push(("reason", reason.label().to_string()));
+                    (
+                        labels,
+                        Sample::Counter(shard.connections_closed_total[reason as usize]),
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
             "bytes_received",
             "Bytes of request frames read from clients.",
             Counter,

@@ -51,6 +51,8 @@ struct ShardMetrics {
     errors: RefCell<BTreeMap<(i16, i16), u64>>,
     connections_open: Cell<u64>,
     connections_accepted: Cell<u64>,
+    /// By [`ConnectionClosed`] reason.
+    connections_closed: [Cell<u64>; ConnectionClosed::COUNT],
     bytes_received: Cell<u64>,
     bytes_sent: Cell<u64>,
     batch_cache_hits: Cell<u64>,
@@ -81,6 +83,7 @@ impl Default for ShardMetrics {
             errors: RefCell::default(),
             connections_open: Cell::default(),
             connections_accepted: Cell::default(),
+            connections_closed: Default::default(),
             bytes_received: Cell::default(),
             bytes_sent: Cell::default(),
             batch_cache_hits: Cell::default(),
@@ -164,6 +167,47 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// Why the broker closed (or refused) a client connection on a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClosed {
+    /// Nothing in flight and no request for `connections_max_idle_ms`.
+    Idle,
+    /// A frame did not arrive within `request_read_timeout_ms`.
+    RequestTimeout,
+    /// The client did not read a response within `response_write_timeout_ms`.
+    ResponseTimeout,
+    /// Refused on accept: the shard serves `max_connections_per_shard`.
+    OverLimit,
+}
+
+impl ConnectionClosed {
+    pub const COUNT: usize = 4;
+    pub const ALL: [ConnectionClosed; Self::COUNT] = [
+        ConnectionClosed::Idle,
+        ConnectionClosed::RequestTimeout,
+        ConnectionClosed::ResponseTimeout,
+        ConnectionClosed::OverLimit,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionClosed::Idle => "idle",
+            ConnectionClosed::RequestTimeout => "request_timeout",
+            ConnectionClosed::ResponseTimeout => "response_timeout",
+            ConnectionClosed::OverLimit => "over_limit",
+        }
+    }
+}
+
+pub fn connection_closed(reason: ConnectionClosed) {
+    LOCAL.with(|local| add(&local.connections_closed[reason as usize], 1));
+}
+
+/// Client connections open on the calling shard.
+pub fn connections_open_here() -> u64 {
+    LOCAL.with(|local| local.connections_open.get())
+}
+
 /// Bytes read from clients (frames including their size prefix).
 pub fn add_bytes_received(bytes: usize) {
     LOCAL.with(|local| add(&local.bytes_received, bytes as u64));
@@ -224,6 +268,8 @@ pub struct ShardSnapshot {
     pub errors: Vec<(i16, i16, u64)>,
     pub connections_open: u64,
     pub connections_accepted_total: u64,
+    /// Indexed by [`ConnectionClosed`] as usize.
+    pub connections_closed_total: [u64; ConnectionClosed::COUNT],
     pub bytes_received_total: u64,
     pub bytes_sent_total: u64,
     pub batch_cache_hits_total: u64,
@@ -329,6 +375,7 @@ fn counters_snapshot() -> ShardSnapshot {
                 .collect(),
             connections_open: local.connections_open.get(),
             connections_accepted_total: local.connections_accepted.get(),
+            connections_closed_total: std::array::from_fn(|i| local.connections_closed[i].get()),
             bytes_received_total: local.bytes_received.get(),
             bytes_sent_total: local.bytes_sent.get(),
             batch_cache_hits_total: local.batch_cache_hits.get(),

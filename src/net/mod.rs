@@ -4,22 +4,39 @@
 //! A connection reads length-prefixed frames and starts a handler task per request, up to
 //! `max_in_flight_requests_per_connection` at once (more stops the reading: backpressure);
 //! responses are written strictly in request order, as Kafka clients require.
+//!
+//! Every wait on the client is bounded, so no client holds a connection, its request memory or
+//! its responses indefinitely: a connection with nothing in flight is closed after
+//! `connections_max_idle_ms` without a request; a frame must arrive within
+//! `request_read_timeout_ms` of its first byte (its size prefix) and of its memory being granted
+//! (its body); a response must be taken by the client within `response_write_timeout_ms`. A shard
+//! serves at most `max_connections_per_shard` connections.
 
 use crate::api::{self, Outcome};
+use crate::metrics::ConnectionClosed;
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::{FutureExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::StaticPermit;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Frames shorter than this cannot hold a request header (api key, version, correlation id).
 const MIN_FRAME_SIZE_BYTES: usize = 8;
 
 pub fn bind_listener(address: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address).map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))
+}
+
+/// Refusals of connections over the limit are logged at most this often.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+thread_local! {
+    static LAST_REFUSAL_LOG: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Accepts connections until shutdown begins.
@@ -31,6 +48,28 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             accepted = listener.accept().fuse() => accepted,
         };
         match accepted {
+            Ok(stream)
+                if crate::metrics::connections_open_here()
+                    >= shard.config.max_connections_per_shard as u64 =>
+            {
+                crate::metrics::connection_closed(ConnectionClosed::OverLimit);
+                let now = Instant::now();
+                let log_due = LAST_REFUSAL_LOG.with(|last| {
+                    let due = last
+                        .get()
+                        .is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL);
+                    if due {
+                        last.set(Some(now));
+                    }
+                    due
+                });
+                if log_due {
+                    tracing::warn!(shard = shard.id, peer = ?stream.peer_addr().ok(),
+                        max_connections_per_shard = shard.config.max_connections_per_shard,
+                        "refusing connections: the shard serves its maximum");
+                }
+                drop(stream);
+            }
             Ok(stream) => {
                 let peer = stream
                     .peer_addr()
@@ -55,6 +94,26 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     tracing::debug!(shard = shard.id, "stopped accepting connections");
 }
 
+/// What the idle check needs of a connection.
+struct Activity {
+    /// Requests read whose response is not yet written.
+    requests: Cell<usize>,
+    /// When the last request was read or the last response written.
+    last_at: Cell<Instant>,
+}
+
+/// Marks a request done once its response is written (or abandoned).
+struct ResponseDone<'a>(&'a Activity);
+
+impl Drop for ResponseDone<'_> {
+    fn drop(&mut self) {
+        let activity = self.0;
+        assert!(activity.requests.get() > 0, "a response for a request read");
+        activity.requests.set(activity.requests.get() - 1);
+        activity.last_at.set(Instant::now());
+    }
+}
+
 /// Why a connection's reader stopped.
 enum ReadEnd {
     /// The client closed its side, or shutdown began: finish what is in flight.
@@ -75,21 +134,29 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
     let (in_flight_sender, mut in_flight_receiver) =
         futures::channel::mpsc::channel::<glommio::task::JoinHandle<Outcome>>(capacity - 1);
     // `futures` mpsc bounds at capacity + senders; one sender gives exactly `capacity`.
+    // Requests read whose response is not yet written (the connection is not idle meanwhile),
+    // and when the last request was read or response written (idleness counts from there).
+    let activity = Rc::new(Activity {
+        requests: Cell::new(0),
+        last_at: Cell::new(Instant::now()),
+    });
     let read_side = {
         let shard = shard.clone();
+        let activity = activity.clone();
         async move {
             let mut in_flight_sender = in_flight_sender;
             let mut stopped = shard.stopped().fuse();
             loop {
                 let frame = futures::select! {
                     _ = stopped => return ReadEnd::Finished,
-                    frame = read_frame(&mut reader, &shard, peer).fuse() => frame,
+                    frame = read_frame(&mut reader, &shard, peer, &activity).fuse() => frame,
                 };
                 let (frame, memory_permit) = match frame {
                     Ok(Some(frame)) => frame,
                     Ok(None) => return ReadEnd::Finished,
                     Err(()) => return ReadEnd::Abort,
                 };
+                activity.requests.set(activity.requests.get() + 1);
                 let handler = glommio::spawn_local({
                     let shard = shard.clone();
                     async move {
@@ -108,11 +175,29 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
             }
         }
     };
+    let response_write_timeout = Duration::from_millis(shard.config.response_write_timeout_ms);
     let write_side = async move {
         while let Some(handler) = in_flight_receiver.next().await {
-            match handler.await {
+            let outcome = handler.await;
+            let _done = ResponseDone(&activity);
+            match outcome {
                 Some(Outcome::Respond(response)) => {
-                    if let Err(error) = write_response(&mut writer, socket_fd, &response).await {
+                    let written = futures::select! {
+                        written = write_response(&mut writer, socket_fd, &response).fuse() => written,
+                        _ = glommio::timer::sleep(response_write_timeout).fuse() => {
+                            crate::metrics::connection_closed(ConnectionClosed::ResponseTimeout);
+                            tracing::warn!(%peer, response_write_timeout_ms =
+                                response_write_timeout.as_millis() as u64,
+                                "closing connection: the client did not read its response in time");
+                            // Also ends a zero-copy transfer still writing to a dup of the socket.
+                            let _ = nix::sys::socket::shutdown(
+                                socket_fd,
+                                nix::sys::socket::Shutdown::Both,
+                            );
+                            return;
+                        }
+                    };
+                    if let Err(error) = written {
                         tracing::debug!(%peer, "write failed, closing: {error}");
                         return;
                     }
@@ -139,19 +224,61 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
 
 /// Reads one frame, reserving its size from the shard's request memory first (waiting while the
 /// shard is full: backpressure). `Ok(None)` on a clean end of stream; `Err` when the connection
-/// must close.
+/// must close: a protocol violation, an I/O error, or a client that breaks a time bound (idle
+/// with nothing in flight, or a frame arriving too slowly).
 async fn read_frame<R: futures::io::AsyncRead + Unpin>(
     reader: &mut R,
     shard: &Shard,
     peer: SocketAddr,
+    activity: &Activity,
 ) -> Result<Option<(Bytes, StaticPermit)>, ()> {
     let max_request_size_bytes = shard.config.max_request_size_bytes;
+    let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
+    let read_timeout = Duration::from_millis(shard.config.request_read_timeout_ms);
     let mut size_prefix = [0u8; 4];
-    match reader.read_exact(&mut size_prefix).await {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => {
-            tracing::debug!(%peer, "read failed: {error}");
+    {
+        // The same read future lives across idle checks: a byte it took is never lost.
+        let first_byte = reader.read_exact(&mut size_prefix[..1]).fuse();
+        futures::pin_mut!(first_byte);
+        activity.last_at.set(Instant::now());
+        let mut check_in = idle;
+        loop {
+            futures::select! {
+                read = first_byte => match read {
+                    Ok(()) => break,
+                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return Ok(None)
+                    }
+                    Err(error) => {
+                        tracing::debug!(%peer, "read failed: {error}");
+                        return Err(());
+                    }
+                },
+                _ = glommio::timer::sleep(check_in).fuse() => {
+                    let quiet = activity.last_at.get().elapsed();
+                    let busy = activity.requests.get() > 0;
+                    if !busy && quiet >= idle {
+                        crate::metrics::connection_closed(ConnectionClosed::Idle);
+                        tracing::info!(%peer, connections_max_idle_ms = idle.as_millis() as u64,
+                            "closing idle connection");
+                        return Err(());
+                    }
+                    check_in = if busy { idle } else { idle - quiet };
+                }
+            }
+        }
+    }
+    let rest_of_prefix = within(read_timeout, reader.read_exact(&mut size_prefix[1..])).await;
+    match rest_of_prefix {
+        Some(Ok(())) => {}
+        Some(Err(error)) => {
+            tracing::warn!(%peer, "closing connection: truncated frame size ({error})");
+            return Err(());
+        }
+        None => {
+            crate::metrics::connection_closed(ConnectionClosed::RequestTimeout);
+            tracing::warn!(%peer, request_read_timeout_ms = read_timeout.as_millis() as u64,
+                "closing connection: frame size not received in time");
             return Err(());
         }
     }
@@ -178,12 +305,29 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
         return Err(());
     };
     let mut frame = BytesMut::zeroed(size);
-    if let Err(error) = reader.read_exact(&mut frame).await {
-        tracing::warn!(%peer, size, "closing connection: truncated frame ({error})");
-        return Err(());
+    match within(read_timeout, reader.read_exact(&mut frame)).await {
+        Some(Ok(())) => {}
+        Some(Err(error)) => {
+            tracing::warn!(%peer, size, "closing connection: truncated frame ({error})");
+            return Err(());
+        }
+        None => {
+            crate::metrics::connection_closed(ConnectionClosed::RequestTimeout);
+            tracing::warn!(%peer, size, request_read_timeout_ms = read_timeout.as_millis() as u64,
+                "closing connection: request frame not received in time");
+            return Err(());
+        }
     }
     crate::metrics::add_bytes_received(size_prefix.len() + size);
     Ok(Some((frame.freeze(), memory_permit)))
+}
+
+/// `work`'s output, or `None` if it takes longer than `timeout` (it is dropped then).
+async fn within<T>(timeout: Duration, work: impl std::future::Future<Output = T>) -> Option<T> {
+    futures::select! {
+        output = work.fuse() => Some(output),
+        _ = glommio::timer::sleep(timeout).fuse() => None,
+    }
 }
 
 /// Writes a response's chunks in order: bytes through the stream, file regions with a
