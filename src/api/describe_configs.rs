@@ -30,7 +30,8 @@ fn config_type(key: &str) -> i8 {
 }
 
 fn broker_configs(config: &BrokerConfig) -> Vec<(&'static str, String)> {
-    vec![
+    let rack = config.rack.iter().map(|rack| ("broker.rack", rack.clone()));
+    let mut configs = vec![
         ("broker.id", config.node_id.to_string()),
         ("node.id", config.node_id.to_string()),
         (
@@ -45,9 +46,37 @@ fn broker_configs(config: &BrokerConfig) -> Vec<(&'static str, String)> {
             config.max_request_size_bytes.to_string(),
         ),
         ("log.dirs", config.data_dir.display().to_string()),
-        ("default.replication.factor", "1".to_string()),
-        ("min.insync.replicas", "1".to_string()),
-    ]
+        (
+            "default.replication.factor",
+            config.default_replication_factor.to_string(),
+        ),
+        (
+            "min.insync.replicas",
+            config.min_insync_replicas.to_string(),
+        ),
+        (
+            "connections.max.idle.ms",
+            config.connections_max_idle_ms.to_string(),
+        ),
+        (
+            "transaction.max.timeout.ms",
+            config.transaction_max_timeout_ms.to_string(),
+        ),
+        (
+            "offsets.topic.num.partitions",
+            config.offsets_topic_num_partitions.to_string(),
+        ),
+        (
+            "transaction.state.log.num.partitions",
+            config.transaction_state_log_num_partitions.to_string(),
+        ),
+        (
+            "unclean.leader.election.enable",
+            config.unclean_leader_election_enable.to_string(),
+        ),
+    ];
+    configs.extend(rack);
+    configs
 }
 
 pub async fn handle(

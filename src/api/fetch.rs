@@ -408,7 +408,15 @@ impl Slotted for ReadWork {
 
 async fn read_on_owner(shard: &Rc<Shard>, work: ReadWork, reader: Reader) -> ReadReply {
     let Some(partition) = shard.partitions.get(&work.topic, work.partition) else {
-        return ReadReply::failed(work.slot, ResponseError::NotLeaderOrFollower);
+        // Deleted since the request's metadata was read: as Kafka answers for a deleted topic
+        // (librdkafka then drops the partition instead of retrying its leader).
+        let deleted = shard.metadata().topic(&work.topic).is_none();
+        let error = if deleted {
+            ResponseError::UnknownTopicOrPartition
+        } else {
+            ResponseError::NotLeaderOrFollower
+        };
+        return ReadReply::failed(work.slot, error);
     };
     if let Err(error) = partition.check_leader_epoch(work.current_leader_epoch) {
         return ReadReply::failed(work.slot, error);

@@ -112,6 +112,13 @@ async fn auto_create(context: &RequestContext, names: Vec<String>) -> Vec<Metada
             .map(|(name, result)| match (result, image.topic(name)) {
                 // Another request may have created it first: describe what exists.
                 (_, Some(record)) => describe_topic(&image, record),
+                // Created meanwhile by another node's request, not yet in this node's image: a
+                // retriable answer (any other topic error is permanent to librdkafka, which then
+                // fails every message queued for the topic).
+                (Err(error), None) if error.code == ResponseError::TopicAlreadyExists.code() => {
+                    unknown_topic(Some(name), Uuid::nil())
+                        .with_error_code(ResponseError::LeaderNotAvailable.code())
+                }
                 (Err(error), None) => {
                     tracing::warn!(topic = %name, "auto-creation failed: {}", error.message);
                     unknown_topic(Some(name), Uuid::nil()).with_error_code(error.code)

@@ -361,6 +361,22 @@ def test_raw_produce_to_wrong_node_is_not_leader(cluster_factory):
                              expected={p: 1 for p in range(partitions)}, timeout=30)
     assert {p: [m.value for m in ms] for p, ms in got.items()} == {p: [b"hello"] for p in range(partitions)}
 
+    # A topic created through one node and asked for (with auto-creation allowed) on another
+    # before that node's metadata has it: the answer is the topic or a retriable
+    # LEADER_NOT_AVAILABLE, never TOPIC_ALREADY_EXISTS (librdkafka fails every queued message
+    # on a non-retriable topic error). Repeated, since the window is short.
+    answers = collections.Counter()
+    for i in range(15):
+        name = unique_topic(f"race{i}")
+        created = create_topics_raw(cluster[1].host, cluster[1].kafka_port, [(name, 1, 3)])
+        assert created[name]["error_code"] == 0, created
+        for n in (cluster[2], cluster[3]):
+            with kw.KafkaConnection(n.host, n.kafka_port) as conn:
+                v = kw.pick_version(conn.api_versions(0)["api_keys"], kw.ApiKey.METADATA, 4, 12)
+                (t,) = conn.metadata(v, [name], True)["topics"]
+            answers[t["error_code"]] += 1
+    assert set(answers) <= {0, E_LEADER_NOT_AVAILABLE}, answers
+
 
 @pytest.mark.timeout(280)
 def test_controller_failover_rounds(cluster_factory, capsys):
