@@ -25,11 +25,8 @@ pub async fn handle(
         subscribed_topic_names: request
             .subscribed_topic_names
             .map(|names| names.into_iter().map(|n| n.0.to_string()).collect()),
-        // An empty regex means "no regex" (librdkafka sends one with name subscriptions).
-        subscribed_topic_regex: request
-            .subscribed_topic_regex
-            .map(|r| r.to_string())
-            .filter(|r| !r.is_empty()),
+        // An empty regex clears a regex subscription (librdkafka sends one with names).
+        subscribed_topic_regex: request.subscribed_topic_regex.map(|r| r.to_string()),
         server_assignor: request.server_assignor.map(|a| a.to_string()),
         owned: request.topic_partitions.map(|owned| {
             let mut assignment = Assignment::new();

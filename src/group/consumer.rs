@@ -61,6 +61,14 @@ pub struct TopicInfo {
 /// Lookup of topics by name (the metadata image; a map in tests).
 pub trait Topics {
     fn by_name(&self, name: &str) -> Option<TopicInfo>;
+    /// Names of the topics a regex subscription may match (internal topics excluded, as Kafka
+    /// does), in name order.
+    fn subscribable_names(&self) -> Vec<&str>;
+}
+
+/// Internal topics never match a regex subscription.
+fn is_internal(name: &str) -> bool {
+    name == crate::group::OFFSETS_TOPIC || name == crate::txn::TRANSACTION_STATE_TOPIC
 }
 
 impl Topics for crate::cluster::metadata::MetadataImage {
@@ -70,11 +78,71 @@ impl Topics for crate::cluster::metadata::MetadataImage {
             partitions: topic.partition_count(),
         })
     }
+
+    fn subscribable_names(&self) -> Vec<&str> {
+        self.topics
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !is_internal(name))
+            .collect()
+    }
 }
 
 impl Topics for HashMap<String, TopicInfo> {
     fn by_name(&self, name: &str) -> Option<TopicInfo> {
         self.get(name).cloned()
+    }
+
+    fn subscribable_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !is_internal(name))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// Longest SubscribedTopicRegex accepted.
+pub const MAX_REGEX_BYTES: usize = 4096;
+/// Memory one compiled subscription regex may take.
+const REGEX_SIZE_LIMIT_BYTES: usize = 1 << 20;
+
+/// A SubscribedTopicRegex, compiled (Kafka uses RE2/J; the `regex` crate has RE2's syntax and
+/// its linear-time guarantee, so a hostile pattern cannot stall the coordinator shard). Matches
+/// whole topic names, as Kafka's `Pattern.matcher(topic).matches()`.
+#[derive(Debug, Clone)]
+pub struct TopicRegex {
+    pub pattern: String,
+    anchored: regex::Regex,
+}
+
+impl TopicRegex {
+    pub fn compile(pattern: &str) -> Result<TopicRegex, String> {
+        if pattern.len() > MAX_REGEX_BYTES {
+            return Err(format!(
+                "SubscribedTopicRegex is longer than {MAX_REGEX_BYTES} bytes."
+            ));
+        }
+        regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(REGEX_SIZE_LIMIT_BYTES)
+            .build()
+            .map(|anchored| TopicRegex {
+                pattern: pattern.to_string(),
+                anchored,
+            })
+            .map_err(|error| format!("SubscribedTopicRegex {pattern} is invalid: {error}"))
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        self.anchored.is_match(topic)
+    }
+}
+
+impl PartialEq for TopicRegex {
+    fn eq(&self, other: &TopicRegex) -> bool {
+        self.pattern == other.pattern
     }
 }
 
@@ -87,6 +155,7 @@ pub struct HeartbeatParams {
     pub rack_id: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub subscribed_topic_names: Option<Vec<String>>,
+    /// `Some("")` clears a regex subscription; `None` leaves it as it is.
     pub subscribed_topic_regex: Option<String>,
     pub server_assignor: Option<String>,
     pub owned: Option<Assignment>,
@@ -186,15 +255,12 @@ pub fn validate(params: &HeartbeatParams, version: i16) -> Result<(), (Code, Str
         }
         _ => return invalid("MemberEpoch is invalid."),
     }
-    if params
-        .subscribed_topic_regex
-        .as_ref()
-        .is_some_and(|r| !r.is_empty())
-    {
-        // Regular-expression subscriptions need a regex engine the broker does not carry.
-        return invalid(
-            "SubscribedTopicRegex is not supported by this broker; subscribe by topic names.",
-        );
+    if let Some(pattern) = params.subscribed_topic_regex.as_ref() {
+        if !pattern.is_empty() {
+            if let Err(message) = TopicRegex::compile(pattern) {
+                return Err((E::InvalidRegularExpression.code(), message));
+            }
+        }
     }
     if let Some(name) = &params.server_assignor {
         if !assignor::is_supported(name) {
@@ -222,6 +288,8 @@ pub struct ConsumerMember {
     pub assigned: Assignment,
     pub pending_revocation: Assignment,
     pub subscribed_topic_names: Vec<String>,
+    /// Topics matching it are subscribed too (re-resolved as topics come and go).
+    pub subscribed_topic_regex: Option<TopicRegex>,
     pub server_assignor: Option<String>,
     rebalance_timeout: Duration,
     session_deadline: std::time::Instant,
@@ -327,10 +395,12 @@ impl ConsumerGroup {
         }
     }
 
+    /// Topics the members subscribe to: by name, and the existing ones their regexes match.
     pub fn subscribed_topics(&self) -> HashSet<String> {
         self.members
             .values()
             .flat_map(|m| m.subscribed_topic_names.iter().cloned())
+            .chain(self.subscription_metadata.keys().cloned())
             .collect()
     }
 
@@ -494,6 +564,14 @@ impl ConsumerGroup {
                 membership_changed = true;
             }
         }
+        if let Some(pattern) = &params.subscribed_topic_regex {
+            let regex =
+                (!pattern.is_empty()).then(|| TopicRegex::compile(pattern).expect("validated"));
+            if regex != member.subscribed_topic_regex {
+                member.subscribed_topic_regex = regex;
+                membership_changed = true;
+            }
+        }
         if params.server_assignor.is_some() && params.server_assignor != member.server_assignor {
             member.server_assignor = params.server_assignor.clone();
             membership_changed = true;
@@ -526,7 +604,8 @@ impl ConsumerGroup {
         let member = &self.members[&member_id];
         let full_request = params.member_epoch == JOIN_EPOCH
             || (params.rebalance_timeout_ms != -1
-                && params.subscribed_topic_names.is_some()
+                && (params.subscribed_topic_names.is_some()
+                    || params.subscribed_topic_regex.is_some())
                 && params.owned.is_some());
         let assignment =
             (full_request || member.assigned != before).then(|| member.assigned.clone());
@@ -640,6 +719,7 @@ impl ConsumerGroup {
                 assigned: Assignment::new(),
                 pending_revocation: Assignment::new(),
                 subscribed_topic_names: Vec::new(),
+                subscribed_topic_regex: None,
                 server_assignor: None,
                 rebalance_timeout: Duration::from_millis(params.rebalance_timeout_ms.max(0) as u64),
                 session_deadline: now.instant + limits.consumer_session_timeout,
@@ -685,12 +765,46 @@ impl ConsumerGroup {
         }
     }
 
+    /// The existing topics the members subscribe to, by name or by regex.
     fn resolve_subscriptions(&self, topics: &dyn Topics) -> BTreeMap<String, TopicInfo> {
-        self.members
+        let mut resolved: BTreeMap<String, TopicInfo> = self
+            .members
             .values()
             .flat_map(|m| m.subscribed_topic_names.iter())
             .filter_map(|name| topics.by_name(name).map(|info| (name.clone(), info)))
-            .collect()
+            .collect();
+        let regexes: BTreeMap<&str, &TopicRegex> = self
+            .members
+            .values()
+            .filter_map(|m| m.subscribed_topic_regex.as_ref())
+            .map(|regex| (regex.pattern.as_str(), regex))
+            .collect();
+        if !regexes.is_empty() {
+            for name in topics.subscribable_names() {
+                if resolved.contains_key(name) || !regexes.values().any(|r| r.matches(name)) {
+                    continue;
+                }
+                if let Some(info) = topics.by_name(name) {
+                    resolved.insert(name.to_string(), info);
+                }
+            }
+        }
+        resolved
+    }
+
+    /// A member's subscribed topics that exist (as of the last resolution).
+    fn member_topics(&self, member: &ConsumerMember) -> BTreeSet<Uuid> {
+        let by_name = member
+            .subscribed_topic_names
+            .iter()
+            .filter_map(|name| self.subscription_metadata.get(name).map(|i| i.id));
+        let by_regex = member.subscribed_topic_regex.iter().flat_map(|regex| {
+            self.subscription_metadata
+                .iter()
+                .filter(|(name, _)| regex.matches(name))
+                .map(|(_, info)| info.id)
+        });
+        by_name.chain(by_regex).collect()
     }
 
     fn compute_target(&mut self) {
@@ -704,11 +818,7 @@ impl ConsumerGroup {
             .values()
             .map(|m| MemberSpec {
                 member_id: m.member_id.clone(),
-                topics: m
-                    .subscribed_topic_names
-                    .iter()
-                    .filter_map(|name| self.subscription_metadata.get(name).map(|i| i.id))
-                    .collect(),
+                topics: self.member_topics(m),
             })
             .collect();
         self.target = assignor::assign(self.assignor_name(), &specs, &partitions, &self.target);
@@ -949,6 +1059,96 @@ mod tests {
         static_leave.instance_id = Some("i".into());
         assert!(validate(&static_leave, 1).is_ok());
         assert!(validate(&beat("m", -3, None), 1).is_err());
+    }
+
+    fn info(byte: u8, partitions: i32) -> TopicInfo {
+        TopicInfo {
+            id: Uuid::from_bytes([byte; 16]),
+            partitions,
+        }
+    }
+
+    fn assigned_topics(result: &HeartbeatResult) -> BTreeSet<Uuid> {
+        result
+            .assignment
+            .as_ref()
+            .expect("assignment in response")
+            .iter()
+            .filter(|(_, partitions)| !partitions.is_empty())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    #[test]
+    fn regex_subscriptions_follow_topics_as_they_come() {
+        let now = Now::current();
+        let limits = GroupLimits::default();
+        let mut metadata = HashMap::from([
+            ("orders-eu".to_string(), info(1, 2)),
+            ("orders-us".to_string(), info(2, 2)),
+            ("payments".to_string(), info(3, 2)),
+            ("__consumer_offsets".to_string(), info(9, 50)),
+        ]);
+        let mut join = join_params("a");
+        join.subscribed_topic_names = None;
+        join.subscribed_topic_regex = Some("orders-.*|__.*".into());
+        assert!(validate(&join, 1).is_ok());
+        let mut group = ConsumerGroup::new(now);
+        let (a, _) = group.heartbeat(join, &metadata, now, &limits);
+        assert_eq!(a.error, NONE);
+        // Whole names only, internal topics never.
+        assert_eq!(
+            assigned_topics(&a),
+            BTreeSet::from([info(1, 2).id, info(2, 2).id])
+        );
+        let describe_epoch = a.member_epoch;
+
+        // A new matching topic: the next heartbeat bumps the epoch and assigns it.
+        metadata.insert("orders-apac".to_string(), info(4, 1));
+        metadata.insert("xorders-apac".to_string(), info(5, 1));
+        let (a2, _) = group.heartbeat(beat("a", describe_epoch, None), &metadata, now, &limits);
+        assert!(a2.member_epoch > describe_epoch);
+        assert_eq!(
+            assigned_topics(&a2),
+            BTreeSet::from([info(1, 2).id, info(2, 2).id, info(4, 1).id])
+        );
+        assert!(group.subscribed_topics().contains("orders-apac"));
+
+        // An empty regex clears it; names take over.
+        let mut names = beat("a", a2.member_epoch, None);
+        names.subscribed_topic_regex = Some(String::new());
+        names.subscribed_topic_names = Some(vec!["payments".into()]);
+        names.rebalance_timeout_ms = 30_000;
+        names.owned = Some(a2.assignment.clone().unwrap());
+        let (a3, _) = group.heartbeat(names, &metadata, now, &limits);
+        assert!(a3.member_epoch >= a2.member_epoch);
+        // Revocation first: the old topics go before the new one arrives.
+        let (a4, _) = group.heartbeat(
+            beat("a", a3.member_epoch, Some(Assignment::new())),
+            &metadata,
+            now,
+            &limits,
+        );
+        assert_eq!(assigned_topics(&a4), BTreeSet::from([info(3, 2).id]));
+    }
+
+    #[test]
+    fn invalid_or_oversized_regexes_are_refused() {
+        for pattern in ["orders-(", "a{100000}{100000}"] {
+            let mut join = join_params("m");
+            join.subscribed_topic_regex = Some(pattern.into());
+            assert_eq!(
+                validate(&join, 1).unwrap_err().0,
+                E::InvalidRegularExpression.code(),
+                "{pattern}"
+            );
+        }
+        let mut long = join_params("m");
+        long.subscribed_topic_regex = Some("a".repeat(MAX_REGEX_BYTES + 1));
+        assert_eq!(
+            validate(&long, 1).unwrap_err().0,
+            E::InvalidRegularExpression.code()
+        );
     }
 
     #[test]

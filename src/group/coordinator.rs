@@ -1894,6 +1894,11 @@ pub async fn consumer_group_describe(
                                 .map(|t| TopicName(str_bytes(t)))
                                 .collect(),
                         )
+                        .with_subscribed_topic_regex(
+                            m.subscribed_topic_regex
+                                .as_ref()
+                                .map(|r| str_bytes(&r.pattern)),
+                        )
                         .with_assignment(to_wire(&m.assigned))
                         .with_target_assignment(to_wire(&consumer.target_of(&m.member_id)))
                         .with_member_type(1)

@@ -131,3 +131,30 @@ def test_consumer_protocol_static_member_rejoins(group_broker):
         for m in (a, b, a2):
             if m is not None:
                 m.close()
+
+
+def test_consumer_protocol_regex_subscription_follows_new_topics(group_broker):
+    """A regex subscription (librdkafka sends `^...` patterns as SubscribedTopicRegex under
+    group.protocol=consumer; the coordinator resolves it): two members share the matching
+    topics, a topic created later that matches is picked up without resubscribing, and a topic
+    that does not match is never consumed."""
+    base = unique("k848re")
+    create_topic(group_broker.bootstrap, f"{base}-a", 2)
+    create_topic(group_broker.bootstrap, f"x{base}-a", 2)  # "^base-.*" must not match it
+    first = fill(group_broker.bootstrap, f"{base}-a", 20, partitions=2)
+    fill(group_broker.bootstrap, f"x{base}-a", 20, start=1000, partitions=2)
+    group = unique("g")
+    members = [Tracked(group_consumer(group_broker.bootstrap, group, **{"group.protocol": "consumer"}),
+                       f"c{i}").subscribe([f"^{base}-.*"]) for i in range(2)]
+    try:
+        poll_until(members, lambda: values_received(members) >= first, 30, "the matching topic's messages")
+        create_topic(group_broker.bootstrap, f"{base}-b", 2)
+        second = fill(group_broker.bootstrap, f"{base}-b", 20, start=100, partitions=2)
+        poll_until(members, lambda: values_received(members) >= first | second, 60,
+                   "the new matching topic's messages")
+        assert values_received(members) == first | second, "a topic outside the regex was consumed"
+        for m in members:
+            assert not m.errors, m.errors
+    finally:
+        for m in members:
+            m.close()
