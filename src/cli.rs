@@ -57,6 +57,22 @@ pub struct ServeArgs {
     pub max_request_memory_per_shard_bytes: Option<usize>,
     #[arg(long)]
     pub max_in_flight_requests_per_connection: Option<usize>,
+    /// Kafka listeners, e.g. PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://0.0.0.0:9093
+    /// (replaces --listen; the first is the one registered for the cluster).
+    #[arg(long)]
+    pub listeners: Option<String>,
+    /// Advertised address per listener, same form [default: each listener's address].
+    #[arg(long)]
+    pub advertised_listeners: Option<String>,
+    /// SASL mechanisms served [default: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512].
+    #[arg(long)]
+    pub sasl_enabled_mechanisms: Option<String>,
+    /// Largest request before authentication [default: 524288].
+    #[arg(long)]
+    pub sasl_max_receive_size_bytes: Option<usize>,
+    /// Delay before a failed authentication is answered and closed [default: 100].
+    #[arg(long)]
+    pub connection_failed_authentication_delay_ms: Option<u64>,
     /// Close connections idle (nothing in flight, no request) this long [default: 600000].
     #[arg(long)]
     pub connections_max_idle_ms: Option<u64>,
@@ -256,6 +272,11 @@ impl ServeArgs {
             max_request_size_bytes,
             max_request_memory_per_shard_bytes,
             max_in_flight_requests_per_connection,
+            listeners,
+            advertised_listeners,
+            sasl_enabled_mechanisms,
+            sasl_max_receive_size_bytes,
+            connection_failed_authentication_delay_ms,
             connections_max_idle_ms,
             request_read_timeout_ms,
             response_write_timeout_ms,

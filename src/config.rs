@@ -14,6 +14,19 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Address given to clients in Metadata; defaults to `listen`.
     pub advertise: Option<String>,
+    /// Named listeners, Kafka style: `PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://0.0.0.0:9093`
+    /// (the name is the security protocol). Replaces `listen` when set; the first listener is
+    /// the one registered for the cluster.
+    pub listeners: Option<String>,
+    /// Addresses given to clients per listener, same form; defaults to each listener's address.
+    pub advertised_listeners: Option<String>,
+    /// SASL mechanisms served on SASL listeners.
+    pub sasl_enabled_mechanisms: String,
+    /// Largest request a connection may send before it has authenticated (Kafka's
+    /// `sasl.server.max.receive.size`).
+    pub sasl_max_receive_size_bytes: usize,
+    /// A failed authentication is answered, and its connection closed, after this delay.
+    pub connection_failed_authentication_delay_ms: u64,
     /// Root of partition directories and broker metadata.
     pub data_dir: PathBuf,
     /// Shards to run; `None` = one per core in the process's CPU set.
@@ -211,6 +224,11 @@ impl Default for BrokerConfig {
             max_request_size_bytes: 100 * 1024 * 1024,
             max_request_memory_per_shard_bytes: 256 * 1024 * 1024,
             max_in_flight_requests_per_connection: 128,
+            listeners: None,
+            advertised_listeners: None,
+            sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            sasl_max_receive_size_bytes: 524_288,
+            connection_failed_authentication_delay_ms: 100,
             connections_max_idle_ms: 600_000,
             request_read_timeout_ms: 30_000,
             response_write_timeout_ms: 60_000,
@@ -290,6 +308,14 @@ impl BrokerConfig {
 
     /// The `host:port` clients are told to connect to.
     pub fn advertised_address(&self) -> &str {
+        if let Some(first) = self.listeners.as_deref().and_then(first_listener_address) {
+            // The cluster registers the first listener.
+            let advertised = self
+                .advertised_listeners
+                .as_deref()
+                .and_then(first_listener_address);
+            return advertised.unwrap_or(first);
+        }
         self.advertise.as_deref().unwrap_or(&self.listen)
     }
 
@@ -298,10 +324,74 @@ impl BrokerConfig {
         split_host_port(self.advertised_address())
     }
 
+    /// The Kafka listeners: `listeners` (with `advertised_listeners`), else one PLAINTEXT
+    /// listener on `listen` advertised as `advertise`.
+    pub fn kafka_listeners(&self) -> anyhow::Result<Vec<Listener>> {
+        let Some(listeners) = &self.listeners else {
+            return Ok(vec![Listener {
+                protocol: SecurityProtocol::Plaintext,
+                listen: self.listen.clone(),
+                advertise: self.advertised_address().to_string(),
+            }]);
+        };
+        let advertised = match &self.advertised_listeners {
+            Some(list) => parse_listener_list(list)?,
+            None => Vec::new(),
+        };
+        let mut out: Vec<Listener> = Vec::new();
+        for (protocol, listen) in parse_listener_list(listeners)? {
+            anyhow::ensure!(
+                out.iter().all(|l| l.protocol != protocol),
+                "listener {} is given twice",
+                protocol.name()
+            );
+            let advertise = advertised
+                .iter()
+                .find(|(p, _)| *p == protocol)
+                .map_or_else(|| listen.clone(), |(_, address)| address.clone());
+            out.push(Listener {
+                protocol,
+                listen,
+                advertise,
+            });
+        }
+        anyhow::ensure!(!out.is_empty(), "listeners is empty");
+        for (protocol, _) in &advertised {
+            anyhow::ensure!(
+                out.iter().any(|l| l.protocol == *protocol),
+                "advertised listener {} has no listener",
+                protocol.name()
+            );
+        }
+        Ok(out)
+    }
+
+    /// SASL mechanisms served, parsed from `sasl_enabled_mechanisms`.
+    pub fn sasl_mechanisms(&self) -> anyhow::Result<Vec<SaslMechanism>> {
+        self.sasl_enabled_mechanisms
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(|m| {
+                SaslMechanism::from_name(m)
+                    .ok_or_else(|| anyhow::anyhow!("unknown SASL mechanism {m}"))
+            })
+            .collect()
+    }
+
     /// Rejects settings that would make the broker misbehave later rather than at start.
     pub fn validate(&self) -> anyhow::Result<()> {
         split_host_port(&self.listen)?;
         self.advertised_host_port()?;
+        for listener in self.kafka_listeners()? {
+            split_host_port(&listener.listen)?;
+            split_host_port(&listener.advertise)?;
+        }
+        self.sasl_mechanisms()?;
+        anyhow::ensure!(
+            self.sasl_max_receive_size_bytes >= 1024,
+            "sasl_max_receive_size_bytes must be at least 1024"
+        );
         anyhow::ensure!(
             self.max_request_size_bytes >= 1024,
             "max_request_size_bytes must be at least 1024"
@@ -562,6 +652,93 @@ pub struct Voter {
 }
 
 /// Splits `host:port` (IPv6 hosts in brackets) into its parts.
+/// A Kafka security protocol, as listener names give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityProtocol {
+    Plaintext,
+    SaslPlaintext,
+}
+
+impl SecurityProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+        }
+    }
+
+    fn from_name(name: &str) -> anyhow::Result<SecurityProtocol> {
+        match name {
+            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
+            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+            "SSL" | "SASL_SSL" => {
+                anyhow::bail!("listener {name}: TLS listeners are not served yet")
+            }
+            other => anyhow::bail!("unknown listener security protocol {other}"),
+        }
+    }
+
+    /// Clients must authenticate with SASL before anything but ApiVersions and SASL requests.
+    pub fn requires_sasl(self) -> bool {
+        self == SecurityProtocol::SaslPlaintext
+    }
+}
+
+/// A SASL mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    Scram(crate::security::scram::Mechanism),
+}
+
+impl SaslMechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::Scram(mechanism) => mechanism.name(),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SaslMechanism> {
+        if name == "PLAIN" {
+            return Some(SaslMechanism::Plain);
+        }
+        crate::security::scram::Mechanism::from_name(name).map(SaslMechanism::Scram)
+    }
+}
+
+/// One Kafka listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub protocol: SecurityProtocol,
+    /// HOST:PORT bound on every shard.
+    pub listen: String,
+    /// HOST:PORT given to clients that connect on this listener.
+    pub advertise: String,
+}
+
+/// `NAME://HOST:PORT,...` → (protocol, HOST:PORT).
+fn parse_listener_list(list: &str) -> anyhow::Result<Vec<(SecurityProtocol, String)>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let (name, address) = item
+                .split_once("://")
+                .ok_or_else(|| anyhow::anyhow!("listener {item:?} is not NAME://HOST:PORT"))?;
+            Ok((SecurityProtocol::from_name(name)?, address.to_string()))
+        })
+        .collect()
+}
+
+fn first_listener_address(list: &str) -> Option<&str> {
+    list.split(',')
+        .next()?
+        .trim()
+        .split_once("://")
+        .map(|(_, a)| a)
+}
+
 pub fn split_host_port(address: &str) -> anyhow::Result<(String, i32)> {
     let (host, port) = address
         .rsplit_once(':')

@@ -16,6 +16,7 @@ pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod protocol;
+pub mod security;
 pub mod service;
 pub mod shard;
 pub mod tune;

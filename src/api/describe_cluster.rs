@@ -13,10 +13,11 @@ pub async fn handle(
     let brokers = image
         .live_brokers()
         .map(|broker| {
+            let (host, port) = super::broker_endpoint(context, broker);
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(broker.node_id))
-                .with_host(super::str_bytes(&broker.host))
-                .with_port(broker.port)
+                .with_host(super::str_bytes(&host))
+                .with_port(port)
                 .with_rack(broker.rack.as_deref().map(super::str_bytes))
         })
         .collect();

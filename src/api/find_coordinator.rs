@@ -32,7 +32,8 @@ fn locate(context: &RequestContext, key_type: i8, key: &str) -> Found {
         ResponseError::CoordinatorNotAvailable,
         "the coordinator is not available yet",
     ))?;
-    Ok((node_id, broker.host.clone(), broker.port))
+    let (host, port) = super::broker_endpoint(context, broker);
+    Ok((node_id, host, port))
 }
 
 pub async fn handle(

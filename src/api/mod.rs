@@ -4,6 +4,7 @@
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
+mod alter_user_scram_credentials;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
@@ -18,6 +19,7 @@ mod describe_groups;
 mod describe_producers;
 mod describe_quorum;
 mod describe_transactions;
+mod describe_user_scram_credentials;
 mod end_txn;
 mod fetch;
 mod find_coordinator;
@@ -37,6 +39,8 @@ mod offset_for_leader_epoch;
 mod owners;
 mod produce;
 mod record_policy;
+mod sasl_authenticate;
+mod sasl_handshake;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
@@ -104,6 +108,8 @@ pub enum Outcome {
     NoResponse,
     /// The request broke the protocol; the reason is logged and the connection closed.
     Close(String),
+    /// Answer, then close (a failed authentication).
+    RespondAndClose(Response, String),
 }
 
 /// The request context every handler gets.
@@ -112,13 +118,20 @@ pub struct RequestContext {
     pub header: RequestHeader,
     pub api_version: i16,
     pub peer: SocketAddr,
+    /// The connection's listener and authentication.
+    pub session: Rc<crate::security::session::Session>,
 }
 
-pub async fn handle_request(shard: Rc<Shard>, frame: Bytes, peer: SocketAddr) -> Outcome {
+pub async fn handle_request(
+    shard: Rc<Shard>,
+    frame: Bytes,
+    peer: SocketAddr,
+    session: Rc<crate::security::session::Session>,
+) -> Outcome {
     // Metrics hook: requests, latency and protocol rejections per API key on this shard.
     let api_key = RequestPreamble::read(&frame).map(|preamble| preamble.api_key);
     let started = std::time::Instant::now();
-    let outcome = handle_request_inner(shard, frame, peer).await;
+    let outcome = handle_request_inner(shard, frame, peer, session).await;
     if let Some(api_key) = api_key {
         let rejected = matches!(outcome, Outcome::Close(_));
         crate::metrics::record_request(api_key, started.elapsed(), rejected);
@@ -126,7 +139,12 @@ pub async fn handle_request(shard: Rc<Shard>, frame: Bytes, peer: SocketAddr) ->
     outcome
 }
 
-async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAddr) -> Outcome {
+async fn handle_request_inner(
+    shard: Rc<Shard>,
+    mut frame: Bytes,
+    peer: SocketAddr,
+    session: Rc<crate::security::session::Session>,
+) -> Outcome {
     let Some(preamble) = RequestPreamble::read(&frame) else {
         return Outcome::Close("request shorter than a header".into());
     };
@@ -148,6 +166,17 @@ async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAd
             supported.min_version, supported.max_version
         ));
     }
+    if !session.is_authenticated()
+        && !matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        return Outcome::Close(format!(
+            "{key:?} before SASL authentication on a {} listener",
+            session.listener.protocol.name()
+        ));
+    }
     let header = match protocol::decode_request_header(&mut frame, key, version) {
         Ok(header) => header,
         Err(error) => return Outcome::Close(format!("malformed {key:?} request header: {error}")),
@@ -157,6 +186,7 @@ async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAd
         header,
         api_version: version,
         peer,
+        session,
     };
     // Decode the body, run the handler, frame its response.
     macro_rules! dispatch {
@@ -205,6 +235,15 @@ async fn handle_request_inner(shard: Rc<Shard>, mut frame: Bytes, peer: SocketAd
         ApiKey::TxnOffsetCommit => dispatch!(txn_offset_commit::handle),
         ApiKey::DescribeTransactions => dispatch!(describe_transactions::handle),
         ApiKey::ListTransactions => dispatch!(list_transactions::handle),
+        ApiKey::SaslHandshake => dispatch!(sasl_handshake::handle),
+        ApiKey::SaslAuthenticate => match decode_body(&context, frame, key) {
+            Ok(request) => sasl_authenticate::handle(&context, request).await,
+            Err(outcome) => outcome,
+        },
+        ApiKey::DescribeUserScramCredentials => {
+            dispatch!(describe_user_scram_credentials::handle)
+        }
+        ApiKey::AlterUserScramCredentials => dispatch!(alter_user_scram_credentials::handle),
         _ => Outcome::Close(format!("API {key:?} has no handler")),
     }
 }
@@ -250,6 +289,20 @@ pub(crate) fn topic_name(name: &str) -> kafka_protocol::messages::TopicName {
     kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(
         name.to_string(),
     ))
+}
+
+/// The host and port a client on this connection's listener reaches `broker` at: this node's
+/// own address on that listener; another node's registered (first) listener.
+pub(crate) fn broker_endpoint(
+    context: &RequestContext,
+    broker: &crate::cluster::metadata::BrokerRecord,
+) -> (String, i32) {
+    if broker.node_id == context.shard.config.node_id {
+        if let Ok(own) = crate::config::split_host_port(&context.session.listener.advertise) {
+            return own;
+        }
+    }
+    (broker.host.clone(), broker.port)
 }
 
 pub(crate) fn str_bytes(value: &str) -> kafka_protocol::protocol::StrBytes {

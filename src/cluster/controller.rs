@@ -661,6 +661,32 @@ pub fn decide(
                 AdminReply::ProducerIds(Ok(start)),
             )
         }
+        AdminCommand::AlterScramCredentials { changes } => {
+            let mut records = Vec::new();
+            let results = changes
+                .iter()
+                .map(|change| {
+                    let key = (change.user.clone(), change.mechanism);
+                    if change.credential.is_none() && !image.scram_credentials.contains_key(&key) {
+                        return Err(AdminError::new(
+                            ResponseError::ResourceNotFound,
+                            format!(
+                                "no {} credential for user {}",
+                                change.mechanism.name(),
+                                change.user
+                            ),
+                        ));
+                    }
+                    records.push(MetadataRecord::SetScramCredential {
+                        user: change.user.clone(),
+                        mechanism: change.mechanism,
+                        credential: change.credential.clone(),
+                    });
+                    Ok(())
+                })
+                .collect();
+            (records, AdminReply::Changes(results))
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! ([`PartitionRecord::shard`]), filled from the node's own placement ([`super::placement`]).
 
 use crate::cluster::topic_config::TopicConfigs;
+use crate::security::scram::{Mechanism, ScramCredential};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,26 @@ pub struct BrokerRecord {
     pub shutting_down: bool,
 }
 
+/// JSON maps need string keys: the credentials are stored as a list.
+mod scram_credentials_serde {
+    use super::{Mechanism, ScramCredential};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    type Map = BTreeMap<(String, Mechanism), ScramCredential>;
+
+    pub fn serialize<S: Serializer>(map: &Map, serializer: S) -> Result<S::Ok, S::Error> {
+        let list: Vec<(&String, &Mechanism, &ScramCredential)> =
+            map.iter().map(|((u, m), c)| (u, m, c)).collect();
+        list.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Map, D::Error> {
+        let list: Vec<(String, Mechanism, ScramCredential)> = Vec::deserialize(deserializer)?;
+        Ok(list.into_iter().map(|(u, m, c)| ((u, m), c)).collect())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MetadataImage {
     /// Offset of the last metadata log entry applied (0: nothing yet).
@@ -100,6 +121,9 @@ pub struct MetadataImage {
     pub next_producer_id_block_start: i64,
     /// Cluster-wide configs set through the metadata log.
     pub cluster_configs: BTreeMap<String, String>,
+    /// SCRAM credentials by (user, mechanism): salted, never the password.
+    #[serde(default, with = "scram_credentials_serde")]
+    pub scram_credentials: BTreeMap<(String, Mechanism), ScramCredential>,
     /// Node-local: the active controller as this node last saw it (not replicated).
     #[serde(skip)]
     pub active_controller_id: Option<i32>,
@@ -115,6 +139,7 @@ impl MetadataImage {
             topics: BTreeMap::new(),
             next_producer_id_block_start: 0,
             cluster_configs: BTreeMap::new(),
+            scram_credentials: BTreeMap::new(),
             active_controller_id: None,
         }
     }

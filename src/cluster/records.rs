@@ -86,6 +86,12 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
+    /// A user's SCRAM credential for one mechanism, salted (`None` removes it).
+    SetScramCredential {
+        user: String,
+        mechanism: crate::security::scram::Mechanism,
+        credential: Option<crate::security::scram::ScramCredential>,
+    },
 }
 
 /// Encodes one entry (a batch of records) of the metadata log.
@@ -259,6 +265,20 @@ fn apply_record(
             }
             None => {
                 image.cluster_configs.remove(key);
+            }
+        },
+        MetadataRecord::SetScramCredential {
+            user,
+            mechanism,
+            credential,
+        } => match credential {
+            Some(credential) => {
+                image
+                    .scram_credentials
+                    .insert((user.clone(), *mechanism), credential.clone());
+            }
+            None => {
+                image.scram_credentials.remove(&(user.clone(), *mechanism));
             }
         },
     }

@@ -94,6 +94,19 @@ pub enum AdminCommand {
     AllocateProducerIds {
         node_id: i32,
     },
+    /// AlterUserScramCredentials: upserts and deletions, each (user, mechanism).
+    AlterScramCredentials {
+        changes: Vec<ScramChange>,
+    },
+}
+
+/// One change of AlterUserScramCredentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScramChange {
+    pub user: String,
+    pub mechanism: crate::security::scram::Mechanism,
+    /// `None` deletes the credential.
+    pub credential: Option<crate::security::scram::ScramCredential>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,7 @@
 
 use crate::api::{self, Outcome};
 use crate::metrics::ConnectionClosed;
+use crate::security::session::Session;
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,8 +40,12 @@ thread_local! {
     static LAST_REFUSAL_LOG: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// Accepts connections until shutdown begins.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections on one Kafka listener until shutdown begins.
+pub async fn accept_loop(
+    shard: Rc<Shard>,
+    listener_config: Rc<crate::config::Listener>,
+    listener: TcpListener,
+) {
     let mut stopped = shard.stopped().fuse();
     loop {
         let accepted = futures::select! {
@@ -75,9 +80,10 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let connection_shard = shard.clone();
-                let spawned = shard
-                    .stopping
-                    .spawn(async move { serve_connection(connection_shard, stream, peer).await });
+                let session = Session::new(listener_config.clone());
+                let spawned = shard.stopping.spawn(async move {
+                    serve_connection(connection_shard, stream, peer, session).await
+                });
                 if spawned.is_err() {
                     break;
                 }
@@ -122,7 +128,12 @@ enum ReadEnd {
     Abort,
 }
 
-async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_connection(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    session: Rc<Session>,
+) {
     let _ = stream.set_nodelay(true);
     // Metrics hook: counts the connection as open until this function returns.
     let _connection = crate::metrics::connection_opened();
@@ -149,7 +160,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
             loop {
                 let frame = futures::select! {
                     _ = stopped => return ReadEnd::Finished,
-                    frame = read_frame(&mut reader, &shard, peer, &activity).fuse() => frame,
+                    frame = read_frame(&mut reader, &shard, peer, &activity, &session).fuse() => frame,
                 };
                 let (frame, memory_permit) = match frame {
                     Ok(Some(frame)) => frame,
@@ -159,10 +170,11 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
                 activity.requests.set(activity.requests.get() + 1);
                 let handler = glommio::spawn_local({
                     let shard = shard.clone();
+                    let session = session.clone();
                     async move {
                         // The request's memory stays reserved until its handler is done.
                         let _memory_permit = memory_permit;
-                        api::handle_request(shard, frame, peer).await
+                        api::handle_request(shard, frame, peer, session).await
                     }
                 })
                 .detach();
@@ -203,6 +215,12 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
                     }
                 }
                 Some(Outcome::NoResponse) => {}
+                Some(Outcome::RespondAndClose(response, reason)) => {
+                    let _ = write_response(&mut writer, socket_fd, &response).await;
+                    let _ = writer.flush().await;
+                    tracing::warn!(%peer, "closing connection: {reason}");
+                    return;
+                }
                 Some(Outcome::Close(reason)) => {
                     tracing::warn!(%peer, "closing connection: {reason}");
                     return;
@@ -231,8 +249,15 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
     shard: &Shard,
     peer: SocketAddr,
     activity: &Activity,
+    session: &Session,
 ) -> Result<Option<(Bytes, StaticPermit)>, ()> {
-    let max_request_size_bytes = shard.config.max_request_size_bytes;
+    // Before authentication only small SASL requests may come: a stranger cannot make the
+    // shard reserve large frames.
+    let max_request_size_bytes = if session.is_authenticated() {
+        shard.config.max_request_size_bytes
+    } else {
+        shard.config.sasl_max_receive_size_bytes
+    };
     let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
     let read_timeout = Duration::from_millis(shard.config.request_read_timeout_ms);
     let mut size_prefix = [0u8; 4];
@@ -259,7 +284,7 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
                     let busy = activity.requests.get() > 0;
                     if !busy && quiet >= idle {
                         crate::metrics::connection_closed(ConnectionClosed::Idle);
-                        tracing::info!(%peer, connections_max_idle_ms = idle.as_millis() as u64,
+                        tracing::debug!(%peer, connections_max_idle_ms = idle.as_millis() as u64,
                             "closing idle connection");
                         return Err(());
                     }

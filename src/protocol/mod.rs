@@ -67,6 +67,11 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::TxnOffsetCommit, 0, 4),
     api(ApiKey::DescribeTransactions, 0, 0),
     api(ApiKey::ListTransactions, 0, 1),
+    // v0 handshakes are followed by raw SASL tokens; every client we serve uses v1 framing.
+    api(ApiKey::SaslHandshake, 1, 1),
+    api(ApiKey::SaslAuthenticate, 0, 2),
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 pub fn supported_api(key: ApiKey) -> Option<&'static SupportedApi> {

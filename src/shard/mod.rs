@@ -389,7 +389,11 @@ async fn shard_main(
     // Loads the transactions this shard coordinates and starts their timeouts.
     crate::txn::coordinator::start(&shard);
     started.wait().await?;
-    let listener = crate::net::bind_listener(&config.listen)?;
+    let mut listeners = Vec::new();
+    for listener in config.kafka_listeners()? {
+        let socket = crate::net::bind_listener(&listener.listen)?;
+        listeners.push((Rc::new(listener), socket));
+    }
     if shard_id == 0 && !config.admin_listen.is_empty() {
         let admin = crate::metrics::server::bind(&config.admin_listen)?;
         glommio::spawn_local(crate::metrics::server::serve(
@@ -412,7 +416,11 @@ async fn shard_main(
     })
     .detach();
 
-    crate::net::accept_loop(shard.clone(), listener).await;
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, socket)| crate::net::accept_loop(shard.clone(), listener, socket))
+        .collect();
+    futures::future::join_all(accepting).await;
     if let Some(node) = shard.metadata_node.get() {
         let agent = node.agent.borrow().clone();
         match agent {

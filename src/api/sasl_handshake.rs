@@ -1,0 +1,32 @@
+//! SaslHandshake (key 17, v1): the client names its mechanism; SaslAuthenticate carries the
+//! exchange. UNSUPPORTED_SASL_MECHANISM lists the ones served.
+
+use super::RequestContext;
+use crate::config::SaslMechanism;
+use crate::security::session::SaslState;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{SaslHandshakeRequest, SaslHandshakeResponse};
+
+pub async fn handle(
+    context: &RequestContext,
+    request: SaslHandshakeRequest,
+) -> SaslHandshakeResponse {
+    let enabled = context.shard.config.sasl_mechanisms().unwrap_or_default();
+    let names = enabled.iter().map(|m| super::str_bytes(m.name())).collect();
+    let response = SaslHandshakeResponse::default().with_mechanisms(names);
+    if !context.session.listener.protocol.requires_sasl() {
+        return response.with_error_code(ResponseError::IllegalSaslState.code());
+    }
+    let wanted = SaslMechanism::from_name(request.mechanism.as_str());
+    let Some(mechanism) = wanted.filter(|m| enabled.contains(m)) else {
+        tracing::info!(peer = %context.peer, mechanism = %request.mechanism.as_str(),
+            "SASL mechanism not enabled");
+        return response.with_error_code(ResponseError::UnsupportedSaslMechanism.code());
+    };
+    let mut state = context.session.sasl.borrow_mut();
+    if !matches!(*state, SaslState::Start) {
+        return response.with_error_code(ResponseError::IllegalSaslState.code());
+    }
+    *state = SaslState::Handshaken(mechanism);
+    response
+}
