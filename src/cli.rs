@@ -26,6 +26,8 @@ pub enum Command {
     Group(crate::admin_cli::GroupArgs),
     /// Cluster: info.
     Cluster(crate::admin_cli::ClusterArgs),
+    /// SCRAM users: create, delete, list.
+    User(crate::admin_cli::UserArgs),
 }
 
 /// Every flag is also a key of the TOML file given by `--config`; flags win over the file.
@@ -377,6 +379,7 @@ pub fn main() -> i32 {
         Command::Iotune(args) => crate::tune::iotune::run(args),
         Command::Topic(args) => crate::admin_cli::run_topic(args),
         Command::Group(args) => crate::admin_cli::run_group(args),
+        Command::User(args) => crate::admin_cli::run_user(args),
         Command::Cluster(args) => crate::admin_cli::run_cluster(args),
     }
 }

@@ -1,5 +1,5 @@
 //! Admin commands over the Kafka protocol, against any Kafka-compatible broker:
-//! `riptide topic …`, `riptide group …`, `riptide cluster info`.
+//! `riptide topic …`, `riptide group …`, `riptide user …`, `riptide cluster info`.
 //!
 //! Each command talks to the brokers with [`crate::client`] (bootstrap from `--brokers`, then
 //! the partition leader, the controller or the group coordinator as Kafka routes it), and
@@ -11,6 +11,7 @@ mod cluster;
 mod group;
 pub mod output;
 mod topic;
+mod user;
 
 use crate::client::{ClientError, ClientOptions, Cluster, Connection};
 use clap::{Args, Subcommand};
@@ -67,6 +68,25 @@ pub struct GroupArgs {
     pub command: group::GroupCommand,
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub command: user::UserCommand,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `riptide user …`; returns the exit code.
+pub fn run_user(args: UserArgs) -> i32 {
+    let format = args.connect.format;
+    finish(
+        args.connect
+            .cluster()
+            .and_then(|mut cluster| user::run(&mut cluster, args.command)),
+        format,
+    )
 }
 
 #[derive(Args, Debug)]

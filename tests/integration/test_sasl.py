@@ -141,3 +141,34 @@ def test_kafka_python_scram(sasl_broker):
     got = [m.value for _, m in zip(range(5), consumer)]
     consumer.close()
     assert got == [b"kp%d" % i for i in range(5)]
+
+
+@pytest.mark.timeout(90)
+def test_riptide_user_cli_creates_lists_and_deletes(sasl_broker):
+    """`riptide user create` salts the password client-side; the user logs in with SCRAM and
+    PLAIN; `riptide user list` shows it; after `riptide user delete` the login fails."""
+    import json
+    import subprocess
+
+    def cli(*args):
+        done = subprocess.run([str(sasl_broker.binary), "user", *args, "--format", "json",
+                               "-b", sasl_broker.bootstrap], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    cli("create", "carol", "--password", "carol-secret", "--iterations", "8192")
+    listed = {u["user"]: u["mechanisms"] for u in cli("list")["users"]}
+    assert listed["carol"] == ["SCRAM-SHA-256 (8192 iterations)", "SCRAM-SHA-512 (8192 iterations)"]
+    for mechanism in ("SCRAM-SHA-512", "PLAIN"):
+        c = Consumer(sasl_conf(sasl_broker, mechanism, "carol", "carol-secret",
+                               **{"group.id": unique_topic("g")}))
+        md = c.list_topics(timeout=20)
+        assert md.brokers
+        c.close()
+    cli("delete", "carol")
+    assert "carol" not in {u["user"] for u in cli("list")["users"]}
+    auth_errors = []
+    p = Producer(sasl_conf(sasl_broker, "SCRAM-SHA-256", "carol", "carol-secret", **{
+        "error_cb": lambda e: auth_errors.append(e) if e.code() == KafkaError._AUTHENTICATION else None}))
+    wait_until(lambda: p.poll(0.2) is not None and bool(auth_errors) or bool(auth_errors), 20,
+               "the deleted user's login to fail")
