@@ -5,7 +5,6 @@
 //! compacted topic needs keys, timestamp bounds need timestamps); compaction uses it for keys.
 
 use bytes::Bytes;
-use kafka_protocol::compression::Decompressor;
 
 use super::record_batch::{
     COMPRESSION_GZIP, COMPRESSION_LZ4, COMPRESSION_NONE, COMPRESSION_SNAPPY, COMPRESSION_ZSTD,
@@ -81,24 +80,151 @@ pub fn parse_records(records: &[u8]) -> Result<Vec<RecordView<'_>>, String> {
     Ok(views)
 }
 
-/// The records section of `batch` (one whole batch), decompressed if needed.
+/// Largest records section a batch may decompress to. Past it the batch is refused as corrupt:
+/// a few bytes of zstd, gzip, lz4 or snappy can claim gigabytes, and a shard must not allocate
+/// them (every caller — produce checks, compaction — runs on a shard).
+pub const MAX_DECOMPRESSED_SECTION_BYTES: usize = 64 * 1024 * 1024;
+
+/// The records section of `batch` (one whole batch), decompressed if needed, at most
+/// [`MAX_DECOMPRESSED_SECTION_BYTES`].
 pub fn records_section(batch: &[u8], codec: u8) -> Result<Bytes, String> {
+    records_section_bounded(batch, codec, MAX_DECOMPRESSED_SECTION_BYTES)
+}
+
+/// [`records_section`] with an explicit bound on the decompressed size.
+pub fn records_section_bounded(
+    batch: &[u8],
+    codec: u8,
+    limit_bytes: usize,
+) -> Result<Bytes, String> {
     let section = &batch[RECORD_BATCH_HEADER_SIZE_BYTES..];
-    let mut compressed = Bytes::copy_from_slice(section);
-    let take_all = |buf: &mut Bytes| Ok(std::mem::take(buf));
-    let result = match codec {
-        COMPRESSION_NONE => return Ok(compressed),
-        COMPRESSION_GZIP => {
-            kafka_protocol::compression::Gzip::decompress(&mut compressed, take_all)
-        }
-        COMPRESSION_SNAPPY => {
-            kafka_protocol::compression::Snappy::decompress(&mut compressed, take_all)
-        }
-        COMPRESSION_LZ4 => kafka_protocol::compression::Lz4::decompress(&mut compressed, take_all),
-        COMPRESSION_ZSTD => {
-            kafka_protocol::compression::Zstd::decompress(&mut compressed, take_all)
-        }
+    let decompressed = match codec {
+        COMPRESSION_NONE => return Ok(Bytes::copy_from_slice(section)),
+        COMPRESSION_GZIP => read_bounded(flate2::read::GzDecoder::new(section), limit_bytes),
+        COMPRESSION_ZSTD => zstd::stream::read::Decoder::new(section)
+            .map_err(|error| format!("zstd: {error}"))
+            .and_then(|decoder| read_bounded(decoder, limit_bytes)),
+        COMPRESSION_LZ4 => lz4::Decoder::new(section)
+            .map_err(|error| format!("lz4: {error}"))
+            .and_then(|decoder| read_bounded(decoder, limit_bytes)),
+        COMPRESSION_SNAPPY => snappy_bounded(section, limit_bytes),
         other => return Err(format!("unknown compression codec {other}")),
     };
-    result.map_err(|error| format!("decompression failed: {error}"))
+    decompressed
+        .map(Bytes::from)
+        .map_err(|error| format!("decompression failed: {error}"))
+}
+
+/// Reads `reader` to its end, failing once more than `limit_bytes` come out.
+fn read_bounded(reader: impl std::io::Read, limit_bytes: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    reader
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|error| error.to_string())?;
+    if out.len() > limit_bytes {
+        return Err(format!("decompresses to more than {limit_bytes} bytes"));
+    }
+    Ok(out)
+}
+
+/// Kafka's snappy: xerial framing (magic header, then length-prefixed raw blocks), or raw.
+/// Each block's declared length is checked before anything is allocated.
+fn snappy_bounded(section: &[u8], limit_bytes: usize) -> Result<Vec<u8>, String> {
+    const XERIAL_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+    let mut out = Vec::new();
+    let raw_block = |block: &[u8], out: &mut Vec<u8>| -> Result<(), String> {
+        let length = snap::raw::decompress_len(block).map_err(|error| error.to_string())?;
+        if out.len().saturating_add(length) > limit_bytes {
+            return Err(format!("decompresses to more than {limit_bytes} bytes"));
+        }
+        let start = out.len();
+        out.resize(start + length, 0);
+        snap::raw::Decoder::new()
+            .decompress(block, &mut out[start..])
+            .map_err(|error| error.to_string())?;
+        Ok(())
+    };
+    let Some(mut rest) = section.strip_prefix(&XERIAL_MAGIC[..]) else {
+        raw_block(section, &mut out)?;
+        return Ok(out);
+    };
+    while !rest.is_empty() {
+        let (length, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or("truncated snappy block length")?;
+        let length = u32::from_be_bytes(*length) as usize;
+        let block = tail.get(..length).ok_or("truncated snappy block")?;
+        raw_block(block, &mut out)?;
+        rest = &tail[length..];
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A batch of `codec` whose records section is `payload` (the header is not parsed here).
+    fn batch_with(payload: &[u8]) -> Vec<u8> {
+        let mut batch = vec![0u8; RECORD_BATCH_HEADER_SIZE_BYTES];
+        batch.extend_from_slice(payload);
+        batch
+    }
+
+    fn compressed(codec: u8, plain: &[u8]) -> Vec<u8> {
+        match codec {
+            COMPRESSION_GZIP => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                e.write_all(plain).unwrap();
+                e.finish().unwrap()
+            }
+            COMPRESSION_ZSTD => zstd::encode_all(plain, 19).unwrap(),
+            COMPRESSION_LZ4 => {
+                let mut e = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+                e.write_all(plain).unwrap();
+                e.finish().0
+            }
+            COMPRESSION_SNAPPY => snap::raw::Encoder::new().compress_vec(plain).unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn decompression_is_bounded_for_every_codec() {
+        let plain = vec![0u8; 8 << 20];
+        for codec in [
+            COMPRESSION_GZIP,
+            COMPRESSION_ZSTD,
+            COMPRESSION_LZ4,
+            COMPRESSION_SNAPPY,
+        ] {
+            let batch = batch_with(&compressed(codec, &plain));
+            assert!(batch.len() < 1 << 20, "codec {codec}: a bomb is small");
+            let whole = records_section_bounded(&batch, codec, 16 << 20).unwrap();
+            assert_eq!(whole.len(), plain.len(), "codec {codec}");
+            let refused = records_section_bounded(&batch, codec, 1 << 20).unwrap_err();
+            assert!(refused.contains("more than"), "codec {codec}: {refused}");
+        }
+    }
+
+    #[test]
+    fn snappy_declared_lengths_are_checked_before_allocating() {
+        // Raw snappy whose length varint claims 4 GiB, with six bytes of body.
+        let raw = batch_with(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]);
+        assert!(records_section(&raw, COMPRESSION_SNAPPY).is_err());
+        // Xerial framing with one block that claims 4 GiB.
+        let mut xerial = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        xerial.extend_from_slice(&6u32.to_be_bytes());
+        xerial.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]);
+        assert!(records_section(&batch_with(&xerial), COMPRESSION_SNAPPY).is_err());
+        // Truncated framing is refused, not read past.
+        xerial.truncate(xerial.len() - 2);
+        assert!(records_section(&batch_with(&xerial), COMPRESSION_SNAPPY).is_err());
+    }
 }
