@@ -306,22 +306,11 @@ impl BrokerConfig {
         Ok(toml::from_str(text)?)
     }
 
-    /// The `host:port` clients are told to connect to.
-    pub fn advertised_address(&self) -> &str {
-        if let Some(first) = self.listeners.as_deref().and_then(first_listener_address) {
-            // The cluster registers the first listener.
-            let advertised = self
-                .advertised_listeners
-                .as_deref()
-                .and_then(first_listener_address);
-            return advertised.unwrap_or(first);
-        }
-        self.advertise.as_deref().unwrap_or(&self.listen)
-    }
-
-    /// Host and port of the advertised address, as Metadata responses carry them.
+    /// Host and port of the first listener's advertised address: the one registered for the
+    /// cluster (Metadata gives it to clients of other nodes).
     pub fn advertised_host_port(&self) -> anyhow::Result<(String, i32)> {
-        split_host_port(self.advertised_address())
+        let listeners = self.kafka_listeners()?;
+        split_host_port(&listeners[0].advertise)
     }
 
     /// The Kafka listeners: `listeners` (with `advertised_listeners`), else one PLAINTEXT
@@ -331,7 +320,10 @@ impl BrokerConfig {
             return Ok(vec![Listener {
                 protocol: SecurityProtocol::Plaintext,
                 listen: self.listen.clone(),
-                advertise: self.advertised_address().to_string(),
+                advertise: self
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| self.listen.clone()),
             }]);
         };
         let advertised = match &self.advertised_listeners {
@@ -729,14 +721,6 @@ fn parse_listener_list(list: &str) -> anyhow::Result<Vec<(SecurityProtocol, Stri
             Ok((SecurityProtocol::from_name(name)?, address.to_string()))
         })
         .collect()
-}
-
-fn first_listener_address(list: &str) -> Option<&str> {
-    list.split(',')
-        .next()?
-        .trim()
-        .split_once("://")
-        .map(|(_, a)| a)
 }
 
 pub fn split_host_port(address: &str) -> anyhow::Result<(String, i32)> {

@@ -272,9 +272,20 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
         }
         return Err(error);
     }
+    let listeners: Vec<String> = config
+        .kafka_listeners()?
+        .iter()
+        .map(|l| {
+            format!(
+                "{}://{} (advertised {})",
+                l.protocol.name(),
+                l.listen,
+                l.advertise
+            )
+        })
+        .collect();
     tracing::info!(
-        listen = %config.listen,
-        advertise = config.advertised_address(),
+        listeners = %listeners.join(", "),
         shards = shard_count,
         data_dir = %config.data_dir.display(),
         "riptide is ready"
