@@ -145,6 +145,18 @@ pub struct ServeArgs {
     pub max_topics: Option<usize>,
     #[arg(long)]
     pub max_partitions_per_topic: Option<i32>,
+    /// Check requests against ACLs [default: false].
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub authorizer_enabled: Option<bool>,
+    /// Principals that pass every ACL check, e.g. "User:admin;User:ops".
+    #[arg(long)]
+    pub super_users: Option<String>,
+    /// Allow everyone on resources that no ACL names [default: false].
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// ACL bindings the cluster may hold [default: 100000].
+    #[arg(long)]
+    pub max_acls: Option<usize>,
     /// Admin HTTP listener (metrics, readiness, health), HOST:PORT or "" for none
     /// [default: 127.0.0.1:9644].
     #[arg(long)]
@@ -304,6 +316,10 @@ impl ServeArgs {
             shard_channel_capacity,
             max_topics,
             max_partitions_per_topic,
+            authorizer_enabled,
+            super_users,
+            allow_everyone_if_no_acl_found,
+            max_acls,
             admin_listen,
             offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms,

@@ -110,6 +110,18 @@ pub struct BrokerConfig {
     pub max_topics: usize,
     /// Partitions one topic may have.
     pub max_partitions_per_topic: i32,
+    /// Check every request against the ACLs of the metadata image (Kafka's `authorizer.class.name`
+    /// set); false serves every request and answers the ACL APIs with SECURITY_DISABLED.
+    pub authorizer_enabled: bool,
+    /// Principals that pass every check, Kafka's form `User:admin;User:ops`. Brokers that
+    /// replicate or write transaction markers over the Kafka listeners need to be among them
+    /// while the authorizer is on.
+    pub super_users: String,
+    /// A resource that no ACL names is open to everyone (Kafka's
+    /// `allow.everyone.if.no.acl.found`); false denies it.
+    pub allow_everyone_if_no_acl_found: bool,
+    /// ACL bindings the cluster may hold; CreateAcls past it fails.
+    pub max_acls: usize,
     /// Admin HTTP listener on shard 0 (`/metrics`, `/v1/status/ready`, `/v1/cluster/health`),
     /// HOST:PORT; empty to run without it.
     pub admin_listen: String,
@@ -254,6 +266,10 @@ impl Default for BrokerConfig {
             shard_channel_capacity: 1024,
             max_topics: 10_000,
             max_partitions_per_topic: 10_000,
+            authorizer_enabled: false,
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
+            max_acls: 100_000,
             admin_listen: "127.0.0.1:9644".to_string(),
             offsets_topic_num_partitions: 50,
             group_initial_rebalance_delay_ms: 3_000,
@@ -451,6 +467,16 @@ impl BrokerConfig {
             split_host_port(&self.admin_listen)?;
         }
         anyhow::ensure!(self.node_id >= 0, "node_id must not be negative");
+        for user in self.super_users.split(';').map(str::trim) {
+            anyhow::ensure!(
+                user.is_empty()
+                    || user
+                        .split_once(':')
+                        .is_some_and(|(k, n)| !k.is_empty() && !n.is_empty()),
+                "super_users entry {user:?} is not Type:name (e.g. User:admin)"
+            );
+        }
+        anyhow::ensure!(self.max_acls >= 1, "max_acls must be at least 1");
         anyhow::ensure!(
             (1..=self.max_partitions_per_topic.max(1)).contains(&self.offsets_topic_num_partitions),
             "offsets_topic_num_partitions must be in 1..=max_partitions_per_topic"

@@ -2,6 +2,7 @@
 //! the group's `__consumer_offsets` partition joins the transaction (and gets its marker).
 
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 
@@ -25,6 +26,17 @@ async fn add(
     request: AddOffsetsToTxnRequest,
 ) -> Result<(), ResponseError> {
     let group_id = request.group_id.0.to_string();
+    // Kafka: WRITE on the transactional id, then READ on the group.
+    if !context.authorize(
+        Operation::Write,
+        ResourceType::TransactionalId,
+        request.transactional_id.0.as_str(),
+    ) {
+        return Err(ResponseError::TransactionalIdAuthorizationFailed);
+    }
+    if !context.authorize(Operation::Read, ResourceType::Group, &group_id) {
+        return Err(ResponseError::GroupAuthorizationFailed);
+    }
     crate::group::validate_group_id(&group_id)?;
     crate::group::ensure_offsets_topic(&context.shard).await?;
     let count = context

@@ -5,6 +5,7 @@
 //! in Kafka; the rest travel in one hop to the id's coordinator shard.
 
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
@@ -32,6 +33,11 @@ pub async fn handle(
         )
         .await;
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+    }
+    // Kafka: the batched versions are for brokers only, which need CLUSTER_ACTION.
+    if !context.authorize_cluster(Operation::ClusterAction) {
+        return AddPartitionsToTxnResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
     let mut results =
         Vec::with_capacity(request.transactions.len().min(MAX_TRANSACTIONS_PER_REQUEST));
@@ -82,8 +88,21 @@ async fn add(
             .is_some_and(|t| (0..t.partition_count()).contains(&partition))
     };
     let internal = |topic: &str| topic == crate::txn::TRANSACTION_STATE_TOPIC;
-    let any_unknown = asked.iter().any(|(t, p)| !known(t, *p) || internal(t));
-    let outcome: Result<(), ResponseError> = if any_unknown {
+    // Kafka: WRITE on the transactional id (else every partition fails), and on each topic.
+    let txn_authorized = context.authorize(Operation::Write, ResourceType::TransactionalId, &id);
+    let denied: Vec<String> = topics
+        .iter()
+        .map(|topic| topic.name.0.as_str())
+        .filter(|topic| !context.authorize(Operation::Write, ResourceType::Topic, topic))
+        .map(str::to_string)
+        .collect();
+    let topic_denied = |topic: &str| denied.iter().any(|denied| denied == topic);
+    let any_unknown = asked
+        .iter()
+        .any(|(t, p)| !known(t, *p) || internal(t) || topic_denied(t));
+    let outcome: Result<(), ResponseError> = if !txn_authorized {
+        Err(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if any_unknown {
         Err(ResponseError::OperationNotAttempted)
     } else if asked.is_empty() {
         Ok(())
@@ -122,6 +141,12 @@ async fn add(
         .await
     };
     let code_of = |topic: &str, partition: i32| -> i16 {
+        if !txn_authorized {
+            return ResponseError::TransactionalIdAuthorizationFailed.code();
+        }
+        if topic_denied(topic) {
+            return ResponseError::TopicAuthorizationFailed.code();
+        }
         if !known(topic, partition) {
             return ResponseError::UnknownTopicOrPartition.code();
         }

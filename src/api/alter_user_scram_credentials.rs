@@ -25,6 +25,21 @@ pub async fn handle(
     context: &RequestContext,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    if !context.authorize_cluster(crate::security::acl::Operation::Alter) {
+        let users = request.deletions.iter().map(|d| d.name.as_str());
+        let users = users.chain(request.upsertions.iter().map(|u| u.name.as_str()));
+        return AlterUserScramCredentialsResponse::default().with_results(
+            users
+                .map(|user| {
+                    refused(
+                        user,
+                        ResponseError::ClusterAuthorizationFailed,
+                        "Cluster authorization failed.".into(),
+                    )
+                })
+                .collect(),
+        );
+    }
     // Each change is checked alone; valid ones go to the controller in one command.
     let mut results: Vec<Option<AlterUserScramCredentialsResult>> = Vec::new();
     let mut changes = Vec::new();

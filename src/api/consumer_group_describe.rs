@@ -3,6 +3,7 @@
 //! DescribeGroups. One hop per coordinator shard, in parallel.
 
 use super::{str_bytes, RequestContext};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup;
 use kafka_protocol::messages::{
@@ -25,6 +26,11 @@ pub async fn handle(
             .with_authorized_operations(i32::MIN);
         if let Err(error) = crate::group::validate_group_id(id) {
             answers[slot] = Some(base.with_error_code(error.code()));
+            continue;
+        }
+        if !context.authorize(Operation::Describe, ResourceType::Group, id) {
+            answers[slot] =
+                Some(base.with_error_code(ResponseError::GroupAuthorizationFailed.code()));
             continue;
         }
         match crate::group::route_existing(shard, id) {

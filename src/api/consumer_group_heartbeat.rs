@@ -4,6 +4,7 @@
 use super::{str_bytes, RequestContext};
 use crate::group::assignor::Assignment;
 use crate::group::consumer::{self, HeartbeatParams, HeartbeatResult};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{
     Assignment as WireAssignment, TopicPartitions,
@@ -45,6 +46,12 @@ pub async fn handle(
         return response(HeartbeatResult::error(
             ResponseError::InvalidRequest.code(),
             "GroupId can't be empty.",
+        ));
+    }
+    if !context.authorize(Operation::Read, ResourceType::Group, &group_id) {
+        return response(HeartbeatResult::error(
+            ResponseError::GroupAuthorizationFailed.code(),
+            "Group authorization failed.",
         ));
     }
     if version == 0 && params.member_id.is_empty() && params.member_epoch == consumer::JOIN_EPOCH {

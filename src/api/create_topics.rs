@@ -1,8 +1,10 @@
 //! CreateTopics (key 19): forwarded to the controller on shard 0.
 
 use super::RequestContext;
+use crate::cluster::controller::AdminError;
 use crate::cluster::controller::NewTopic;
 use crate::cluster::topic_config;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -18,10 +20,21 @@ pub async fn handle(
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let names: Vec<_> = request.topics.iter().map(|t| t.name.clone()).collect();
+    // Kafka: CREATE on the cluster, or else on each topic.
+    let cluster_create = context.authorize_cluster(Operation::Create);
+    let allowed: Vec<bool> = names
+        .iter()
+        .map(|name| {
+            cluster_create
+                || context.authorize(Operation::Create, ResourceType::Topic, name.0.as_str())
+        })
+        .collect();
     let new_topics: Vec<NewTopic> = request
         .topics
         .into_iter()
-        .map(|topic| NewTopic {
+        .zip(&allowed)
+        .filter(|(_, allowed)| **allowed)
+        .map(|(topic, _)| NewTopic {
             name: topic.name.0.to_string(),
             partitions: topic.num_partitions,
             replication_factor: topic.replication_factor,
@@ -46,43 +59,61 @@ pub async fn handle(
         .await;
     let broker = &context.shard.config;
     let topics = match outcome {
-        Ok(results) => names
-            .into_iter()
-            .zip(results)
-            .map(|(name, result)| match result {
-                Ok(record) => CreatableTopicResult::default()
-                    .with_name(name)
-                    .with_topic_id(record.topic_id)
-                    .with_num_partitions(record.partition_count())
-                    .with_replication_factor(
-                        record
-                            .partitions
-                            .first()
-                            .map_or(0, |p| p.replicas.len() as i16),
-                    )
-                    .with_configs(Some(
-                        topic_config::effective_configs(&record.configs, broker)
-                            .into_iter()
-                            .map(|(key, value, is_default)| {
-                                CreatableTopicConfigs::default()
-                                    .with_name(super::str_bytes(key))
-                                    .with_value(Some(super::str_bytes(&value)))
-                                    .with_config_source(if is_default {
-                                        SOURCE_DEFAULT
-                                    } else {
-                                        SOURCE_DYNAMIC_TOPIC
-                                    })
-                            })
-                            .collect(),
-                    )),
-                Err(error) => CreatableTopicResult::default()
-                    .with_name(name)
-                    .with_num_partitions(-1)
-                    .with_replication_factor(-1)
-                    .with_error_code(error.code)
-                    .with_error_message(Some(super::str_bytes(&error.message))),
-            })
-            .collect(),
+        Ok(results) => {
+            let mut results = results.into_iter();
+            names
+                .into_iter()
+                .zip(allowed.iter().map(|&allowed| {
+                    allowed.then(|| {
+                        results.next().unwrap_or_else(|| {
+                            Err(AdminError::new(
+                                ResponseError::UnknownServerError,
+                                "no result",
+                            ))
+                        })
+                    })
+                }))
+                .map(|(name, result)| match result {
+                    None => CreatableTopicResult::default()
+                        .with_name(name)
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                        .with_error_message(Some(super::str_bytes("Topic authorization failed."))),
+                    Some(Ok(record)) => CreatableTopicResult::default()
+                        .with_name(name)
+                        .with_topic_id(record.topic_id)
+                        .with_num_partitions(record.partition_count())
+                        .with_replication_factor(
+                            record
+                                .partitions
+                                .first()
+                                .map_or(0, |p| p.replicas.len() as i16),
+                        )
+                        .with_configs(Some(
+                            topic_config::effective_configs(&record.configs, broker)
+                                .into_iter()
+                                .map(|(key, value, is_default)| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(super::str_bytes(key))
+                                        .with_value(Some(super::str_bytes(&value)))
+                                        .with_config_source(if is_default {
+                                            SOURCE_DEFAULT
+                                        } else {
+                                            SOURCE_DYNAMIC_TOPIC
+                                        })
+                                })
+                                .collect(),
+                        )),
+                    Some(Err(error)) => CreatableTopicResult::default()
+                        .with_name(name)
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_error_code(error.code)
+                        .with_error_message(Some(super::str_bytes(&error.message))),
+                })
+                .collect()
+        }
         Err(error) => names
             .into_iter()
             .map(|name| {

@@ -3,6 +3,7 @@
 //! One hop per coordinator shard, in parallel.
 
 use super::{str_bytes, RequestContext};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, GroupId};
@@ -23,6 +24,10 @@ pub async fn handle(
     for (slot, id) in ids.iter().enumerate() {
         if let Err(error) = crate::group::validate_group_id(id) {
             codes[slot] = error.code();
+            continue;
+        }
+        if !context.authorize(Operation::Delete, ResourceType::Group, id) {
+            codes[slot] = ResponseError::GroupAuthorizationFailed.code();
             continue;
         }
         match crate::group::route_existing(shard, id) {

@@ -6,6 +6,7 @@
 use super::owners::{run_on_owners, Slot, Slotted};
 use super::RequestContext;
 use crate::log::LogError;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -36,6 +37,11 @@ pub async fn handle(
     let mut by_owner: BTreeMap<usize, Vec<Deletion>> = BTreeMap::new();
     for (topic_slot, topic) in request.topics.into_iter().enumerate() {
         let record = image.topic(topic.name.0.as_str());
+        let authorized = context.authorize(
+            Operation::Delete,
+            ResourceType::Topic,
+            topic.name.0.as_str(),
+        );
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (partition_slot, partition) in topic.partitions.into_iter().enumerate() {
             let owner = record
@@ -48,6 +54,9 @@ pub async fn handle(
                 .with_partition_index(partition.partition_index)
                 .with_low_watermark(-1);
             match owner {
+                _ if !authorized => {
+                    result.error_code = ResponseError::TopicAuthorizationFailed.code();
+                }
                 Some(Err(error)) => result.error_code = error.code(),
                 Some(Ok(owner)) => by_owner.entry(owner).or_default().push(Deletion {
                     slot: (topic_slot, partition_slot),

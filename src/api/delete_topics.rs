@@ -1,6 +1,7 @@
 //! DeleteTopics (key 20): by name (v0-5) or by topic id (v6), through the controller.
 
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
@@ -32,7 +33,21 @@ pub async fn handle(
             targets.push((Some(name.clone()), Uuid::nil(), Some(name)));
         }
     }
-    let names: Vec<String> = targets.iter().filter_map(|t| t.2.clone()).collect();
+    // Kafka: DELETE on each topic.
+    let allowed: Vec<bool> = targets
+        .iter()
+        .map(|(_, _, resolved)| {
+            resolved
+                .as_deref()
+                .is_some_and(|name| context.authorize(Operation::Delete, ResourceType::Topic, name))
+        })
+        .collect();
+    let names: Vec<String> = targets
+        .iter()
+        .zip(&allowed)
+        .filter(|(_, allowed)| **allowed)
+        .filter_map(|(t, _)| t.2.clone())
+        .collect();
     let outcome = context
         .shard
         .invoke_on(0, move |shard| async move {
@@ -48,12 +63,16 @@ pub async fn handle(
     };
     let responses = targets
         .into_iter()
-        .map(|(requested_name, requested_id, resolved)| {
+        .zip(allowed)
+        .map(|((requested_name, requested_id, resolved), allowed)| {
             let result = DeletableTopicResult::default()
                 .with_name(requested_name.as_deref().map(super::topic_name))
                 .with_topic_id(requested_id);
             if resolved.is_none() {
                 return result.with_error_code(ResponseError::UnknownTopicId.code());
+            }
+            if !allowed {
+                return result.with_error_code(ResponseError::TopicAuthorizationFailed.code());
             }
             match results.next() {
                 Some(Ok(topic_id)) => result.with_topic_id(topic_id),

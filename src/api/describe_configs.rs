@@ -3,6 +3,7 @@
 use super::RequestContext;
 use crate::cluster::topic_config;
 use crate::config::BrokerConfig;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
@@ -98,6 +99,21 @@ pub async fn handle(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
+            // Kafka: DESCRIBE_CONFIGS on the topic, or on the cluster for broker configs.
+            let denied = match resource.resource_type {
+                RESOURCE_TOPIC => (!context.authorize(
+                    Operation::DescribeConfigs,
+                    ResourceType::Topic,
+                    resource.resource_name.as_str(),
+                ))
+                .then_some(ResponseError::TopicAuthorizationFailed),
+                RESOURCE_BROKER => (!context.authorize_cluster(Operation::DescribeConfigs))
+                    .then_some(ResponseError::ClusterAuthorizationFailed),
+                _ => None,
+            };
+            if let Some(error) = denied {
+                return result.with_error_code(error.code());
+            }
             match resource.resource_type {
                 RESOURCE_TOPIC => match image.topic(resource.resource_name.as_str()) {
                     Some(topic) => result.with_configs(

@@ -3,6 +3,7 @@
 //! Kafka does); a KIP-848 group answers GROUP_ID_NOT_FOUND ("not a classic group").
 
 use super::{str_bytes, RequestContext};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
@@ -24,6 +25,11 @@ pub async fn handle(
         let base = DescribedGroup::default().with_group_id(GroupId(str_bytes(id)));
         if let Err(error) = crate::group::validate_group_id(id) {
             answers[slot] = Some(base.with_error_code(error.code()));
+            continue;
+        }
+        if !context.authorize(Operation::Describe, ResourceType::Group, id) {
+            answers[slot] =
+                Some(base.with_error_code(ResponseError::GroupAuthorizationFailed.code()));
             continue;
         }
         match crate::group::route_existing(shard, id) {
@@ -70,7 +76,12 @@ pub async fn handle(
         .into_iter()
         .map(|answer| {
             let mut group = answer.unwrap_or_default();
-            group.authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+            group.authorized_operations =
+                if request.include_authorized_operations && group.error_code == 0 {
+                    context.authorized_operations(ResourceType::Group, group.group_id.0.as_str())
+                } else {
+                    AUTHORIZED_OPERATIONS_OMITTED
+                };
             if version < 6 {
                 group.error_message = None;
             }

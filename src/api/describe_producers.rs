@@ -4,6 +4,7 @@
 //! shard.
 
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use crate::txn::producer_state::ProducerSummary;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{
@@ -20,12 +21,14 @@ pub async fn handle(
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic_request in request.topics {
         let name = topic_request.name.0.to_string();
+        let authorized = context.authorize(Operation::Read, ResourceType::Topic, &name);
         let mut partitions = Vec::with_capacity(topic_request.partition_indexes.len());
         for index in topic_request.partition_indexes {
             let record = image
                 .topic(&name)
                 .and_then(|t| t.partitions.get(usize::try_from(index).ok()?));
             let owner = match record {
+                _ if !authorized => Err(ResponseError::TopicAuthorizationFailed),
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(record) => crate::cluster::leader_shard(shard, record),
             };

@@ -31,6 +31,10 @@ pub async fn handle(
         topic.topic_name.0.as_str() == METADATA_TOPIC
             && topic.partitions.iter().any(|p| p.partition_index == 0)
     });
+    if !context.authorize_cluster(crate::security::acl::Operation::Describe) {
+        return DescribeQuorumResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     if !asks_metadata_log {
         return DescribeQuorumResponse::default()
             .with_error_code(ResponseError::UnknownTopicOrPartition.code());

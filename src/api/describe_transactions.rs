@@ -3,6 +3,8 @@
 //! answer NOT_COORDINATOR (the admin client asks that node).
 
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use kafka_protocol::messages::{
     DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId, TransactionalId,
@@ -24,10 +26,14 @@ pub async fn handle(
         let id = requested.0.to_string();
         let lookup = id.clone();
         let described =
-            crate::txn::on_coordinator(&context.shard, &id, move |owner, index| async move {
-                crate::txn::coordinator::describe(&owner, index, lookup).await
-            })
-            .await;
+            if context.authorize(Operation::Describe, ResourceType::TransactionalId, &id) {
+                crate::txn::on_coordinator(&context.shard, &id, move |owner, index| async move {
+                    crate::txn::coordinator::describe(&owner, index, lookup).await
+                })
+                .await
+            } else {
+                Err(ResponseError::TransactionalIdAuthorizationFailed)
+            };
         let state = TransactionState::default()
             .with_transactional_id(TransactionalId(super::str_bytes(&id)));
         states.push(match described {

@@ -3,11 +3,18 @@
 //! decision is durable once PrepareCommit/PrepareAbort is written).
 
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 
 pub async fn handle(context: &RequestContext, request: EndTxnRequest) -> EndTxnResponse {
     let id = request.transactional_id.0.to_string();
+    if !context.authorize(Operation::Write, ResourceType::TransactionalId, &id) {
+        return EndTxnResponse::default()
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_producer_id(request.producer_id)
+            .with_producer_epoch(request.producer_epoch);
+    }
     let producer_id = request.producer_id.0;
     let producer_epoch = request.producer_epoch;
     let commit = request.committed;

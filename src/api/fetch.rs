@@ -9,6 +9,7 @@
 use super::owners::{run_on_owners, Slot, Slotted};
 use super::{Outcome, RequestContext, Response, ResponseChunk};
 use crate::log::{LogError, ReadChunk};
+use crate::security::acl::{Operation, ResourceType};
 use crate::shard::Shard;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::FutureExt;
@@ -125,6 +126,8 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
     } else {
         Reader::Consumer { read_committed }
     };
+    // Kafka: a follower needs CLUSTER_ACTION on the cluster, a consumer READ on each topic.
+    let follower_authorized = replica_id < 0 || context.authorize_cluster(Operation::ClusterAction);
 
     let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
     let mut responses = Vec::with_capacity(request.topics.len());
@@ -139,6 +142,21 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
             ResponseError::UnknownTopicId
         } else {
             ResponseError::UnknownTopicOrPartition
+        };
+        let authorized = match (replica_id >= 0, topic) {
+            (true, _) => follower_authorized,
+            (false, Some(topic)) => {
+                context.authorize(Operation::Read, ResourceType::Topic, &topic.name)
+            }
+            // An unknown topic id stays UNKNOWN_TOPIC_ID; an unknown name needs READ on it.
+            (false, None) => {
+                by_id
+                    || context.authorize(
+                        Operation::Read,
+                        ResourceType::Topic,
+                        fetch_topic.topic.0.as_str(),
+                    )
+            }
         };
         let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
         for (partition_slot, fetch_partition) in fetch_topic.partitions.iter().enumerate() {
@@ -155,6 +173,9 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
                 topic,
                 record.map(|r| crate::cluster::leader_shard(shard, r)),
             ) {
+                _ if !authorized => {
+                    data = data.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                }
                 (Some(_), Some(Err(error))) => {
                     data = data.with_error_code(error.code());
                 }

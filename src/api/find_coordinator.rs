@@ -4,6 +4,7 @@
 //! leader of its `__transaction_state` partition (created on first use). v4 answers batched keys.
 
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -59,6 +60,24 @@ pub async fn handle(
         )),
     };
     let find = |key: &str| -> Found {
+        // Kafka: DESCRIBE on the group, or on the transactional id.
+        match key_type {
+            KEY_TYPE_GROUP if !context.authorize(Operation::Describe, ResourceType::Group, key) => {
+                return Err((
+                    ResponseError::GroupAuthorizationFailed,
+                    "Group authorization failed.",
+                ))
+            }
+            KEY_TYPE_TRANSACTION
+                if !context.authorize(Operation::Describe, ResourceType::TransactionalId, key) =>
+            {
+                return Err((
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    "Transactional Id authorization failed.",
+                ))
+            }
+            _ => {}
+        }
         prepared?;
         locate(context, key_type, key)
     };

@@ -2,11 +2,16 @@
 //! shard with REBALANCE_IN_PROGRESS when the member must rejoin.
 
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 pub async fn handle(context: &RequestContext, request: HeartbeatRequest) -> HeartbeatResponse {
     let group_id = request.group_id.0.to_string();
+    if !context.authorize(Operation::Read, ResourceType::Group, &group_id) {
+        return HeartbeatResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let route = match crate::group::route(&context.shard, &group_id).await {
         Ok(route) => route,
         Err(error) => return HeartbeatResponse::default().with_error_code(error.code()),

@@ -1,8 +1,9 @@
 //! IncrementalAlterConfigs (key 44): SET / DELETE / APPEND / SUBTRACT per topic config key.
 
-use super::describe_configs::RESOURCE_TOPIC;
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::RequestContext;
 use crate::cluster::controller::{ConfigChange, ConfigOp};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
@@ -81,10 +82,26 @@ pub async fn alter(
     replace_all: bool,
     validate_only: bool,
 ) -> Vec<AlterResult> {
+    // Kafka: ALTER_CONFIGS on the topic, or on the cluster for broker configs.
+    let denied: Vec<Option<ResponseError>> = resources
+        .iter()
+        .map(|(resource_type, name, _)| match *resource_type {
+            RESOURCE_TOPIC => {
+                (!context.authorize(Operation::AlterConfigs, ResourceType::Topic, name.as_str()))
+                    .then_some(ResponseError::TopicAuthorizationFailed)
+            }
+            RESOURCE_BROKER => (!context.authorize_cluster(Operation::AlterConfigs))
+                .then_some(ResponseError::ClusterAuthorizationFailed),
+            _ => None,
+        })
+        .collect();
     let topic_requests: Vec<(String, Vec<ConfigChange>)> = resources
         .iter()
-        .filter(|(resource_type, _, _)| *resource_type == RESOURCE_TOPIC)
-        .map(|(_, name, changes)| {
+        .zip(&denied)
+        .filter(|((resource_type, _, _), denied)| {
+            *resource_type == RESOURCE_TOPIC && denied.is_none()
+        })
+        .map(|((_, name, changes), _)| {
             (
                 name.to_string(),
                 changes
@@ -119,7 +136,11 @@ pub async fn alter(
     };
     resources
         .into_iter()
-        .map(|(resource_type, name, _)| {
+        .zip(denied)
+        .map(|((resource_type, name, _), denied)| {
+            if let Some(error) = denied {
+                return (resource_type, name, error.code(), None);
+            }
             if resource_type != RESOURCE_TOPIC {
                 return (
                     resource_type,

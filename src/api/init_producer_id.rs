@@ -5,6 +5,7 @@
 //! previous instance and aborting its open transaction.
 
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
@@ -20,6 +21,13 @@ pub async fn handle(
     };
     let known_producer = request.producer_id.0 >= 0;
     if let Some(transactional_id) = request.transactional_id {
+        if !context.authorize(
+            Operation::Write,
+            ResourceType::TransactionalId,
+            transactional_id.0.as_str(),
+        ) {
+            return refused(ResponseError::TransactionalIdAuthorizationFailed);
+        }
         let timeout_ms = request.transaction_timeout_ms;
         let max_timeout_ms = context.shard.config.transaction_max_timeout_ms;
         if timeout_ms <= 0 || timeout_ms as u64 > max_timeout_ms {
@@ -56,6 +64,12 @@ pub async fn handle(
                 refused(error)
             }
         };
+    }
+    // An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+    if !context.authorize_cluster(Operation::IdempotentWrite)
+        && !context.authorize_any(Operation::Write, ResourceType::Topic)
+    {
+        return refused(ResponseError::ClusterAuthorizationFailed);
     }
     // Without a transactional id Kafka ignores the producer id and epoch a client sends
     // (nothing vouches for them: some clients send 0/0 by default) and always hands out a

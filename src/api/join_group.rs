@@ -3,6 +3,7 @@
 
 use super::{str_bytes, RequestContext};
 use crate::group::classic::{JoinParams, JoinResult};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
@@ -11,6 +12,12 @@ pub async fn handle(context: &RequestContext, request: JoinGroupRequest) -> Join
     let version = context.api_version;
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
+    if !context.authorize(Operation::Read, ResourceType::Group, &group_id) {
+        return response(
+            version,
+            JoinResult::error(ResponseError::GroupAuthorizationFailed.code(), &member_id),
+        );
+    }
     let route = match crate::group::route(&context.shard, &group_id).await {
         Ok(route) => route,
         Err(error) => return response(version, JoinResult::error(error.code(), &member_id)),

@@ -2,6 +2,7 @@
 //! `group.instance.id` (v3+, KIP-345), removed on the coordinator shard.
 
 use super::{str_bytes, RequestContext};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
@@ -9,6 +10,10 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 pub async fn handle(context: &RequestContext, request: LeaveGroupRequest) -> LeaveGroupResponse {
     let version = context.api_version;
     let group_id = request.group_id.0.to_string();
+    if !context.authorize(Operation::Read, ResourceType::Group, &group_id) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         request
             .members

@@ -2,6 +2,7 @@
 //! v4+ filters by state, v5+ by group type (classic / consumer), both case-insensitive.
 
 use super::{str_bytes, RequestContext};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
@@ -40,6 +41,11 @@ pub async fn handle(context: &RequestContext, request: ListGroupsRequest) -> Lis
         (version < 4 || states.is_empty() || states.contains(&g.state.to_lowercase()))
             && (version < 5 || types.is_empty() || types.contains(&g.group_type.to_lowercase()))
     });
+    // Kafka: DESCRIBE on the cluster lists every group, else only those the principal may
+    // DESCRIBE.
+    if !context.authorize_cluster(Operation::Describe) {
+        groups.retain(|g| context.authorize(Operation::Describe, ResourceType::Group, &g.group_id));
+    }
     groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     ListGroupsResponse::default()
         .with_error_code(error_code)

@@ -3,6 +3,7 @@
 
 use super::owners::{run_on_owners, Slot, Slotted};
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -40,6 +41,11 @@ pub async fn handle(context: &RequestContext, request: ListOffsetsRequest) -> Li
     let mut by_owner: BTreeMap<usize, Vec<Lookup>> = BTreeMap::new();
     for (topic_slot, topic) in request.topics.into_iter().enumerate() {
         let record = image.topic(topic.name.0.as_str());
+        let authorized = context.authorize(
+            Operation::Describe,
+            ResourceType::Topic,
+            topic.name.0.as_str(),
+        );
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (partition_slot, partition) in topic.partitions.into_iter().enumerate() {
             let owner = record
@@ -54,6 +60,9 @@ pub async fn handle(context: &RequestContext, request: ListOffsetsRequest) -> Li
                 .with_offset(-1)
                 .with_leader_epoch(-1);
             match owner {
+                _ if !authorized => {
+                    response.error_code = ResponseError::TopicAuthorizationFailed.code();
+                }
                 Some(Err(error)) => response.error_code = error.code(),
                 Some(Ok(owner)) => by_owner.entry(owner).or_default().push(Lookup {
                     slot: (topic_slot, partition_slot),

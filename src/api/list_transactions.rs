@@ -4,6 +4,7 @@
 //! regex, is not served.)
 
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use crate::txn::records::TxnState;
 use kafka_protocol::messages::list_transactions_response::TransactionState;
 use kafka_protocol::messages::{
@@ -41,6 +42,14 @@ pub async fn handle(
         .flat_map(|listed| listed.unwrap_or_default())
         .filter(|txn| states.is_empty() || states.contains(&txn.state))
         .filter(|txn| producer_ids.is_empty() || producer_ids.contains(&txn.producer_id))
+        // Kafka: only the ids the principal may DESCRIBE.
+        .filter(|txn| {
+            context.authorize(
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                &txn.transactional_id,
+            )
+        })
         .filter(|txn| {
             min_duration_ms < 0 || (txn.start_ms >= 0 && now_ms - txn.start_ms >= min_duration_ms)
         })

@@ -4,6 +4,7 @@
 use super::RequestContext;
 use crate::cluster::controller::{validate_topic_name, NewTopic};
 use crate::cluster::metadata::{MetadataImage, TopicRecord, NO_LEADER};
+use crate::security::acl::{self, Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -26,16 +27,41 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
     let mut topics = Vec::new();
     match request.topics {
         None => {
-            topics.extend(image.topics.values().map(|t| describe_topic(&image, t)));
+            // Kafka: topics the principal may not DESCRIBE are left out.
+            topics.extend(
+                image
+                    .topics
+                    .values()
+                    .filter(|t| {
+                        context.authorize(Operation::Describe, ResourceType::Topic, &t.name)
+                    })
+                    .map(|t| describe_topic(&image, t)),
+            );
         }
         Some(requested) => {
             let mut to_create = Vec::new();
+            // Kafka: auto-creation needs CREATE on the cluster or on the topic.
+            let cluster_create = may_create && context.authorize_cluster(Operation::Create);
             for topic in requested {
                 match topic.name {
                     Some(name) => {
                         let name = name.0.to_string();
+                        if !context.authorize(Operation::Describe, ResourceType::Topic, &name) {
+                            topics.push(unauthorized_topic(Some(&name), Uuid::nil()));
+                            continue;
+                        }
                         match image.topic(&name) {
                             Some(record) => topics.push(describe_topic(&image, record)),
+                            None if may_create
+                                && !cluster_create
+                                && !context.authorize(
+                                    Operation::Create,
+                                    ResourceType::Topic,
+                                    &name,
+                                ) =>
+                            {
+                                topics.push(unauthorized_topic(Some(&name), Uuid::nil()))
+                            }
                             None if may_create => match validate_topic_name(&name) {
                                 Ok(()) => to_create.push(name),
                                 // Kafka answers an illegal name with INVALID_TOPIC_EXCEPTION.
@@ -48,6 +74,15 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
                         }
                     }
                     None => match image.topic_by_id(topic.topic_id) {
+                        Some(record)
+                            if !context.authorize(
+                                Operation::Describe,
+                                ResourceType::Topic,
+                                &record.name,
+                            ) =>
+                        {
+                            topics.push(unauthorized_topic(None, topic.topic_id))
+                        }
                         Some(record) => topics.push(describe_topic(&image, record)),
                         None => topics.push(
                             MetadataResponseTopic::default()
@@ -63,11 +98,22 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
             }
         }
     }
-    if !request.include_topic_authorized_operations {
-        for topic in &mut topics {
-            topic.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
-        }
+    for topic in &mut topics {
+        topic.topic_authorized_operations = match &topic.name {
+            Some(name) if request.include_topic_authorized_operations && topic.error_code == 0 => {
+                context.authorized_operations(ResourceType::Topic, name.0.as_str())
+            }
+            _ => AUTHORIZED_OPERATIONS_OMITTED,
+        };
     }
+    // v8–10 only; later versions ask DescribeCluster.
+    let cluster_authorized_operations = if !request.include_cluster_authorized_operations {
+        AUTHORIZED_OPERATIONS_OMITTED
+    } else if context.authorize_cluster(Operation::Describe) {
+        context.authorized_operations(ResourceType::Cluster, acl::CLUSTER_NAME)
+    } else {
+        0
+    };
 
     let brokers = image
         .live_brokers()
@@ -84,7 +130,7 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
         .with_brokers(brokers)
         .with_cluster_id(Some(super::str_bytes(&image.cluster_id)))
         .with_controller_id(BrokerId(controller_id(&image, node_id.0)))
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(cluster_authorized_operations)
         .with_topics(topics)
 }
 
@@ -137,6 +183,10 @@ async fn auto_create(context: &RequestContext, names: Vec<String>) -> Vec<Metada
             })
             .collect(),
     }
+}
+
+fn unauthorized_topic(name: Option<&str>, topic_id: Uuid) -> MetadataResponseTopic {
+    unknown_topic(name, topic_id).with_error_code(ResponseError::TopicAuthorizationFailed.code())
 }
 
 fn unknown_topic(name: Option<&str>, topic_id: Uuid) -> MetadataResponseTopic {

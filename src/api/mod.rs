@@ -8,11 +8,14 @@ mod alter_user_scram_credentials;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
+mod create_acls;
 mod create_partitions;
 mod create_topics;
+mod delete_acls;
 mod delete_groups;
 mod delete_records;
 mod delete_topics;
+mod describe_acls;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -46,6 +49,7 @@ mod txn_offset_commit;
 mod write_txn_markers;
 
 use crate::protocol::{self, RequestPreamble};
+use crate::security::acl::{self, Operation, ResourceType};
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
@@ -120,6 +124,85 @@ pub struct RequestContext {
     pub peer: SocketAddr,
     /// The connection's listener and authentication.
     pub session: Rc<crate::security::session::Session>,
+}
+
+impl RequestContext {
+    /// Whether this connection's principal may do `operation` on the named resource, by the
+    /// ACLs of the current metadata image (so grants and revocations apply to open
+    /// connections). Always true when the authorizer is off, without touching the image.
+    pub fn authorize(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        self.check(|acls, policy, who| acls.authorize(policy, who, operation, resource_type, name))
+    }
+
+    /// [`Self::authorize`] on the cluster resource.
+    pub fn authorize_cluster(&self, operation: Operation) -> bool {
+        self.authorize(operation, ResourceType::Cluster, acl::CLUSTER_NAME)
+    }
+
+    /// Whether the principal may do `operation` on some resource of the type (Kafka's
+    /// authorizeByResourceType).
+    pub fn authorize_any(&self, operation: Operation, resource_type: ResourceType) -> bool {
+        self.check(|acls, policy, who| acls.authorize_any(policy, who, operation, resource_type))
+    }
+
+    /// Kafka's authorized-operations bit field of a resource: every operation of its type when
+    /// the authorizer is off.
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        if !self.shard.config.authorizer_enabled {
+            return acl::all_operations(resource_type);
+        }
+        let image = self.shard.metadata();
+        let policy = self.policy();
+        self.session
+            .with_principal(|principal| {
+                let who = acl::Requester {
+                    principal,
+                    host: self.peer.ip(),
+                };
+                image
+                    .acls
+                    .authorized_operations(&policy, &who, resource_type, name)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether the authorizer is on (the ACL APIs answer SECURITY_DISABLED otherwise).
+    pub fn authorizer_enabled(&self) -> bool {
+        self.shard.config.authorizer_enabled
+    }
+
+    fn policy(&self) -> acl::Policy<'_> {
+        acl::Policy {
+            super_users: &self.shard.config.super_users,
+            allow_everyone_if_no_acl_found: self.shard.config.allow_everyone_if_no_acl_found,
+        }
+    }
+
+    fn check(
+        &self,
+        decide: impl FnOnce(&acl::AclStore, &acl::Policy<'_>, &acl::Requester<'_>) -> bool,
+    ) -> bool {
+        if !self.shard.config.authorizer_enabled {
+            return true;
+        }
+        let image = self.shard.metadata();
+        let policy = self.policy();
+        let allowed = self
+            .session
+            .with_principal(|principal| {
+                let who = acl::Requester {
+                    principal,
+                    host: self.peer.ip(),
+                };
+                decide(&image.acls, &policy, &who)
+            })
+            .unwrap_or(false);
+        if !allowed {
+            tracing::debug!(peer = %self.peer, api_key = self.header.request_api_key,
+                "request not authorized");
+        }
+        allowed
+    }
 }
 
 pub async fn handle_request(
@@ -244,6 +327,9 @@ async fn handle_request_inner(
             dispatch!(describe_user_scram_credentials::handle)
         }
         ApiKey::AlterUserScramCredentials => dispatch!(alter_user_scram_credentials::handle),
+        ApiKey::CreateAcls => dispatch!(create_acls::handle),
+        ApiKey::DescribeAcls => dispatch!(describe_acls::handle),
+        ApiKey::DeleteAcls => dispatch!(delete_acls::handle),
         _ => Outcome::Close(format!("API {key:?} has no handler")),
     }
 }

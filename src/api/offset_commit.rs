@@ -5,6 +5,7 @@
 
 use super::{topic_name, RequestContext};
 use crate::group::{CommitItem, CommitWork};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -19,6 +20,8 @@ pub async fn handle(
     let image = shard.metadata();
     let metadata_max_bytes = shard.config.offset_metadata_max_bytes;
     let group_id = request.group_id.0.to_string();
+    // Kafka: READ on the group (else every partition fails), then READ on each topic.
+    let group_authorized = context.authorize(Operation::Read, ResourceType::Group, &group_id);
     let route = crate::group::route(shard, &group_id).await;
 
     // Per partition: Err(code) decided here, Ok(slot) sent to the coordinator.
@@ -28,6 +31,8 @@ pub async fn handle(
     for (topic_slot, topic) in request.topics.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let known = image.topic(&name);
+        let topic_authorized =
+            group_authorized && context.authorize(Operation::Read, ResourceType::Topic, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (partition_slot, partition) in topic.partitions.into_iter().enumerate() {
             let metadata = partition
@@ -35,8 +40,12 @@ pub async fn handle(
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let code = if let Err(error) = route {
+            let code = if !group_authorized {
+                ResponseError::GroupAuthorizationFailed.code()
+            } else if let Err(error) = route {
                 error.code()
+            } else if !topic_authorized {
+                ResponseError::TopicAuthorizationFailed.code()
             } else if !known
                 .is_some_and(|t| (0..t.partition_count()).contains(&partition.partition_index))
             {
@@ -70,7 +79,7 @@ pub async fn handle(
                 .with_partitions(partitions),
         );
     }
-    if let Ok(route) = route {
+    if let (Ok(route), true) = (route, group_authorized) {
         let work = CommitWork {
             group_id,
             generation: request.generation_id_or_member_epoch,

@@ -2,6 +2,7 @@
 //! (GROUP_SUBSCRIBED_TO_TOPIC for the ones it does), with tombstones in `__consumer_offsets`.
 
 use super::{topic_name, RequestContext};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
@@ -29,6 +30,24 @@ pub async fn handle(
     if let Err(error) = crate::group::validate_group_id(&group_id) {
         return OffsetDeleteResponse::default().with_error_code(error.code());
     }
+    // Kafka: DELETE on the group, and READ on each topic (others fail per partition).
+    if !context.authorize(Operation::Delete, ResourceType::Group, &group_id) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
+    let (topics, denied): (Vec<_>, Vec<_>) = topics
+        .into_iter()
+        .partition(|(topic, _)| context.authorize(Operation::Read, ResourceType::Topic, topic));
+    let denied = denied.into_iter().map(|(topic, partitions)| {
+        let code = ResponseError::TopicAuthorizationFailed.code();
+        (
+            topic,
+            partitions
+                .into_iter()
+                .map(|p| (p, code))
+                .collect::<Vec<_>>(),
+        )
+    });
     let Some(route) = crate::group::route_existing(&context.shard, &group_id) else {
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::GroupIdNotFound.code());
@@ -45,6 +64,7 @@ pub async fn handle(
         Ok(topics) => OffsetDeleteResponse::default().with_topics(
             topics
                 .into_iter()
+                .chain(denied)
                 .map(|(topic, partitions)| {
                     OffsetDeleteResponseTopic::default()
                         .with_name(topic_name(&topic))

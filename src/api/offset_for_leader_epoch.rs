@@ -7,6 +7,7 @@
 
 use super::owners::{run_on_owners, Slot, Slotted};
 use super::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
@@ -52,10 +53,19 @@ pub async fn handle(
 ) -> OffsetForLeaderEpochResponse {
     let shard = &context.shard;
     let image = shard.metadata();
+    // Kafka: a follower (replica id >= 0) needs CLUSTER_ACTION, and every topic DESCRIBE.
+    let follower_authorized =
+        request.replica_id.0 < 0 || context.authorize_cluster(Operation::ClusterAction);
     let mut topics = Vec::with_capacity(request.topics.len());
     let mut by_owner: BTreeMap<usize, Vec<Lookup>> = BTreeMap::new();
     for (topic_slot, topic) in request.topics.into_iter().enumerate() {
         let record = image.topic(topic.topic.0.as_str());
+        let authorized = follower_authorized
+            && context.authorize(
+                Operation::Describe,
+                ResourceType::Topic,
+                topic.topic.0.as_str(),
+            );
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (partition_slot, partition) in topic.partitions.into_iter().enumerate() {
             let owner = record
@@ -66,6 +76,9 @@ pub async fn handle(
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
             match owner {
+                _ if !authorized => {
+                    response.error_code = ResponseError::TopicAuthorizationFailed.code();
+                }
                 Some(Err(error)) => response.error_code = error.code(),
                 Some(Ok(owner)) => by_owner.entry(owner).or_default().push(Lookup {
                     slot: (topic_slot, partition_slot),

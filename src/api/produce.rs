@@ -15,6 +15,7 @@ use super::{Outcome, RequestContext};
 use crate::cluster::topic_config;
 use crate::log::LogError;
 use crate::protocol::record_batch::{validate_batches, BatchError};
+use crate::security::acl::{Operation, ResourceType};
 use crate::shard::Shard;
 use crate::txn::producer_state::{ProducerBatch, SequenceCheck};
 use bytes::Bytes;
@@ -96,6 +97,15 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
     let shard = &context.shard;
     let image = shard.metadata();
     let acks_valid = matches!(request.acks, -1..=1);
+    // Kafka: a transactional produce needs WRITE on its transactional id (else every partition
+    // fails), then each topic needs WRITE; authorized partitions are still written.
+    let transactional_id_authorized = request.transactional_id.as_ref().is_none_or(|id| {
+        context.authorize(
+            Operation::Write,
+            ResourceType::TransactionalId,
+            id.0.as_str(),
+        )
+    });
 
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
     let mut work_by_owner: BTreeMap<usize, Vec<AppendWork>> = BTreeMap::new();
@@ -104,6 +114,18 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
             image.topic_by_id(topic_data.topic_id).cloned()
         } else {
             image.topic(topic_data.name.0.as_str()).cloned()
+        };
+        let topic_authorized = match &topic {
+            Some(topic) => context.authorize(Operation::Write, ResourceType::Topic, &topic.name),
+            // An unknown topic id stays unknown; an unknown name needs WRITE on it.
+            None => {
+                context.api_version >= 13
+                    || context.authorize(
+                        Operation::Write,
+                        ResourceType::Topic,
+                        topic_data.name.0.as_str(),
+                    )
+            }
         };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for (partition_slot, data) in topic_data.partition_data.into_iter().enumerate() {
@@ -117,6 +139,14 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                 .and_then(|t| t.partitions.get(usize::try_from(data.index).ok()?))
                 .map(|record| crate::cluster::leader_shard(shard, record));
             let outcome: Result<AppendWork, RecordRejection> = match (&topic, owner) {
+                _ if !transactional_id_authorized => Err(refusal(
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    "Transactional Id authorization failed.".to_string(),
+                )),
+                _ if !topic_authorized => Err(refusal(
+                    ResponseError::TopicAuthorizationFailed,
+                    "Topic authorization failed.".to_string(),
+                )),
                 _ if !acks_valid => Err(refusal(
                     ResponseError::InvalidRequiredAcks,
                     format!("acks must be -1, 0 or 1, not {}", request.acks),

@@ -3,12 +3,19 @@
 
 use super::{str_bytes, RequestContext};
 use crate::group::classic::SyncResult;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 pub async fn handle(context: &RequestContext, request: SyncGroupRequest) -> SyncGroupResponse {
     let version = context.api_version;
     let group_id = request.group_id.0.to_string();
+    if !context.authorize(Operation::Read, ResourceType::Group, &group_id) {
+        return response(
+            version,
+            SyncResult::error(ResponseError::GroupAuthorizationFailed.code()),
+        );
+    }
     let route = match crate::group::route(&context.shard, &group_id).await {
         Ok(route) => route,
         Err(error) => return response(version, SyncResult::error(error.code())),

@@ -8,6 +8,7 @@
 use super::{topic_name, RequestContext};
 use crate::group::records::TxnProducer;
 use crate::group::{CommitItem, CommitWork};
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -22,6 +23,19 @@ pub async fn handle(
     let image = shard.metadata();
     let metadata_max_bytes = shard.config.offset_metadata_max_bytes;
     let group_id = request.group_id.0.to_string();
+    // Kafka: WRITE on the transactional id, READ on the group (either failing fails every
+    // partition), then READ on each topic.
+    let denied_all = if !context.authorize(
+        Operation::Write,
+        ResourceType::TransactionalId,
+        request.transactional_id.0.as_str(),
+    ) {
+        Some(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if !context.authorize(Operation::Read, ResourceType::Group, &group_id) {
+        Some(ResponseError::GroupAuthorizationFailed)
+    } else {
+        None
+    };
     let route = crate::group::route(shard, &group_id).await;
 
     let mut topics: Vec<TxnOffsetCommitResponseTopic> = Vec::with_capacity(request.topics.len());
@@ -30,6 +44,7 @@ pub async fn handle(
     for (topic_slot, topic) in request.topics.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let known = image.topic(&name);
+        let topic_authorized = context.authorize(Operation::Read, ResourceType::Topic, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (partition_slot, partition) in topic.partitions.into_iter().enumerate() {
             let metadata = partition
@@ -37,8 +52,12 @@ pub async fn handle(
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let code = if let Err(error) = route {
+            let code = if let Some(error) = denied_all {
                 error.code()
+            } else if let Err(error) = route {
+                error.code()
+            } else if !topic_authorized {
+                ResponseError::TopicAuthorizationFailed.code()
             } else if !known
                 .is_some_and(|t| (0..t.partition_count()).contains(&partition.partition_index))
             {
@@ -72,7 +91,7 @@ pub async fn handle(
                 .with_partitions(partitions),
         );
     }
-    if let Ok(route) = route {
+    if let (Ok(route), None) = (route, denied_all) {
         let with_group_metadata = context.api_version >= 3;
         let work = CommitWork {
             group_id,

@@ -4,7 +4,9 @@
 //! in-sync replica has the marker.
 
 use super::RequestContext;
+use crate::security::acl::Operation;
 use crate::txn::markers::{write_markers, TxnMarker};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
@@ -17,6 +19,9 @@ pub async fn handle(
     context: &RequestContext,
     request: WriteTxnMarkersRequest,
 ) -> WriteTxnMarkersResponse {
+    // Kafka: only brokers write markers: CLUSTER_ACTION on the cluster, else every partition
+    // fails.
+    let authorized = context.authorize_cluster(Operation::ClusterAction);
     let mut results = Vec::with_capacity(request.markers.len().min(MAX_MARKERS_PER_REQUEST));
     for written in request.markers.into_iter().take(MAX_MARKERS_PER_REQUEST) {
         let marker = TxnMarker {
@@ -35,7 +40,14 @@ pub async fn handle(
                     .map(|&partition| (topic.name.0.to_string(), partition))
             })
             .collect();
-        let outcomes = write_markers(&context.shard, marker, partitions).await;
+        let outcomes = if authorized {
+            write_markers(&context.shard, marker, partitions).await
+        } else {
+            partitions
+                .into_iter()
+                .map(|partition| (partition, Err(ResponseError::ClusterAuthorizationFailed)))
+                .collect()
+        };
         let mut topics: Vec<WritableTxnMarkerTopicResult> = Vec::new();
         for ((topic, partition), outcome) in outcomes {
             let code = outcome.err().map_or(0, |error| error.code());

@@ -687,7 +687,97 @@ pub fn decide(
                 .collect();
             (records, AdminReply::Changes(results))
         }
+        AdminCommand::CreateAcls { bindings } => create_acls(config, image, &bindings),
+        AdminCommand::DeleteAcls { filters } => delete_acls(image, &filters),
     }
+}
+
+/// Bindings one CreateAcls or DeleteAcls may add or remove: the records of one request are one
+/// metadata log entry, which must stay well inside a controller frame.
+pub const MAX_ACL_CHANGES_PER_REQUEST: usize = 10_000;
+
+/// CreateAcls: each valid binding not yet present becomes a record; an existing binding is a
+/// success without a record (as in Kafka); past `max_acls` a binding fails.
+fn create_acls(
+    config: &BrokerConfig,
+    image: &MetadataImage,
+    bindings: &[crate::security::acl::AclBinding],
+) -> (Vec<MetadataRecord>, AdminReply) {
+    let mut records = Vec::new();
+    let mut added = std::collections::BTreeSet::new();
+    let results = bindings
+        .iter()
+        .map(|binding| {
+            binding
+                .validate()
+                .map_err(|message| AdminError::new(ResponseError::InvalidRequest, message))?;
+            if image.acls.contains(binding) || added.contains(binding) {
+                return Ok(());
+            }
+            if image.acls.len() + added.len() >= config.max_acls {
+                return Err(AdminError::new(
+                    ResponseError::PolicyViolation,
+                    format!(
+                        "the cluster holds max_acls ({}) ACL bindings",
+                        config.max_acls
+                    ),
+                ));
+            }
+            if added.len() >= MAX_ACL_CHANGES_PER_REQUEST {
+                return Err(AdminError::new(
+                    ResponseError::InvalidRequest,
+                    format!("at most {MAX_ACL_CHANGES_PER_REQUEST} ACL bindings per request"),
+                ));
+            }
+            added.insert(binding.clone());
+            records.push(MetadataRecord::CreateAcl {
+                binding: binding.clone(),
+            });
+            Ok(())
+        })
+        .collect();
+    (records, AdminReply::Changes(results))
+}
+
+/// DeleteAcls: every binding a filter matches is removed; a binding two filters match is
+/// reported (and removed) once, under the first.
+fn delete_acls(
+    image: &MetadataImage,
+    filters: &[crate::security::acl::AclFilter],
+) -> (Vec<MetadataRecord>, AdminReply) {
+    let mut records = Vec::new();
+    let mut removed = std::collections::BTreeSet::new();
+    let results = filters
+        .iter()
+        .map(|filter| {
+            filter
+                .validate()
+                .map_err(|message| AdminError::new(ResponseError::InvalidRequest, message))?;
+            let matched: Vec<_> = image
+                .acls
+                .matching(filter)
+                .into_iter()
+                .filter(|binding| !removed.contains(binding))
+                .collect();
+            if removed.len() + matched.len() > MAX_ACL_CHANGES_PER_REQUEST {
+                return Err(AdminError::new(
+                    ResponseError::InvalidRequest,
+                    format!(
+                        "the filters match more than {MAX_ACL_CHANGES_PER_REQUEST} ACL bindings; \
+                         delete them with narrower filters"
+                    ),
+                ));
+            }
+            for binding in &matched {
+                removed.insert(binding.clone());
+                records.push(MetadataRecord::DeleteAcl {
+                    binding: binding.clone(),
+                });
+            }
+            Ok(matched)
+        })
+        .collect();
+    (records, AdminReply::DeletedAcls(results))
 }
 
 fn replication_factor_error(wanted: usize, live: usize) -> AdminError {
@@ -1221,5 +1311,68 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.code, ResponseError::InvalidConfig.code());
+    }
+
+    #[test]
+    fn acl_commands_validate_deduplicate_and_bound() {
+        use crate::security::acl::{
+            AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType,
+        };
+        let binding = |name: &str| AclBinding {
+            resource_type: ResourceType::Group,
+            resource_name: name.into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: Operation::Read,
+            permission: Permission::Allow,
+        };
+        let config = BrokerConfig {
+            max_acls: 2,
+            ..BrokerConfig::default()
+        };
+        let mut image = MetadataImage::empty();
+        let mut bad = binding("g");
+        bad.pattern_type = PatternType::Any;
+        let (records, reply) = decide(
+            &config,
+            &image,
+            AdminCommand::CreateAcls {
+                bindings: vec![binding("a"), binding("a"), bad, binding("b"), binding("c")],
+            },
+        );
+        let AdminReply::Changes(results) = reply else {
+            panic!("changes expected");
+        };
+        let codes: Vec<i16> = results
+            .iter()
+            .map(|r| r.as_ref().err().map_or(0, |e| e.code))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                0,
+                0,
+                ResponseError::InvalidRequest.code(),
+                0,
+                ResponseError::PolicyViolation.code()
+            ]
+        );
+        assert_eq!(records.len(), 2);
+        records::apply_batch(&mut image, 1, &records);
+        let (records, reply) = decide(
+            &config,
+            &image,
+            AdminCommand::DeleteAcls {
+                filters: vec![AclFilter::any(), AclFilter::any()],
+            },
+        );
+        let AdminReply::DeletedAcls(results) = reply else {
+            panic!("deleted ACLs expected");
+        };
+        assert_eq!(results[0].as_ref().unwrap().len(), 2);
+        assert!(results[1].as_ref().unwrap().is_empty());
+        records::apply_batch(&mut image, 2, &records);
+        assert!(image.acls.is_empty());
     }
 }

@@ -124,6 +124,10 @@ pub struct MetadataImage {
     /// SCRAM credentials by (user, mechanism): salted, never the password.
     #[serde(default, with = "scram_credentials_serde")]
     pub scram_credentials: BTreeMap<(String, Mechanism), ScramCredential>,
+    /// ACL bindings, indexed for per-request checks. Behind an `Arc` because the image is
+    /// copied for every applied batch of the log; only ACL changes copy the store.
+    #[serde(default)]
+    pub acls: Arc<crate::security::acl::AclStore>,
     /// Node-local: the active controller as this node last saw it (not replicated).
     #[serde(skip)]
     pub active_controller_id: Option<i32>,
@@ -140,6 +144,7 @@ impl MetadataImage {
             next_producer_id_block_start: 0,
             cluster_configs: BTreeMap::new(),
             scram_credentials: BTreeMap::new(),
+            acls: Arc::default(),
             active_controller_id: None,
         }
     }

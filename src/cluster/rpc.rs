@@ -98,6 +98,15 @@ pub enum AdminCommand {
     AlterScramCredentials {
         changes: Vec<ScramChange>,
     },
+    /// CreateAcls: bindings already checked by the receiving broker; answered with
+    /// `Changes`, one result per binding.
+    CreateAcls {
+        bindings: Vec<crate::security::acl::AclBinding>,
+    },
+    /// DeleteAcls: answered with `DeletedAcls`, the bindings each filter removed.
+    DeleteAcls {
+        filters: Vec<crate::security::acl::AclFilter>,
+    },
 }
 
 /// One change of AlterUserScramCredentials.
@@ -115,6 +124,7 @@ pub enum AdminReply {
     DeleteTopics(Vec<Result<Uuid, AdminError>>),
     Changes(Vec<Result<(), AdminError>>),
     ProducerIds(Result<i64, AdminError>),
+    DeletedAcls(Vec<Result<Vec<crate::security::acl::AclBinding>, AdminError>>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,5 +1,7 @@
 //! Authentication: SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) on listeners whose security
 //! protocol asks for it, against SCRAM credentials kept salted in the replicated metadata.
+//! Authorization: Kafka ACLs ([`acl`]), also kept in the replicated metadata.
 
+pub mod acl;
 pub mod scram;
 pub mod session;

@@ -50,6 +50,12 @@ impl Session {
         self.principal.borrow().clone()
     }
 
+    /// Runs `f` on the principal without copying it (authorization checks run per request);
+    /// `None` before authentication.
+    pub fn with_principal<R>(&self, f: impl FnOnce(&str) -> R) -> Option<R> {
+        self.principal.borrow().as_deref().map(f)
+    }
+
     pub fn authenticated_as(&self, user: &str) {
         *self.principal.borrow_mut() = Some(format!("User:{user}"));
         *self.sasl.borrow_mut() = SaslState::Done;

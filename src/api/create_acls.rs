@@ -1,0 +1,123 @@
+//! CreateAcls (key 29): new ACL bindings, written by the controller to the replicated metadata
+//! log. Needs ALTER on the cluster; SECURITY_DISABLED while the authorizer is off.
+
+use super::{str_bytes, RequestContext};
+use crate::cluster::controller::AdminError;
+use crate::cluster::rpc::{AdminCommand, AdminReply};
+use crate::security::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::create_acls_response::AclCreationResult;
+use kafka_protocol::messages::{CreateAclsRequest, CreateAclsResponse};
+
+/// Kafka's message for ACL requests to a broker without an authorizer.
+pub(crate) const NO_AUTHORIZER: &str = "No Authorizer is configured on the broker";
+
+fn failed(error: ResponseError, message: &str) -> AclCreationResult {
+    AclCreationResult::default()
+        .with_error_code(error.code())
+        .with_error_message(Some(str_bytes(message)))
+}
+
+/// The binding a creation asks for, or why it is not one (INVALID_REQUEST).
+fn binding_of(creation: &AclCreation) -> Result<AclBinding, String> {
+    let binding = AclBinding {
+        resource_type: ResourceType::from_code(creation.resource_type)
+            .ok_or_else(|| format!("unknown resource type {}", creation.resource_type))?,
+        resource_name: creation.resource_name.to_string(),
+        pattern_type: PatternType::from_code(creation.resource_pattern_type)
+            .ok_or_else(|| format!("unknown pattern type {}", creation.resource_pattern_type))?,
+        principal: creation.principal.to_string(),
+        host: creation.host.to_string(),
+        operation: Operation::from_code(creation.operation)
+            .ok_or_else(|| format!("unknown operation {}", creation.operation))?,
+        permission: Permission::from_code(creation.permission_type)
+            .ok_or_else(|| format!("unknown permission type {}", creation.permission_type))?,
+    };
+    binding.validate()?;
+    Ok(binding)
+}
+
+/// Sends an ACL command to the active controller (through shard 0, which owns the metadata
+/// node) and waits until this node's image holds its outcome.
+pub(crate) async fn to_controller(
+    context: &RequestContext,
+    command: AdminCommand,
+) -> Result<AdminReply, AdminError> {
+    context
+        .shard
+        .invoke_on(0, move |controller_shard| async move {
+            crate::cluster::client::admin(&controller_shard, command).await
+        })
+        .await
+        .map_err(|error| AdminError::new(ResponseError::RequestTimedOut, error.to_string()))?
+}
+
+pub async fn handle(context: &RequestContext, request: CreateAclsRequest) -> CreateAclsResponse {
+    let refuse_all = |error: ResponseError, message: &str| {
+        CreateAclsResponse::default().with_results(
+            request
+                .creations
+                .iter()
+                .map(|_| failed(error, message))
+                .collect(),
+        )
+    };
+    if !context.authorizer_enabled() {
+        return refuse_all(ResponseError::SecurityDisabled, NO_AUTHORIZER);
+    }
+    if !context.authorize_cluster(Operation::Alter) {
+        return refuse_all(
+            ResponseError::ClusterAuthorizationFailed,
+            "Cluster authorization failed.",
+        );
+    }
+    let mut results: Vec<Option<AclCreationResult>> = Vec::with_capacity(request.creations.len());
+    let mut bindings = Vec::new();
+    for creation in &request.creations {
+        match binding_of(creation) {
+            Ok(binding) => {
+                bindings.push(binding);
+                results.push(None);
+            }
+            Err(message) => results.push(Some(failed(ResponseError::InvalidRequest, &message))),
+        }
+    }
+    let outcome = if bindings.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match to_controller(context, AdminCommand::CreateAcls { bindings }).await {
+            Ok(AdminReply::Changes(applied)) => Ok(applied),
+            Ok(_) => Err(AdminError::new(
+                ResponseError::UnknownServerError,
+                "unexpected controller reply",
+            )),
+            Err(error) => Err(error),
+        }
+    };
+    let (mut applied, failure) = match outcome {
+        Ok(applied) => (applied.into_iter(), None),
+        Err(error) => (Vec::new().into_iter(), Some(error)),
+    };
+    let results = results
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or_else(|| {
+                let error = match applied.next() {
+                    Some(Ok(())) => return AclCreationResult::default(),
+                    Some(Err(error)) => error,
+                    None => failure.clone().unwrap_or_else(|| {
+                        AdminError::new(
+                            ResponseError::RequestTimedOut,
+                            "the controller did not apply the change",
+                        )
+                    }),
+                };
+                AclCreationResult::default()
+                    .with_error_code(error.code)
+                    .with_error_message(Some(str_bytes(&error.message)))
+            })
+        })
+        .collect();
+    CreateAclsResponse::default().with_results(results)
+}

@@ -1,0 +1,112 @@
+//! DeleteAcls (key 31): removes the bindings each filter matches, through the controller;
+//! each filter's result lists what it removed. Needs ALTER on the cluster; SECURITY_DISABLED
+//! while the authorizer is off.
+
+use super::create_acls::{to_controller, NO_AUTHORIZER};
+use super::describe_acls::filter_of;
+use super::{str_bytes, RequestContext};
+use crate::cluster::controller::AdminError;
+use crate::cluster::rpc::{AdminCommand, AdminReply};
+use crate::security::acl::{AclBinding, Operation};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_acls_response::{
+    DeleteAclsFilterResult, DeleteAclsMatchingAcl,
+};
+use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
+
+fn failed(error: ResponseError, message: &str) -> DeleteAclsFilterResult {
+    DeleteAclsFilterResult::default()
+        .with_error_code(error.code())
+        .with_error_message(Some(str_bytes(message)))
+}
+
+fn matching_acl(binding: &AclBinding) -> DeleteAclsMatchingAcl {
+    DeleteAclsMatchingAcl::default()
+        .with_resource_type(binding.resource_type.code())
+        .with_resource_name(str_bytes(&binding.resource_name))
+        .with_pattern_type(binding.pattern_type.code())
+        .with_principal(str_bytes(&binding.principal))
+        .with_host(str_bytes(&binding.host))
+        .with_operation(binding.operation.code())
+        .with_permission_type(binding.permission.code())
+}
+
+pub async fn handle(context: &RequestContext, request: DeleteAclsRequest) -> DeleteAclsResponse {
+    let refuse_all = |error: ResponseError, message: &str| {
+        DeleteAclsResponse::default().with_filter_results(
+            request
+                .filters
+                .iter()
+                .map(|_| failed(error, message))
+                .collect(),
+        )
+    };
+    if !context.authorizer_enabled() {
+        return refuse_all(ResponseError::SecurityDisabled, NO_AUTHORIZER);
+    }
+    if !context.authorize_cluster(Operation::Alter) {
+        return refuse_all(
+            ResponseError::ClusterAuthorizationFailed,
+            "Cluster authorization failed.",
+        );
+    }
+    let mut results: Vec<Option<DeleteAclsFilterResult>> = Vec::new();
+    let mut filters = Vec::new();
+    for filter in &request.filters {
+        match filter_of(
+            filter.resource_type_filter,
+            filter.resource_name_filter.as_deref(),
+            filter.pattern_type_filter,
+            filter.principal_filter.as_deref(),
+            filter.host_filter.as_deref(),
+            filter.operation,
+            filter.permission_type,
+        ) {
+            Ok(filter) => {
+                filters.push(filter);
+                results.push(None);
+            }
+            Err(message) => results.push(Some(failed(ResponseError::InvalidRequest, &message))),
+        }
+    }
+    let outcome = if filters.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match to_controller(context, AdminCommand::DeleteAcls { filters }).await {
+            Ok(AdminReply::DeletedAcls(deleted)) => Ok(deleted),
+            Ok(_) => Err(AdminError::new(
+                ResponseError::UnknownServerError,
+                "unexpected controller reply",
+            )),
+            Err(error) => Err(error),
+        }
+    };
+    let (mut deleted, failure) = match outcome {
+        Ok(deleted) => (deleted.into_iter(), None),
+        Err(error) => (Vec::new().into_iter(), Some(error)),
+    };
+    let results = results
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or_else(|| {
+                let error = match deleted.next() {
+                    Some(Ok(bindings)) => {
+                        return DeleteAclsFilterResult::default()
+                            .with_matching_acls(bindings.iter().map(matching_acl).collect())
+                    }
+                    Some(Err(error)) => error,
+                    None => failure.clone().unwrap_or_else(|| {
+                        AdminError::new(
+                            ResponseError::RequestTimedOut,
+                            "the controller did not apply the change",
+                        )
+                    }),
+                };
+                DeleteAclsFilterResult::default()
+                    .with_error_code(error.code)
+                    .with_error_message(Some(str_bytes(&error.message)))
+            })
+        })
+        .collect();
+    DeleteAclsResponse::default().with_filter_results(results)
+}
