@@ -28,6 +28,8 @@ pub enum Command {
     Cluster(crate::admin_cli::ClusterArgs),
     /// SCRAM users: create, delete, list.
     User(crate::admin_cli::UserArgs),
+    /// ACLs: add, list, remove.
+    Acl(crate::admin_cli::AclArgs),
 }
 
 /// Every flag is also a key of the TOML file given by `--config`; flags win over the file.
@@ -396,6 +398,7 @@ pub fn main() -> i32 {
         Command::Topic(args) => crate::admin_cli::run_topic(args),
         Command::Group(args) => crate::admin_cli::run_group(args),
         Command::User(args) => crate::admin_cli::run_user(args),
+        Command::Acl(args) => crate::admin_cli::run_acl(args),
         Command::Cluster(args) => crate::admin_cli::run_cluster(args),
     }
 }

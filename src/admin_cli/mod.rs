@@ -1,5 +1,6 @@
 //! Admin commands over the Kafka protocol, against any Kafka-compatible broker:
-//! `riptide topic …`, `riptide group …`, `riptide user …`, `riptide cluster info`.
+//! `riptide topic …`, `riptide group …`, `riptide user …`, `riptide acl …`,
+//! `riptide cluster info`.
 //!
 //! Each command talks to the brokers with [`crate::client`] (bootstrap from `--brokers`, then
 //! the partition leader, the controller or the group coordinator as Kafka routes it), and
@@ -7,6 +8,7 @@
 //! JSON object per record per line). Exit codes: 0 success; 1 failure (connection, broker
 //! error, an API the broker does not serve — the message says which); 2 bad usage.
 
+mod acl;
 mod cluster;
 mod group;
 pub mod output;
@@ -85,6 +87,25 @@ pub fn run_user(args: UserArgs) -> i32 {
         args.connect
             .cluster()
             .and_then(|mut cluster| user::run(&mut cluster, args.command)),
+        format,
+    )
+}
+
+#[derive(Args, Debug)]
+pub struct AclArgs {
+    #[command(subcommand)]
+    pub command: acl::AclCommand,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `riptide acl …`; returns the exit code.
+pub fn run_acl(args: AclArgs) -> i32 {
+    let format = args.connect.format;
+    finish(
+        args.connect
+            .cluster()
+            .and_then(|mut cluster| acl::run(&mut cluster, args.command)),
         format,
     )
 }
