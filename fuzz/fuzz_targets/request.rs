@@ -104,6 +104,9 @@ fn decode_body(key: ApiKey, version: i16, body: Bytes) {
         ApiKey::TxnOffsetCommit => drop(decode::<TxnOffsetCommitRequest>(body, version)),
         ApiKey::DescribeTransactions => drop(decode::<DescribeTransactionsRequest>(body, version)),
         ApiKey::ListTransactions => drop(decode::<ListTransactionsRequest>(body, version)),
+        ApiKey::CreateAcls => drop(decode::<CreateAclsRequest>(body, version)),
+        ApiKey::DescribeAcls => drop(decode::<DescribeAclsRequest>(body, version)),
+        ApiKey::DeleteAcls => drop(decode::<DeleteAclsRequest>(body, version)),
         // supported_api() admitted a key the broker dispatches nowhere: mirrors the handler's
         // "has no handler" close.
         _ => {}

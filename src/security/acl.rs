@@ -988,7 +988,8 @@ mod tests {
     fn validation_rejects_what_kafka_rejects() {
         let good = allow_topic("t", PatternType::Literal, "User:alice", Operation::Read);
         assert!(good.validate().is_ok());
-        let cases: Vec<Box<dyn Fn(&mut AclBinding)>> = vec![
+        type Change = Box<dyn Fn(&mut AclBinding)>;
+        let cases: Vec<Change> = vec![
             Box::new(|b| b.pattern_type = PatternType::Any),
             Box::new(|b| b.pattern_type = PatternType::Match),
             Box::new(|b| b.resource_type = ResourceType::Any),
