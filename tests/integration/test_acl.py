@@ -340,3 +340,26 @@ def test_security_disabled_without_authorizer(broker):
     with kw.KafkaConnection(broker.host, broker.port) as conn:
         keys = conn.api_versions(0)["api_keys"]
     assert keys[29] == (1, 3) and keys[30] == (1, 3) and keys[31] == (1, 3)
+
+
+@pytest.mark.timeout(240)
+def test_acls_replicate_and_brokers_as_super_users_keep_replicating(cluster_factory):
+    """Three nodes with the authorizer on. Brokers fetch from leaders over the PLAINTEXT listener
+    as User:ANONYMOUS, which is therefore a super user: acks=all writes to a topic of replication
+    factor 3 are answered (the followers' fetches pass CLUSTER_ACTION). An ACL created through one
+    node is in every node's metadata image."""
+    cluster = cluster_factory(voters=3, extra_args=[
+        "--authorizer-enabled", "true", "--super-users", "User:ANONYMOUS",
+        "--replica-fetch-wait-max-ms", "200"]).start()
+    cluster.wait_formed()
+    first = cluster.voters[0]
+    admin = admin_client(first.bootstrap)
+    topic = unique_topic("acl-rf3")
+    admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(40)
+    producer = Producer(base_conf(cluster.bootstrap(), **{"acks": "all", "message.timeout.ms": 20000}))
+    wait_until(lambda: produce_one(producer, topic) is None, 90, "an acks=all write on three replicas")
+    grant(admin, allow("User:alice", AclOperation.READ, topic))
+    for node in cluster:
+        wait_until(lambda: [a.resource_pattern.resource_name
+                            for a in describe_all_with_kafka_python(node.bootstrap)[0]] == [topic],
+                   30, f"the ACL in node {node.node_id}'s image")
