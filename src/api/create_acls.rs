@@ -2,7 +2,7 @@
 //! log. Needs ALTER on the cluster; SECURITY_DISABLED while the authorizer is off.
 
 use super::{str_bytes, RequestContext};
-use crate::cluster::controller::AdminError;
+use crate::cluster::controller::{AdminError, MAX_ACL_CHANGES_PER_REQUEST};
 use crate::cluster::rpc::{AdminCommand, AdminReply};
 use crate::security::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
 use kafka_protocol::error::ResponseError;
@@ -70,6 +70,13 @@ pub async fn handle(context: &RequestContext, request: CreateAclsRequest) -> Cre
         return refuse_all(
             ResponseError::ClusterAuthorizationFailed,
             "Cluster authorization failed.",
+        );
+    }
+    // One request is one controller call and one metadata log entry: bounded before either.
+    if request.creations.len() > MAX_ACL_CHANGES_PER_REQUEST {
+        return refuse_all(
+            ResponseError::InvalidRequest,
+            &format!("at most {MAX_ACL_CHANGES_PER_REQUEST} ACL bindings per request"),
         );
     }
     let mut results: Vec<Option<AclCreationResult>> = Vec::with_capacity(request.creations.len());

@@ -5,7 +5,7 @@
 use super::create_acls::{to_controller, NO_AUTHORIZER};
 use super::describe_acls::filter_of;
 use super::{str_bytes, RequestContext};
-use crate::cluster::controller::AdminError;
+use crate::cluster::controller::{AdminError, MAX_ACL_CHANGES_PER_REQUEST};
 use crate::cluster::rpc::{AdminCommand, AdminReply};
 use crate::security::acl::{AclBinding, Operation};
 use kafka_protocol::error::ResponseError;
@@ -48,6 +48,12 @@ pub async fn handle(context: &RequestContext, request: DeleteAclsRequest) -> Del
         return refuse_all(
             ResponseError::ClusterAuthorizationFailed,
             "Cluster authorization failed.",
+        );
+    }
+    if request.filters.len() > MAX_ACL_CHANGES_PER_REQUEST {
+        return refuse_all(
+            ResponseError::InvalidRequest,
+            &format!("at most {MAX_ACL_CHANGES_PER_REQUEST} filters per request"),
         );
     }
     let mut results: Vec<Option<DeleteAclsFilterResult>> = Vec::new();

@@ -21,11 +21,12 @@ pub const WILDCARD_RESOURCE: &str = "*";
 pub const WILDCARD_PRINCIPAL: &str = "User:*";
 /// Host that matches every peer address.
 pub const WILDCARD_HOST: &str = "*";
-/// Longest resource name a binding may carry (group and transactional ids have no Kafka limit;
-/// this bounds the image and the prefix walk of a check).
-pub const MAX_RESOURCE_NAME_BYTES: usize = 1024;
+/// Longest resource name a binding may carry: topic names stop at 249 bytes; group and
+/// transactional ids have no Kafka limit, but a bound keeps the image (and its snapshot, sent
+/// whole to brokers that fall behind) and the prefix walk of a check small.
+pub const MAX_RESOURCE_NAME_BYTES: usize = 255;
 /// Longest principal a binding may carry.
-pub const MAX_PRINCIPAL_BYTES: usize = 512;
+pub const MAX_PRINCIPAL_BYTES: usize = 255;
 /// Longest host a binding may carry (an IPv6 literal with a zone fits).
 pub const MAX_HOST_BYTES: usize = 64;
 
