@@ -72,6 +72,21 @@ pub struct ServeArgs {
     /// Largest request before authentication [default: 524288].
     #[arg(long)]
     pub sasl_max_receive_size_bytes: Option<usize>,
+    /// PEM certificate chain for SSL/SASL_SSL listeners.
+    #[arg(long)]
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long)]
+    pub ssl_key_location: Option<PathBuf>,
+    /// PEM CAs that client certificates must chain to.
+    #[arg(long)]
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Client certificates: none, requested or required [default: none].
+    #[arg(long)]
+    pub ssl_client_auth: Option<String>,
+    /// How often TLS files are checked for a new certificate [default: 10000].
+    #[arg(long)]
+    pub ssl_reload_check_interval_ms: Option<u64>,
     /// Delay before a failed authentication is answered and closed [default: 100].
     #[arg(long)]
     pub connection_failed_authentication_delay_ms: Option<u64>,
@@ -278,6 +293,11 @@ impl ServeArgs {
             advertised_listeners,
             sasl_enabled_mechanisms,
             sasl_max_receive_size_bytes,
+            ssl_certificate_location,
+            ssl_key_location,
+            ssl_ca_location,
+            ssl_client_auth,
+            ssl_reload_check_interval_ms,
             connection_failed_authentication_delay_ms,
             connections_max_idle_ms,
             request_read_timeout_ms,

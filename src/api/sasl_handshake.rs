@@ -1,5 +1,6 @@
-//! SaslHandshake (key 17, v1): the client names its mechanism; SaslAuthenticate carries the
-//! exchange. UNSUPPORTED_SASL_MECHANISM lists the ones served.
+//! SaslHandshake (key 17): the client names its mechanism; SaslAuthenticate carries the
+//! exchange (v1), or raw size-prefixed frames do (v0). UNSUPPORTED_SASL_MECHANISM lists the ones
+//! served.
 
 use super::RequestContext;
 use crate::config::SaslMechanism;
@@ -28,5 +29,8 @@ pub async fn handle(
         return response.with_error_code(ResponseError::IllegalSaslState.code());
     }
     *state = SaslState::Handshaken(mechanism);
+    if context.api_version == 0 {
+        context.session.use_raw_sasl_tokens();
+    }
     response
 }

@@ -360,6 +360,18 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             e,
+            "tls_connections",
+            "Client connections open over TLS, by where records are encrypted (user space; \
+             the kernel's TLS offload is not used).",
+            Gauge,
+            shards.iter().map(|shard| {
+                let mut labels = shard_labels(shard);
+                labels.push(("mode", "user".to_string()));
+                (labels, Sample::Gauge(shard.tls_connections_open as i64))
+            }),
+        )?;
+        family(
+            e,
             "connections_accepted",
             "Client connections accepted.",
             Counter,

@@ -3,3 +3,4 @@
 
 pub mod scram;
 pub mod session;
+pub mod tls;

@@ -27,19 +27,46 @@ pub struct Session {
     /// `User:<name>` once authenticated; `User:ANONYMOUS` on listeners without SASL.
     principal: RefCell<Option<String>>,
     pub sasl: RefCell<SaslState>,
+    /// SaslHandshake v0 was used: the exchange's tokens come as raw size-prefixed frames, not
+    /// in SaslAuthenticate requests (Kafka's protocol before KIP-152).
+    raw_sasl_tokens: std::cell::Cell<bool>,
 }
 
 /// Kafka's principal of unauthenticated listeners.
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
 impl Session {
-    pub fn new(listener: Rc<Listener>) -> Rc<Session> {
-        let principal = (!listener.protocol.requires_sasl()).then(|| ANONYMOUS.to_string());
+    /// `certificate_principal`: the client certificate's subject on a TLS listener that asked
+    /// for one. SASL listeners take the principal from SASL instead, as Kafka does.
+    pub fn new(listener: Rc<Listener>, certificate_principal: Option<String>) -> Rc<Session> {
+        let principal = (!listener.protocol.requires_sasl())
+            .then(|| certificate_principal.unwrap_or_else(|| ANONYMOUS.to_string()));
         Rc::new(Session {
             listener,
             principal: RefCell::new(principal),
             sasl: RefCell::new(SaslState::Start),
+            raw_sasl_tokens: std::cell::Cell::new(false),
         })
+    }
+
+    /// Record data may be sent from page cache to the socket directly (splice): only on
+    /// plaintext connections, as TLS encrypts in user space.
+    pub fn zero_copy_allowed(&self) -> bool {
+        !self.listener.protocol.uses_tls()
+    }
+
+    /// After a SaslHandshake v0, the SASL tokens come as raw frames.
+    pub fn use_raw_sasl_tokens(&self) {
+        self.raw_sasl_tokens.set(true);
+    }
+
+    /// The next frame is a raw SASL token, not a Kafka request.
+    pub fn expects_raw_sasl_token(&self) -> bool {
+        self.raw_sasl_tokens.get()
+            && matches!(
+                *self.sasl.borrow(),
+                SaslState::Handshaken(_) | SaslState::Scram(_)
+            )
     }
 
     pub fn is_authenticated(&self) -> bool {

@@ -400,10 +400,24 @@ async fn shard_main(
     // Loads the transactions this shard coordinates and starts their timeouts.
     crate::txn::coordinator::start(&shard);
     started.wait().await?;
+    // One TLS configuration per shard, reloaded here when its files change.
+    let tls = match config.tls_settings()? {
+        Some(settings) => {
+            let acceptor = Rc::new(crate::security::tls::TlsAcceptor::new(settings)?);
+            glommio::spawn_local(crate::net::reload_tls(shard.clone(), acceptor.clone())).detach();
+            Some(acceptor)
+        }
+        None => None,
+    };
     let mut listeners = Vec::new();
     for listener in config.kafka_listeners()? {
         let socket = crate::net::bind_listener(&listener.listen)?;
-        listeners.push((Rc::new(listener), socket));
+        let listener_tls = if listener.protocol.uses_tls() {
+            tls.clone()
+        } else {
+            None
+        };
+        listeners.push((Rc::new(listener), socket, listener_tls));
     }
     if shard_id == 0 && !config.admin_listen.is_empty() {
         let admin = crate::metrics::server::bind(&config.admin_listen)?;
@@ -429,7 +443,9 @@ async fn shard_main(
 
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|(listener, socket)| crate::net::accept_loop(shard.clone(), listener, socket))
+        .map(|(listener, socket, tls)| {
+            crate::net::accept_loop(shard.clone(), listener, socket, tls)
+        })
         .collect();
     futures::future::join_all(accepting).await;
     if let Some(node) = shard.metadata_node.get() {
@@ -466,6 +482,8 @@ fn block_termination_signals() -> anyhow::Result<nix::sys::signal::SigSet> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
+    // Not a termination: `wait_for_termination` reloads TLS certificates on it.
+    set.add(Signal::SIGHUP);
     set.thread_block()
         .map_err(|e| anyhow::anyhow!("cannot block termination signals: {e}"))?;
     Ok(set)

@@ -97,7 +97,7 @@ def test_requests_before_authentication_close_and_listeners_advertise_themselves
     # Metadata before any SASL exchange: the connection is closed.
     with kw.KafkaConnection("127.0.0.1", sasl_broker.sasl_port) as conn:
         keys = conn.api_versions(0)["api_keys"]  # allowed before authentication
-        assert keys[17] == (1, 1) and keys[36] == (0, 2) and keys[50] == (0, 0) and keys[51] == (0, 0)
+        assert keys[17] == (0, 1) and keys[36] == (0, 2) and keys[50] == (0, 0) and keys[51] == (0, 0)
         conn.send_request(kw.ApiKey.METADATA, 1, kw.encode_metadata_request(1, None, False))
         assert conn.wait_closed(10) == b""
     # A frame larger than the unauthenticated limit is refused at once.
@@ -122,6 +122,29 @@ def test_requests_before_authentication_close_and_listeners_advertise_themselves
         [UserScramCredentialDeletion("alice", ScramMechanism.SCRAM_SHA_512)])["alice"].result(30)
     described = plain_admin.describe_user_scram_credentials(["alice"])["alice"].result(30)
     assert [i.mechanism for i in described.scram_credential_infos] == [ScramMechanism.SCRAM_SHA_256]
+
+
+def sasl_handshake_v0(conn, mechanism):
+    r = conn.request(17, 0, kw.Writer().string(mechanism).getvalue())
+    error_code = r.int16()
+    return error_code, r.array(lambda rr: rr.string())
+
+
+@pytest.mark.timeout(60)
+def test_sasl_handshake_v0_takes_raw_tokens(sasl_broker):
+    """SaslHandshake v0 (before KIP-152): the SASL tokens follow as raw size-prefixed frames, not
+    SaslAuthenticate requests; a failure closes the connection without an answer."""
+    with kw.KafkaConnection("127.0.0.1", sasl_broker.sasl_port) as conn:
+        assert sasl_handshake_v0(conn, "PLAIN") == (0, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+        token = b"\0alice\0" + PASSWORDS["alice"].encode()
+        conn.send_raw(struct.pack(">i", len(token)) + token)
+        assert conn.recv_frame() == b""  # PLAIN's empty server reply
+        assert conn.metadata(1)["brokers"], "authenticated: Metadata is served"
+    with kw.KafkaConnection("127.0.0.1", sasl_broker.sasl_port) as conn:
+        assert sasl_handshake_v0(conn, "PLAIN")[0] == 0
+        token = b"\0alice\0wrong"
+        conn.send_raw(struct.pack(">i", len(token)) + token)
+        assert conn.wait_closed(10) == b""
 
 
 @pytest.mark.timeout(60)
