@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// Delay before a failed authentication is answered and closed [default: 100].
     #[arg(long)]
     pub connection_failed_authentication_delay_ms: Option<u64>,
+    /// SASL sessions expire after this long; clients re-authenticate (KIP-368) [default: 0, never].
+    #[arg(long)]
+    pub connections_max_reauth_ms: Option<u64>,
     /// Close connections idle (nothing in flight, no request) this long [default: 600000].
     #[arg(long)]
     pub connections_max_idle_ms: Option<u64>,
@@ -299,6 +302,7 @@ impl ServeArgs {
             ssl_client_auth,
             ssl_reload_check_interval_ms,
             connection_failed_authentication_delay_ms,
+            connections_max_reauth_ms,
             connections_max_idle_ms,
             request_read_timeout_ms,
             response_write_timeout_ms,

@@ -27,6 +27,10 @@ pub struct BrokerConfig {
     pub sasl_max_receive_size_bytes: usize,
     /// A failed authentication is answered, and its connection closed, after this delay.
     pub connection_failed_authentication_delay_ms: u64,
+    /// SASL sessions last this long (KIP-368's `connections.max.reauth.ms`); a client then
+    /// re-authenticates on the same connection, or the connection is closed at its next
+    /// request. 0: sessions never expire.
+    pub connections_max_reauth_ms: u64,
     /// PEM file with the broker's certificate and its chain, for `SSL`/`SASL_SSL` listeners.
     pub ssl_certificate_location: Option<PathBuf>,
     /// PEM file with the certificate's private key.
@@ -240,6 +244,7 @@ impl Default for BrokerConfig {
             sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
             sasl_max_receive_size_bytes: 524_288,
             connection_failed_authentication_delay_ms: 100,
+            connections_max_reauth_ms: 0,
             ssl_certificate_location: None,
             ssl_key_location: None,
             ssl_ca_location: None,

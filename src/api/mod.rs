@@ -185,6 +185,17 @@ async fn handle_request_inner(
             session.listener.protocol.name()
         ));
     }
+    if session.session_expired()
+        && !matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        return Outcome::Close(format!(
+            "{key:?} after the SASL session expired without re-authentication \
+             (connections_max_reauth_ms)"
+        ));
+    }
     let header = match protocol::decode_request_header(&mut frame, key, version) {
         Ok(header) => header,
         Err(error) => return Outcome::Close(format!("malformed {key:?} request header: {error}")),

@@ -17,8 +17,12 @@ use std::time::Duration;
 
 /// Where one step of the exchange leaves the connection.
 enum Exchange {
-    /// Send these bytes to the client (a challenge, or the last server message).
-    Reply(Vec<u8>),
+    /// Send these bytes to the client (a challenge, or the last server message), with the
+    /// session's lifetime once authenticated (0: no expiry, or not yet authenticated).
+    Reply {
+        bytes: Vec<u8>,
+        session_lifetime_ms: i64,
+    },
     /// Wrong credentials or a malformed message: logged and delayed already; close.
     Failed,
     /// A token before any SaslHandshake.
@@ -68,21 +72,38 @@ async fn exchange(
         SaslState::Scram(mut server) => server.step(auth_bytes, &lookup, ""),
         SaslState::Start | SaslState::Done => return Exchange::NoHandshake,
     };
-    match step {
-        Step::Continue(bytes) => Exchange::Reply(bytes),
+    let failure = match step {
+        Step::Continue(bytes) => {
+            return Exchange::Reply {
+                bytes,
+                session_lifetime_ms: 0,
+            }
+        }
         Step::Authenticated { user, last } => {
-            tracing::debug!(%peer, %user, "SASL authentication succeeded");
-            session.authenticated_as(&user);
-            Exchange::Reply(last)
+            let reauthentication = session.is_authenticated();
+            let lifetime_ms = shard.config.connections_max_reauth_ms;
+            let lifetime = (lifetime_ms > 0).then(|| Duration::from_millis(lifetime_ms));
+            match session.authenticated_as(&user, lifetime) {
+                Ok(()) => {
+                    tracing::debug!(%peer, %user, reauthentication, "SASL authentication succeeded");
+                    if reauthentication {
+                        crate::metrics::sasl_reauthenticated();
+                    }
+                    return Exchange::Reply {
+                        bytes: last,
+                        session_lifetime_ms: i64::try_from(lifetime_ms).unwrap_or(i64::MAX),
+                    };
+                }
+                Err(reason) => reason,
+            }
         }
-        Step::Failed(reason) => {
-            *session.sasl.borrow_mut() = SaslState::Done;
-            tracing::warn!(%peer, "SASL authentication failed: {reason}");
-            let delay_ms = shard.config.connection_failed_authentication_delay_ms;
-            glommio::timer::sleep(Duration::from_millis(delay_ms)).await;
-            Exchange::Failed
-        }
-    }
+        Step::Failed(reason) => reason,
+    };
+    *session.sasl.borrow_mut() = SaslState::Done;
+    tracing::warn!(%peer, "SASL authentication failed: {failure}");
+    let delay_ms = shard.config.connection_failed_authentication_delay_ms;
+    glommio::timer::sleep(Duration::from_millis(delay_ms)).await;
+    Exchange::Failed
 }
 
 pub async fn handle(context: &RequestContext, request: SaslAuthenticateRequest) -> Outcome {
@@ -94,10 +115,15 @@ pub async fn handle(context: &RequestContext, request: SaslAuthenticateRequest) 
     )
     .await;
     match exchanged {
-        Exchange::Reply(bytes) => respond(
+        Exchange::Reply {
+            bytes,
+            session_lifetime_ms,
+        } => respond(
             context,
             ApiKey::SaslAuthenticate,
-            &SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),
+            &SaslAuthenticateResponse::default()
+                .with_auth_bytes(Bytes::from(bytes))
+                .with_session_lifetime_ms(session_lifetime_ms),
         ),
         Exchange::Failed => {
             // The client learns only that it failed, not why (no user enumeration).
@@ -126,7 +152,7 @@ pub async fn handle_raw_token(
     token: &[u8],
 ) -> Outcome {
     match exchange(shard, session, peer, token).await {
-        Exchange::Reply(bytes) => {
+        Exchange::Reply { bytes, .. } => {
             let mut frame = BytesMut::with_capacity(4 + bytes.len());
             frame.put_u32(bytes.len() as u32);
             frame.put_slice(&bytes);

@@ -24,11 +24,12 @@ pub async fn handle(
             "SASL mechanism not enabled");
         return response.with_error_code(ResponseError::UnsupportedSaslMechanism.code());
     };
-    let mut state = context.session.sasl.borrow_mut();
-    if !matches!(*state, SaslState::Start) {
+    // Re-authentication (KIP-368) needs SaslAuthenticate v1+, so it never comes as v0.
+    let reauthenticating = context.session.is_authenticated();
+    if !context.session.may_start_sasl() || (reauthenticating && context.api_version == 0) {
         return response.with_error_code(ResponseError::IllegalSaslState.code());
     }
-    *state = SaslState::Handshaken(mechanism);
+    *context.session.sasl.borrow_mut() = SaslState::Handshaken(mechanism);
     if context.api_version == 0 {
         context.session.use_raw_sasl_tokens();
     }

@@ -372,6 +372,13 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             e,
+            "sasl_reauthentications",
+            "SASL re-authentications on open connections (KIP-368, connections_max_reauth_ms).",
+            Counter,
+            per_shard(|s| Sample::Counter(s.sasl_reauthentications_total)),
+        )?;
+        family(
+            e,
             "connections_accepted",
             "Client connections accepted.",
             Counter,

@@ -52,6 +52,8 @@ struct ShardMetrics {
     connections_open: Cell<u64>,
     /// Of them, connections that finished a TLS handshake (user-space TLS).
     tls_connections_open: Cell<u64>,
+    /// Successful SASL re-authentications (KIP-368).
+    sasl_reauthentications: Cell<u64>,
     connections_accepted: Cell<u64>,
     /// By [`ConnectionClosed`] reason.
     connections_closed: [Cell<u64>; ConnectionClosed::COUNT],
@@ -85,6 +87,7 @@ impl Default for ShardMetrics {
             errors: RefCell::default(),
             connections_open: Cell::default(),
             tls_connections_open: Cell::default(),
+            sasl_reauthentications: Cell::default(),
             connections_accepted: Cell::default(),
             connections_closed: Default::default(),
             bytes_received: Cell::default(),
@@ -187,6 +190,11 @@ impl Drop for TlsConnectionGuard {
                 .set(local.tls_connections_open.get().saturating_sub(1))
         });
     }
+}
+
+/// Counts a successful SASL re-authentication (KIP-368).
+pub fn sasl_reauthenticated() {
+    LOCAL.with(|local| add(&local.sasl_reauthentications, 1));
 }
 
 /// Why the broker closed (or refused) a client connection on a limit.
@@ -295,6 +303,7 @@ pub struct ShardSnapshot {
     pub errors: Vec<(i16, i16, u64)>,
     pub connections_open: u64,
     pub tls_connections_open: u64,
+    pub sasl_reauthentications_total: u64,
     pub connections_accepted_total: u64,
     /// Indexed by [`ConnectionClosed`] as usize.
     pub connections_closed_total: [u64; ConnectionClosed::COUNT],
@@ -403,6 +412,7 @@ fn counters_snapshot() -> ShardSnapshot {
                 .collect(),
             connections_open: local.connections_open.get(),
             tls_connections_open: local.tls_connections_open.get(),
+            sasl_reauthentications_total: local.sasl_reauthentications.get(),
             connections_accepted_total: local.connections_accepted.get(),
             connections_closed_total: std::array::from_fn(|i| local.connections_closed[i].get()),
             bytes_received_total: local.bytes_received.get(),

@@ -30,6 +30,8 @@ pub struct Session {
     /// SaslHandshake v0 was used: the exchange's tokens come as raw size-prefixed frames, not
     /// in SaslAuthenticate requests (Kafka's protocol before KIP-152).
     raw_sasl_tokens: std::cell::Cell<bool>,
+    /// When the SASL session ends (KIP-368): past it, only a re-authentication may come.
+    session_expires_at: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 /// Kafka's principal of unauthenticated listeners.
@@ -46,6 +48,7 @@ impl Session {
             principal: RefCell::new(principal),
             sasl: RefCell::new(SaslState::Start),
             raw_sasl_tokens: std::cell::Cell::new(false),
+            session_expires_at: std::cell::Cell::new(None),
         })
     }
 
@@ -77,8 +80,46 @@ impl Session {
         self.principal.borrow().clone()
     }
 
-    pub fn authenticated_as(&self, user: &str) {
-        *self.principal.borrow_mut() = Some(format!("User:{user}"));
+    /// Records a successful SASL exchange, lasting `lifetime` (`None`: for ever). A
+    /// re-authentication must name the principal already authenticated (KIP-368); `Err` if not.
+    pub fn authenticated_as(
+        &self,
+        user: &str,
+        lifetime: Option<std::time::Duration>,
+    ) -> Result<(), String> {
+        let principal = format!("User:{user}");
         *self.sasl.borrow_mut() = SaslState::Done;
+        let mut current = self.principal.borrow_mut();
+        if let Some(current) = current
+            .as_ref()
+            .filter(|_| self.listener.protocol.requires_sasl())
+        {
+            if *current != principal {
+                return Err(format!(
+                    "re-authentication as {principal} on a connection of {current}"
+                ));
+            }
+        }
+        *current = Some(principal);
+        self.session_expires_at
+            .set(lifetime.map(|lifetime| std::time::Instant::now() + lifetime));
+        Ok(())
+    }
+
+    /// The SASL session has expired: the connection may only re-authenticate.
+    pub fn session_expired(&self) -> bool {
+        self.session_expires_at
+            .get()
+            .is_some_and(|at| std::time::Instant::now() >= at)
+    }
+
+    /// A new SaslHandshake may start: before any, or to re-authenticate (KIP-368) once the
+    /// previous exchange finished.
+    pub fn may_start_sasl(&self) -> bool {
+        match *self.sasl.borrow() {
+            SaslState::Start => true,
+            SaslState::Done => self.is_authenticated() && !self.raw_sasl_tokens.get(),
+            _ => false,
+        }
     }
 }
