@@ -57,6 +57,12 @@ pub struct ServeArgs {
     pub max_request_size_bytes: Option<usize>,
     #[arg(long)]
     pub max_request_memory_per_shard_bytes: Option<usize>,
+    /// Frames up to this size may use the small-request memory [default: 65536].
+    #[arg(long)]
+    pub small_request_max_bytes: Option<usize>,
+    /// Request memory kept for small frames only [default: 16777216].
+    #[arg(long)]
+    pub small_request_memory_per_shard_bytes: Option<usize>,
     #[arg(long)]
     pub max_in_flight_requests_per_connection: Option<usize>,
     /// Kafka listeners, e.g. PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://0.0.0.0:9093
@@ -291,6 +297,8 @@ impl ServeArgs {
             log_level,
             max_request_size_bytes,
             max_request_memory_per_shard_bytes,
+            small_request_max_bytes,
+            small_request_memory_per_shard_bytes,
             max_in_flight_requests_per_connection,
             listeners,
             advertised_listeners,

@@ -54,6 +54,12 @@ pub struct BrokerConfig {
     /// Bytes of request frames one shard holds at once, over all its connections; past it,
     /// connections wait before reading more (backpressure, not unbounded growth).
     pub max_request_memory_per_shard_bytes: usize,
+    /// Frames up to this size may also use `small_request_memory_per_shard_bytes`, so that
+    /// small requests (heartbeats, commits, metadata, fetch requests, small produces) are not
+    /// held up when large frames have taken the shard's request memory.
+    pub small_request_max_bytes: usize,
+    /// Request memory only small frames may take, beside `max_request_memory_per_shard_bytes`.
+    pub small_request_memory_per_shard_bytes: usize,
     /// Requests a connection may have in progress before the broker stops reading from it.
     pub max_in_flight_requests_per_connection: usize,
     /// A connection with nothing in flight that sends no request for this long is closed
@@ -238,6 +244,8 @@ impl Default for BrokerConfig {
             log_level: "info".to_string(),
             max_request_size_bytes: 100 * 1024 * 1024,
             max_request_memory_per_shard_bytes: 256 * 1024 * 1024,
+            small_request_max_bytes: 64 * 1024,
+            small_request_memory_per_shard_bytes: 16 * 1024 * 1024,
             max_in_flight_requests_per_connection: 128,
             listeners: None,
             advertised_listeners: None,
@@ -448,6 +456,12 @@ impl BrokerConfig {
         anyhow::ensure!(
             self.max_request_memory_per_shard_bytes >= self.max_request_size_bytes,
             "max_request_memory_per_shard_bytes must be at least max_request_size_bytes"
+        );
+        anyhow::ensure!(
+            self.small_request_max_bytes <= self.max_request_size_bytes
+                && self.small_request_memory_per_shard_bytes >= self.small_request_max_bytes,
+            "small_request_max_bytes must be at most max_request_size_bytes and \
+             small_request_memory_per_shard_bytes at least small_request_max_bytes"
         );
         anyhow::ensure!(
             self.max_in_flight_requests_per_connection >= 1,

@@ -372,6 +372,25 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             e,
+            "request_memory_free_bytes",
+            "Free request memory of the shard: shared (max_request_memory_per_shard_bytes) and \
+             kept for small frames (small_request_memory_per_shard_bytes).",
+            Gauge,
+            shards.iter().flat_map(|shard| {
+                [
+                    ("shared", shard.request_memory_free_bytes),
+                    ("small", shard.small_request_memory_free_bytes),
+                ]
+                .into_iter()
+                .map(move |(pool, free)| {
+                    let mut labels = shard_labels(shard);
+                    labels.push(("pool", pool.to_string()));
+                    (labels, Sample::Gauge(free as i64))
+                })
+            }),
+        )?;
+        family(
+            e,
             "sasl_reauthentications",
             "SASL re-authentications on open connections (KIP-368, connections_max_reauth_ms).",
             Counter,

@@ -304,6 +304,9 @@ pub struct ShardSnapshot {
     pub connections_open: u64,
     pub tls_connections_open: u64,
     pub sasl_reauthentications_total: u64,
+    /// Free bytes of the shard's request memory, shared and small-frame only.
+    pub request_memory_free_bytes: u64,
+    pub small_request_memory_free_bytes: u64,
     pub connections_accepted_total: u64,
     /// Indexed by [`ConnectionClosed`] as usize.
     pub connections_closed_total: [u64; ConnectionClosed::COUNT],
@@ -382,6 +385,8 @@ pub fn snapshot_local(shard: &Shard) -> ShardSnapshot {
     let mut snapshot = counters_snapshot();
     snapshot.shard = shard.id;
     snapshot.partitions = partitions;
+    snapshot.request_memory_free_bytes = shard.request_memory.available();
+    snapshot.small_request_memory_free_bytes = shard.small_request_memory.available();
     snapshot
 }
 
@@ -413,6 +418,9 @@ fn counters_snapshot() -> ShardSnapshot {
             connections_open: local.connections_open.get(),
             tls_connections_open: local.tls_connections_open.get(),
             sasl_reauthentications_total: local.sasl_reauthentications.get(),
+            // Filled in by `snapshot_local`, which has the shard.
+            request_memory_free_bytes: 0,
+            small_request_memory_free_bytes: 0,
             connections_accepted_total: local.connections_accepted.get(),
             connections_closed_total: std::array::from_fn(|i| local.connections_closed[i].get()),
             bytes_received_total: local.bytes_received.get(),

@@ -440,11 +440,7 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
         );
         return Err(());
     }
-    let Ok(memory_permit) = shard
-        .request_memory
-        .acquire_static_permit(size as u64)
-        .await
-    else {
+    let Ok(memory_permit) = reserve_request_memory(shard, size).await else {
         return Err(());
     };
     let mut frame = BytesMut::zeroed(size);
@@ -463,6 +459,27 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
     }
     crate::metrics::add_bytes_received(size_prefix.len() + size);
     Ok(Some((frame.freeze(), memory_permit)))
+}
+
+/// Reserves a frame's bytes of the shard's request memory, waiting while it is full. A small
+/// frame takes shared memory if some is free at once, else waits on the small-request memory:
+/// it never queues behind large frames (the semaphore is first come, first served), nor waits
+/// on connections that declared large frames and send them slowly or not at all.
+async fn reserve_request_memory(
+    shard: &Shard,
+    size_bytes: usize,
+) -> glommio::Result<StaticPermit, ()> {
+    let units = size_bytes as u64;
+    if size_bytes > shard.config.small_request_max_bytes {
+        return shard.request_memory.acquire_static_permit(units).await;
+    }
+    if let Ok(permit) = shard.request_memory.try_acquire_static_permit(units) {
+        return Ok(permit);
+    }
+    shard
+        .small_request_memory
+        .acquire_static_permit(units)
+        .await
 }
 
 /// `work`'s output, or `None` if it takes longer than `timeout` (it is dropped then).

@@ -44,6 +44,9 @@ pub struct Shard {
     /// Bytes of request frames the shard holds at once (`max_request_memory_per_shard_bytes`);
     /// connections wait for room before reading the next frame.
     pub request_memory: Rc<glommio::sync::Semaphore>,
+    /// Request memory only frames up to `small_request_max_bytes` may take
+    /// (`small_request_memory_per_shard_bytes`).
+    pub small_request_memory: Rc<glommio::sync::Semaphore>,
     /// `senders[peer]` carries tasks to shard `peer`; `None` at our own index.
     senders: Vec<Option<ConnectedSender<ShardTask>>>,
     /// The metadata node (controller quorum driver, metadata image, broker lifecycle): set on
@@ -357,6 +360,9 @@ async fn shard_main(
         partitions_change_lock: glommio::sync::Semaphore::new(1),
         request_memory: Rc::new(glommio::sync::Semaphore::new(
             config.max_request_memory_per_shard_bytes as u64,
+        )),
+        small_request_memory: Rc::new(glommio::sync::Semaphore::new(
+            config.small_request_memory_per_shard_bytes as u64,
         )),
         senders,
         stopping: Rc::new(glommio::sync::Gate::new()),
