@@ -59,6 +59,12 @@ pub struct ServeArgs {
     pub max_request_size_bytes: Option<usize>,
     #[arg(long)]
     pub max_request_memory_per_shard_bytes: Option<usize>,
+    /// Frames up to this size may use the small-request memory [default: 65536].
+    #[arg(long)]
+    pub small_request_max_bytes: Option<usize>,
+    /// Request memory kept for small frames only [default: 16777216].
+    #[arg(long)]
+    pub small_request_memory_per_shard_bytes: Option<usize>,
     #[arg(long)]
     pub max_in_flight_requests_per_connection: Option<usize>,
     /// Kafka listeners, e.g. PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://0.0.0.0:9093
@@ -74,9 +80,27 @@ pub struct ServeArgs {
     /// Largest request before authentication [default: 524288].
     #[arg(long)]
     pub sasl_max_receive_size_bytes: Option<usize>,
+    /// PEM certificate chain for SSL/SASL_SSL listeners.
+    #[arg(long)]
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long)]
+    pub ssl_key_location: Option<PathBuf>,
+    /// PEM CAs that client certificates must chain to.
+    #[arg(long)]
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Client certificates: none, requested or required [default: none].
+    #[arg(long)]
+    pub ssl_client_auth: Option<String>,
+    /// How often TLS files are checked for a new certificate [default: 10000].
+    #[arg(long)]
+    pub ssl_reload_check_interval_ms: Option<u64>,
     /// Delay before a failed authentication is answered and closed [default: 100].
     #[arg(long)]
     pub connection_failed_authentication_delay_ms: Option<u64>,
+    /// SASL sessions expire after this long; clients re-authenticate (KIP-368) [default: 0, never].
+    #[arg(long)]
+    pub connections_max_reauth_ms: Option<u64>,
     /// Close connections idle (nothing in flight, no request) this long [default: 600000].
     #[arg(long)]
     pub connections_max_idle_ms: Option<u64>,
@@ -287,12 +311,20 @@ impl ServeArgs {
             log_level,
             max_request_size_bytes,
             max_request_memory_per_shard_bytes,
+            small_request_max_bytes,
+            small_request_memory_per_shard_bytes,
             max_in_flight_requests_per_connection,
             listeners,
             advertised_listeners,
             sasl_enabled_mechanisms,
             sasl_max_receive_size_bytes,
+            ssl_certificate_location,
+            ssl_key_location,
+            ssl_ca_location,
+            ssl_client_auth,
+            ssl_reload_check_interval_ms,
             connection_failed_authentication_delay_ms,
+            connections_max_reauth_ms,
             connections_max_idle_ms,
             request_read_timeout_ms,
             response_write_timeout_ms,

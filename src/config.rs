@@ -27,6 +27,21 @@ pub struct BrokerConfig {
     pub sasl_max_receive_size_bytes: usize,
     /// A failed authentication is answered, and its connection closed, after this delay.
     pub connection_failed_authentication_delay_ms: u64,
+    /// SASL sessions last this long (KIP-368's `connections.max.reauth.ms`); a client then
+    /// re-authenticates on the same connection, or the connection is closed at its next
+    /// request. 0: sessions never expire.
+    pub connections_max_reauth_ms: u64,
+    /// PEM file with the broker's certificate and its chain, for `SSL`/`SASL_SSL` listeners.
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// PEM file with the certificate's private key.
+    pub ssl_key_location: Option<PathBuf>,
+    /// PEM file with the CAs client certificates must chain to.
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Client certificates: `none`, `requested` or `required` (Kafka's `ssl.client.auth`).
+    pub ssl_client_auth: String,
+    /// How often each shard checks the TLS files for a replaced certificate (SIGHUP reloads at
+    /// once).
+    pub ssl_reload_check_interval_ms: u64,
     /// Root of partition directories and broker metadata.
     pub data_dir: PathBuf,
     /// Shards to run; `None` = one per core in the process's CPU set.
@@ -39,6 +54,12 @@ pub struct BrokerConfig {
     /// Bytes of request frames one shard holds at once, over all its connections; past it,
     /// connections wait before reading more (backpressure, not unbounded growth).
     pub max_request_memory_per_shard_bytes: usize,
+    /// Frames up to this size may also use `small_request_memory_per_shard_bytes`, so that
+    /// small requests (heartbeats, commits, metadata, fetch requests, small produces) are not
+    /// held up when large frames have taken the shard's request memory.
+    pub small_request_max_bytes: usize,
+    /// Request memory only small frames may take, beside `max_request_memory_per_shard_bytes`.
+    pub small_request_memory_per_shard_bytes: usize,
     /// Requests a connection may have in progress before the broker stops reading from it.
     pub max_in_flight_requests_per_connection: usize,
     /// A connection with nothing in flight that sends no request for this long is closed
@@ -235,12 +256,20 @@ impl Default for BrokerConfig {
             log_level: "info".to_string(),
             max_request_size_bytes: 100 * 1024 * 1024,
             max_request_memory_per_shard_bytes: 256 * 1024 * 1024,
+            small_request_max_bytes: 64 * 1024,
+            small_request_memory_per_shard_bytes: 16 * 1024 * 1024,
             max_in_flight_requests_per_connection: 128,
             listeners: None,
             advertised_listeners: None,
             sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
             sasl_max_receive_size_bytes: 524_288,
             connection_failed_authentication_delay_ms: 100,
+            connections_max_reauth_ms: 0,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_ca_location: None,
+            ssl_client_auth: "none".into(),
+            ssl_reload_check_interval_ms: 10_000,
             connections_max_idle_ms: 600_000,
             request_read_timeout_ms: 30_000,
             response_write_timeout_ms: 60_000,
@@ -374,6 +403,37 @@ impl BrokerConfig {
         Ok(out)
     }
 
+    /// TLS files and client authentication, when a listener uses TLS (`None` otherwise). The
+    /// files themselves are read when shards start (and checked by then).
+    pub fn tls_settings(&self) -> anyhow::Result<Option<crate::security::tls::TlsSettings>> {
+        let client_auth = crate::security::tls::ClientAuth::from_name(&self.ssl_client_auth)?;
+        let uses_tls = self
+            .kafka_listeners()?
+            .iter()
+            .any(|listener| listener.protocol.uses_tls());
+        if !uses_tls {
+            return Ok(None);
+        }
+        let (Some(certificate_path), Some(key_path)) =
+            (&self.ssl_certificate_location, &self.ssl_key_location)
+        else {
+            anyhow::bail!(
+                "SSL and SASL_SSL listeners need ssl_certificate_location and ssl_key_location"
+            );
+        };
+        anyhow::ensure!(
+            client_auth == crate::security::tls::ClientAuth::None || self.ssl_ca_location.is_some(),
+            "ssl_client_auth {} needs ssl_ca_location",
+            self.ssl_client_auth
+        );
+        Ok(Some(crate::security::tls::TlsSettings {
+            certificate_path: certificate_path.clone(),
+            key_path: key_path.clone(),
+            ca_path: self.ssl_ca_location.clone(),
+            client_auth,
+        }))
+    }
+
     /// SASL mechanisms served, parsed from `sasl_enabled_mechanisms`.
     pub fn sasl_mechanisms(&self) -> anyhow::Result<Vec<SaslMechanism>> {
         self.sasl_enabled_mechanisms
@@ -396,6 +456,11 @@ impl BrokerConfig {
             split_host_port(&listener.advertise)?;
         }
         self.sasl_mechanisms()?;
+        self.tls_settings()?;
+        anyhow::ensure!(
+            self.ssl_reload_check_interval_ms >= 10,
+            "ssl_reload_check_interval_ms must be at least 10"
+        );
         anyhow::ensure!(
             self.sasl_max_receive_size_bytes >= 1024,
             "sasl_max_receive_size_bytes must be at least 1024"
@@ -407,6 +472,12 @@ impl BrokerConfig {
         anyhow::ensure!(
             self.max_request_memory_per_shard_bytes >= self.max_request_size_bytes,
             "max_request_memory_per_shard_bytes must be at least max_request_size_bytes"
+        );
+        anyhow::ensure!(
+            self.small_request_max_bytes <= self.max_request_size_bytes
+                && self.small_request_memory_per_shard_bytes >= self.small_request_max_bytes,
+            "small_request_max_bytes must be at most max_request_size_bytes and \
+             small_request_memory_per_shard_bytes at least small_request_max_bytes"
         );
         anyhow::ensure!(
             self.max_in_flight_requests_per_connection >= 1,
@@ -675,6 +746,8 @@ pub struct Voter {
 pub enum SecurityProtocol {
     Plaintext,
     SaslPlaintext,
+    Ssl,
+    SaslSsl,
 }
 
 impl SecurityProtocol {
@@ -682,6 +755,8 @@ impl SecurityProtocol {
         match self {
             SecurityProtocol::Plaintext => "PLAINTEXT",
             SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
         }
     }
 
@@ -689,16 +764,23 @@ impl SecurityProtocol {
         match name {
             "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
             "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
-            "SSL" | "SASL_SSL" => {
-                anyhow::bail!("listener {name}: TLS listeners are not served yet")
-            }
+            "SSL" => Ok(SecurityProtocol::Ssl),
+            "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
             other => anyhow::bail!("unknown listener security protocol {other}"),
         }
     }
 
     /// Clients must authenticate with SASL before anything but ApiVersions and SASL requests.
     pub fn requires_sasl(self) -> bool {
-        self == SecurityProtocol::SaslPlaintext
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// Connections run TLS from their first byte.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
     }
 }
 
@@ -789,5 +871,38 @@ mod tests {
         );
         assert!(split_host_port("nohost").is_err());
         assert!(split_host_port("host:99999").is_err());
+    }
+
+    #[test]
+    fn tls_listeners_need_their_files() {
+        let mut config = BrokerConfig {
+            listeners: Some("PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9093".into()),
+            ..BrokerConfig::default()
+        };
+        let protocols: Vec<_> = config
+            .kafka_listeners()
+            .unwrap()
+            .iter()
+            .map(|l| l.protocol)
+            .collect();
+        assert_eq!(
+            protocols,
+            [SecurityProtocol::Plaintext, SecurityProtocol::SaslSsl]
+        );
+        assert!(SecurityProtocol::SaslSsl.requires_sasl() && SecurityProtocol::SaslSsl.uses_tls());
+        assert!(!SecurityProtocol::Ssl.requires_sasl() && SecurityProtocol::Ssl.uses_tls());
+        assert!(config.validate().is_err(), "no certificate given");
+        config.ssl_certificate_location = Some("/etc/riptide/broker.pem".into());
+        config.ssl_key_location = Some("/etc/riptide/broker.key".into());
+        assert!(config.tls_settings().unwrap().is_some());
+        config.ssl_client_auth = "required".into();
+        assert!(config.tls_settings().is_err(), "client auth without a CA");
+        config.ssl_ca_location = Some("/etc/riptide/ca.pem".into());
+        assert!(config.tls_settings().is_ok());
+        config.ssl_client_auth = "maybe".into();
+        assert!(config.tls_settings().is_err());
+        config.listeners = Some("PLAINTEXT://127.0.0.1:9092".into());
+        config.ssl_client_auth = "none".into();
+        assert!(config.tls_settings().unwrap().is_none());
     }
 }

@@ -36,6 +36,8 @@ struct ReadWork {
     fetch_offset: i64,
     max_bytes: usize,
     current_leader_epoch: i32,
+    /// Cold data may go page cache to socket (splice): false on TLS connections.
+    zero_copy: bool,
 }
 
 struct ReadReply {
@@ -191,6 +193,7 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
                             .unwrap_or(0)
                             .min(response_max_bytes),
                         current_leader_epoch: fetch_partition.current_leader_epoch,
+                        zero_copy: context.session.zero_copy_allowed(),
                     });
                 }
                 _ => {
@@ -486,7 +489,7 @@ async fn read_on_owner(shard: &Rc<Shard>, work: ReadWork, reader: Reader) -> Rea
     if work.fetch_offset >= visible_end && work.fetch_offset <= partition.log.next_offset() {
         return reply;
     }
-    let read = if shard.config.fetch_zero_copy {
+    let read = if shard.config.fetch_zero_copy && work.zero_copy {
         partition
             .log
             .read_zero_copy(work.fetch_offset, work.max_bytes, visible_end)

@@ -212,7 +212,12 @@ pub async fn handle_request(
     session: Rc<crate::security::session::Session>,
 ) -> Outcome {
     // Metrics hook: requests, latency and protocol rejections per API key on this shard.
-    let api_key = RequestPreamble::read(&frame).map(|preamble| preamble.api_key);
+    // A raw SASL token (after SaslHandshake v0) counts as the SaslAuthenticate it stands for.
+    let api_key = if session.expects_raw_sasl_token() {
+        Some(ApiKey::SaslAuthenticate as i16)
+    } else {
+        RequestPreamble::read(&frame).map(|preamble| preamble.api_key)
+    };
     let started = std::time::Instant::now();
     let outcome = handle_request_inner(shard, frame, peer, session).await;
     if let Some(api_key) = api_key {
@@ -228,6 +233,9 @@ async fn handle_request_inner(
     peer: SocketAddr,
     session: Rc<crate::security::session::Session>,
 ) -> Outcome {
+    if session.expects_raw_sasl_token() {
+        return sasl_authenticate::handle_raw_token(&shard, &session, peer, &frame).await;
+    }
     let Some(preamble) = RequestPreamble::read(&frame) else {
         return Outcome::Close("request shorter than a header".into());
     };
@@ -258,6 +266,17 @@ async fn handle_request_inner(
         return Outcome::Close(format!(
             "{key:?} before SASL authentication on a {} listener",
             session.listener.protocol.name()
+        ));
+    }
+    if session.session_expired()
+        && !matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        return Outcome::Close(format!(
+            "{key:?} after the SASL session expired without re-authentication \
+             (connections_max_reauth_ms)"
         ));
     }
     let header = match protocol::decode_request_header(&mut frame, key, version) {

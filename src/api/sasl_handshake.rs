@@ -1,5 +1,6 @@
-//! SaslHandshake (key 17, v1): the client names its mechanism; SaslAuthenticate carries the
-//! exchange. UNSUPPORTED_SASL_MECHANISM lists the ones served.
+//! SaslHandshake (key 17): the client names its mechanism; SaslAuthenticate carries the
+//! exchange (v1), or raw size-prefixed frames do (v0). UNSUPPORTED_SASL_MECHANISM lists the ones
+//! served.
 
 use super::RequestContext;
 use crate::config::SaslMechanism;
@@ -23,10 +24,14 @@ pub async fn handle(
             "SASL mechanism not enabled");
         return response.with_error_code(ResponseError::UnsupportedSaslMechanism.code());
     };
-    let mut state = context.session.sasl.borrow_mut();
-    if !matches!(*state, SaslState::Start) {
+    // Re-authentication (KIP-368) needs SaslAuthenticate v1+, so it never comes as v0.
+    let reauthenticating = context.session.is_authenticated();
+    if !context.session.may_start_sasl() || (reauthenticating && context.api_version == 0) {
         return response.with_error_code(ResponseError::IllegalSaslState.code());
     }
-    *state = SaslState::Handshaken(mechanism);
+    *context.session.sasl.borrow_mut() = SaslState::Handshaken(mechanism);
+    if context.api_version == 0 {
+        context.session.use_raw_sasl_tokens();
+    }
     response
 }

@@ -360,6 +360,44 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             e,
+            "tls_connections",
+            "Client connections open over TLS, by where records are encrypted (user space; \
+             the kernel's TLS offload is not used).",
+            Gauge,
+            shards.iter().map(|shard| {
+                let mut labels = shard_labels(shard);
+                labels.push(("mode", "user".to_string()));
+                (labels, Sample::Gauge(shard.tls_connections_open as i64))
+            }),
+        )?;
+        family(
+            e,
+            "request_memory_free_bytes",
+            "Free request memory of the shard: shared (max_request_memory_per_shard_bytes) and \
+             kept for small frames (small_request_memory_per_shard_bytes).",
+            Gauge,
+            shards.iter().flat_map(|shard| {
+                [
+                    ("shared", shard.request_memory_free_bytes),
+                    ("small", shard.small_request_memory_free_bytes),
+                ]
+                .into_iter()
+                .map(move |(pool, free)| {
+                    let mut labels = shard_labels(shard);
+                    labels.push(("pool", pool.to_string()));
+                    (labels, Sample::Gauge(free as i64))
+                })
+            }),
+        )?;
+        family(
+            e,
+            "sasl_reauthentications",
+            "SASL re-authentications on open connections (KIP-368, connections_max_reauth_ms).",
+            Counter,
+            per_shard(|s| Sample::Counter(s.sasl_reauthentications_total)),
+        )?;
+        family(
+            e,
             "connections_accepted",
             "Client connections accepted.",
             Counter,

@@ -50,6 +50,10 @@ struct ShardMetrics {
     /// (API key, Kafka error code) → responses or partitions answered with it.
     errors: RefCell<BTreeMap<(i16, i16), u64>>,
     connections_open: Cell<u64>,
+    /// Of them, connections that finished a TLS handshake (user-space TLS).
+    tls_connections_open: Cell<u64>,
+    /// Successful SASL re-authentications (KIP-368).
+    sasl_reauthentications: Cell<u64>,
     connections_accepted: Cell<u64>,
     /// By [`ConnectionClosed`] reason.
     connections_closed: [Cell<u64>; ConnectionClosed::COUNT],
@@ -82,6 +86,8 @@ impl Default for ShardMetrics {
             apis: (0..API_KEY_SLOTS).map(|_| ApiMetrics::default()).collect(),
             errors: RefCell::default(),
             connections_open: Cell::default(),
+            tls_connections_open: Cell::default(),
+            sasl_reauthentications: Cell::default(),
             connections_accepted: Cell::default(),
             connections_closed: Default::default(),
             bytes_received: Cell::default(),
@@ -167,6 +173,30 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// Counts a connection as a TLS connection (encrypted in user space) until the guard drops.
+#[must_use = "the connection counts as a TLS connection while the guard lives"]
+pub struct TlsConnectionGuard(());
+
+pub fn tls_connection_opened() -> TlsConnectionGuard {
+    LOCAL.with(|local| add(&local.tls_connections_open, 1));
+    TlsConnectionGuard(())
+}
+
+impl Drop for TlsConnectionGuard {
+    fn drop(&mut self) {
+        let _ = LOCAL.try_with(|local| {
+            local
+                .tls_connections_open
+                .set(local.tls_connections_open.get().saturating_sub(1))
+        });
+    }
+}
+
+/// Counts a successful SASL re-authentication (KIP-368).
+pub fn sasl_reauthenticated() {
+    LOCAL.with(|local| add(&local.sasl_reauthentications, 1));
+}
+
 /// Why the broker closed (or refused) a client connection on a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionClosed {
@@ -178,15 +208,19 @@ pub enum ConnectionClosed {
     ResponseTimeout,
     /// Refused on accept: the shard serves `max_connections_per_shard`.
     OverLimit,
+    /// The TLS handshake failed (untrusted or expired certificate, no common cipher, not TLS)
+    /// or did not finish within `request_read_timeout_ms`.
+    TlsHandshakeFailed,
 }
 
 impl ConnectionClosed {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
     pub const ALL: [ConnectionClosed; Self::COUNT] = [
         ConnectionClosed::Idle,
         ConnectionClosed::RequestTimeout,
         ConnectionClosed::ResponseTimeout,
         ConnectionClosed::OverLimit,
+        ConnectionClosed::TlsHandshakeFailed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -195,6 +229,7 @@ impl ConnectionClosed {
             ConnectionClosed::RequestTimeout => "request_timeout",
             ConnectionClosed::ResponseTimeout => "response_timeout",
             ConnectionClosed::OverLimit => "over_limit",
+            ConnectionClosed::TlsHandshakeFailed => "tls_handshake_failed",
         }
     }
 }
@@ -267,6 +302,11 @@ pub struct ShardSnapshot {
     /// (API key, error code, count).
     pub errors: Vec<(i16, i16, u64)>,
     pub connections_open: u64,
+    pub tls_connections_open: u64,
+    pub sasl_reauthentications_total: u64,
+    /// Free bytes of the shard's request memory, shared and small-frame only.
+    pub request_memory_free_bytes: u64,
+    pub small_request_memory_free_bytes: u64,
     pub connections_accepted_total: u64,
     /// Indexed by [`ConnectionClosed`] as usize.
     pub connections_closed_total: [u64; ConnectionClosed::COUNT],
@@ -345,6 +385,8 @@ pub fn snapshot_local(shard: &Shard) -> ShardSnapshot {
     let mut snapshot = counters_snapshot();
     snapshot.shard = shard.id;
     snapshot.partitions = partitions;
+    snapshot.request_memory_free_bytes = shard.request_memory.available();
+    snapshot.small_request_memory_free_bytes = shard.small_request_memory.available();
     snapshot
 }
 
@@ -374,6 +416,11 @@ fn counters_snapshot() -> ShardSnapshot {
                 .map(|(&(api, code), &count)| (api, code, count))
                 .collect(),
             connections_open: local.connections_open.get(),
+            tls_connections_open: local.tls_connections_open.get(),
+            sasl_reauthentications_total: local.sasl_reauthentications.get(),
+            // Filled in by `snapshot_local`, which has the shard.
+            request_memory_free_bytes: 0,
+            small_request_memory_free_bytes: 0,
             connections_accepted_total: local.connections_accepted.get(),
             connections_closed_total: std::array::from_fn(|i| local.connections_closed[i].get()),
             bytes_received_total: local.bytes_received.get(),

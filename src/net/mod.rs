@@ -15,6 +15,7 @@
 use crate::api::{self, Outcome};
 use crate::metrics::ConnectionClosed;
 use crate::security::session::Session;
+use crate::security::tls::TlsAcceptor;
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,6 +46,7 @@ pub async fn accept_loop(
     shard: Rc<Shard>,
     listener_config: Rc<crate::config::Listener>,
     listener: TcpListener,
+    tls: Option<Rc<TlsAcceptor>>,
 ) {
     let mut stopped = shard.stopped().fuse();
     loop {
@@ -80,9 +82,18 @@ pub async fn accept_loop(
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let connection_shard = shard.clone();
-                let session = Session::new(listener_config.clone());
+                let listener_config = listener_config.clone();
+                let tls = tls.clone();
                 let spawned = shard.stopping.spawn(async move {
-                    serve_connection(connection_shard, stream, peer, session).await
+                    match tls {
+                        None => {
+                            let session = Session::new(listener_config, None);
+                            serve_plaintext(connection_shard, stream, peer, session).await
+                        }
+                        Some(tls) => {
+                            serve_tls(connection_shard, stream, peer, listener_config, tls).await
+                        }
+                    }
                 });
                 if spawned.is_err() {
                     break;
@@ -128,7 +139,7 @@ enum ReadEnd {
     Abort,
 }
 
-async fn serve_connection(
+async fn serve_plaintext(
     shard: Rc<Shard>,
     stream: TcpStream,
     peer: SocketAddr,
@@ -140,7 +151,108 @@ async fn serve_connection(
     tracing::debug!(shard = shard.id, %peer, "connection accepted");
     // The writer sends cold file regions itself (splice on a side ring), on this socket.
     let socket_fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-    let (mut reader, mut writer) = stream.buffered().split();
+    let (reader, writer) = stream.buffered().split();
+    let socket = Socket {
+        fd: socket_fd,
+        zero_copy: true,
+    };
+    serve_connection(shard, reader, writer, socket, peer, session).await;
+}
+
+/// Records sent through TLS are buffered up to this size, so a response's many small pieces
+/// become few TLS records.
+const TLS_WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Runs the TLS handshake (bounded by `request_read_timeout_ms`), then serves the connection
+/// through the TLS stream. The principal of an `SSL` listener is the client certificate's
+/// subject, when the client sent one.
+async fn serve_tls(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Rc<crate::config::Listener>,
+    tls: Rc<TlsAcceptor>,
+) {
+    let _ = stream.set_nodelay(true);
+    let _connection = crate::metrics::connection_opened();
+    let socket_fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let handshake_timeout = Duration::from_millis(shard.config.request_read_timeout_ms);
+    let acceptor = futures_rustls::TlsAcceptor::from(tls.config());
+    let stream = match within(handshake_timeout, acceptor.accept(stream)).await {
+        Some(Ok(stream)) => stream,
+        Some(Err(error)) => {
+            crate::metrics::connection_closed(ConnectionClosed::TlsHandshakeFailed);
+            tracing::warn!(%peer, listener = listener.protocol.name(),
+                "closing connection: TLS handshake failed: {error}");
+            return;
+        }
+        None => {
+            crate::metrics::connection_closed(ConnectionClosed::TlsHandshakeFailed);
+            tracing::warn!(%peer, request_read_timeout_ms = handshake_timeout.as_millis() as u64,
+                "closing connection: TLS handshake not completed in time");
+            return;
+        }
+    };
+    let (_, connection) = stream.get_ref();
+    let certificate_principal = connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|certificate| crate::security::tls::certificate_principal(certificate));
+    tracing::debug!(shard = shard.id, %peer, version = ?connection.protocol_version(),
+        principal = ?certificate_principal, "TLS connection accepted");
+    let _tls = crate::metrics::tls_connection_opened();
+    let session = Session::new(listener, certificate_principal);
+    let (reader, writer) = futures::io::AsyncReadExt::split(stream);
+    let writer = futures::io::BufWriter::with_capacity(TLS_WRITE_BUFFER_BYTES, writer);
+    let socket = Socket {
+        fd: socket_fd,
+        zero_copy: false,
+    };
+    serve_connection(shard, reader, writer, socket, peer, session).await;
+}
+
+/// Checks the shard's TLS files every `ssl_reload_check_interval_ms` (and after SIGHUP) and
+/// swaps in a new configuration when they changed; open connections keep their session.
+pub async fn reload_tls(shard: Rc<Shard>, tls: Rc<TlsAcceptor>) {
+    let interval = Duration::from_millis(shard.config.ssl_reload_check_interval_ms);
+    let mut stopped = shard.stopped().fuse();
+    loop {
+        futures::select! {
+            _ = stopped => return,
+            _ = glommio::timer::sleep(interval).fuse() => {}
+        }
+        match tls.reload_if_changed() {
+            Ok(false) => {}
+            Ok(true) => tracing::info!(shard = shard.id, "TLS certificates reloaded"),
+            Err(error) => tracing::warn!(
+                shard = shard.id,
+                "TLS certificates not reloaded, the previous ones stay in use: {error}"
+            ),
+        }
+    }
+}
+
+/// The connection's socket, for what goes around its stream: splicing file regions to it and
+/// shutting it down.
+#[derive(Clone, Copy)]
+struct Socket {
+    fd: std::os::fd::RawFd,
+    /// File regions may be spliced to the socket: false under TLS (the stream encrypts).
+    zero_copy: bool,
+}
+
+async fn serve_connection<R, W>(
+    shard: Rc<Shard>,
+    mut reader: R,
+    mut writer: W,
+    socket: Socket,
+    peer: SocketAddr,
+    session: Rc<Session>,
+) where
+    R: futures::io::AsyncRead + Unpin,
+    W: futures::io::AsyncWrite + Unpin,
+{
+    let socket_fd = socket.fd;
     let capacity = shard.config.max_in_flight_requests_per_connection;
     let (in_flight_sender, mut in_flight_receiver) =
         futures::channel::mpsc::channel::<glommio::task::JoinHandle<Outcome>>(capacity - 1);
@@ -195,7 +307,7 @@ async fn serve_connection(
             match outcome {
                 Some(Outcome::Respond(response)) => {
                     let written = futures::select! {
-                        written = write_response(&mut writer, socket_fd, &response).fuse() => written,
+                        written = write_response(&mut writer, socket, &response).fuse() => written,
                         _ = glommio::timer::sleep(response_write_timeout).fuse() => {
                             crate::metrics::connection_closed(ConnectionClosed::ResponseTimeout);
                             tracing::warn!(%peer, response_write_timeout_ms =
@@ -216,7 +328,7 @@ async fn serve_connection(
                 }
                 Some(Outcome::NoResponse) => {}
                 Some(Outcome::RespondAndClose(response, reason)) => {
-                    let _ = write_response(&mut writer, socket_fd, &response).await;
+                    let _ = write_response(&mut writer, socket, &response).await;
                     let _ = writer.flush().await;
                     tracing::warn!(%peer, "closing connection: {reason}");
                     return;
@@ -308,7 +420,13 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
         }
     }
     let size = i32::from_be_bytes(size_prefix);
-    if size < 0 || (size as usize) < MIN_FRAME_SIZE_BYTES {
+    // A raw SASL token (after SaslHandshake v0) is no request and may be shorter than a header.
+    let min_frame_size_bytes = if session.expects_raw_sasl_token() {
+        1
+    } else {
+        MIN_FRAME_SIZE_BYTES
+    };
+    if size < 0 || (size as usize) < min_frame_size_bytes {
         tracing::warn!(%peer, size, "closing connection: frame size is too small to hold a request");
         return Err(());
     }
@@ -322,11 +440,7 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
         );
         return Err(());
     }
-    let Ok(memory_permit) = shard
-        .request_memory
-        .acquire_static_permit(size as u64)
-        .await
-    else {
+    let Ok(memory_permit) = reserve_request_memory(shard, size).await else {
         return Err(());
     };
     let mut frame = BytesMut::zeroed(size);
@@ -347,6 +461,27 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
     Ok(Some((frame.freeze(), memory_permit)))
 }
 
+/// Reserves a frame's bytes of the shard's request memory, waiting while it is full. A small
+/// frame takes shared memory if some is free at once, else waits on the small-request memory:
+/// it never queues behind large frames (the semaphore is first come, first served), nor waits
+/// on connections that declared large frames and send them slowly or not at all.
+async fn reserve_request_memory(
+    shard: &Shard,
+    size_bytes: usize,
+) -> glommio::Result<StaticPermit, ()> {
+    let units = size_bytes as u64;
+    if size_bytes > shard.config.small_request_max_bytes {
+        return shard.request_memory.acquire_static_permit(units).await;
+    }
+    if let Ok(permit) = shard.request_memory.try_acquire_static_permit(units) {
+        return Ok(permit);
+    }
+    shard
+        .small_request_memory
+        .acquire_static_permit(units)
+        .await
+}
+
 /// `work`'s output, or `None` if it takes longer than `timeout` (it is dropped then).
 async fn within<T>(timeout: Duration, work: impl std::future::Future<Output = T>) -> Option<T> {
     futures::select! {
@@ -360,18 +495,25 @@ async fn within<T>(timeout: Duration, work: impl std::future::Future<Output = T>
 /// glommio's stream has no write buffer, `write_all` returns once they are in the socket).
 async fn write_response<W: futures::io::AsyncWrite + Unpin>(
     writer: &mut W,
-    socket_fd: std::os::fd::RawFd,
+    socket: Socket,
     response: &api::Response,
 ) -> std::io::Result<()> {
     for chunk in response.chunks() {
         match chunk {
             api::ResponseChunk::Bytes(bytes) => writer.write_all(bytes).await?,
             api::ResponseChunk::File(region) => {
+                if !socket.zero_copy {
+                    // Fetch reads into memory for these connections (`zero_copy_allowed`).
+                    return Err(std::io::Error::other(
+                        "a file region for a connection that cannot splice",
+                    ));
+                }
                 writer.flush().await?;
-                crate::log::send_file_region(region, socket_fd).await?;
+                crate::log::send_file_region(region, socket.fd).await?;
             }
         }
         crate::metrics::add_bytes_sent(chunk.len());
     }
-    Ok(())
+    // TLS buffers records until flushed; plaintext writes went to the socket already.
+    writer.flush().await
 }

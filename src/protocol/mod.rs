@@ -68,7 +68,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeTransactions, 0, 0),
     api(ApiKey::ListTransactions, 0, 1),
     // v0 handshakes are followed by raw SASL tokens; every client we serve uses v1 framing.
-    api(ApiKey::SaslHandshake, 1, 1),
+    // v0: the SASL tokens follow as raw frames (librdkafka before 2.1 needs v0 advertised).
+    api(ApiKey::SaslHandshake, 0, 1),
     api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::DescribeUserScramCredentials, 0, 0),
     api(ApiKey::AlterUserScramCredentials, 0, 0),

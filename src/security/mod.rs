@@ -5,3 +5,4 @@
 pub mod acl;
 pub mod scram;
 pub mod session;
+pub mod tls;

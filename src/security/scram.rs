@@ -172,6 +172,8 @@ pub enum ScramServer {
         client_first_bare: String,
         server_first: String,
         nonce: String,
+        /// The client's part of `nonce` (its first bytes).
+        client_nonce_size_bytes: usize,
     },
     Done,
 }
@@ -220,15 +222,22 @@ impl ScramServer {
                 client_first_bare,
                 server_first,
                 nonce,
-            } => client_final(
-                mechanism,
-                text,
-                &user,
-                &credential,
-                &client_first_bare,
-                &server_first,
-                &nonce,
-            ),
+                client_nonce_size_bytes,
+            } => {
+                // librdkafka 2.0.0-2.0.2 (Debian 12's kcat among its users) sends its own
+                // nonce again before the combined one. Still bound to this exchange's server
+                // nonce, so accepting it keeps SCRAM's replay protection.
+                let repeated = format!("{}{nonce}", &nonce[..client_nonce_size_bytes]);
+                client_final(
+                    mechanism,
+                    text,
+                    &user,
+                    &credential,
+                    &client_first_bare,
+                    &server_first,
+                    &[&nonce, &repeated],
+                )
+            }
             ScramServer::Done => Step::Failed("SCRAM exchange already finished".into()),
         }
     }
@@ -292,6 +301,7 @@ impl ScramServer {
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
             nonce,
+            client_nonce_size_bytes: client_nonce.len(),
         };
         Step::Continue(server_first.into_bytes())
     }
@@ -304,7 +314,7 @@ fn client_final(
     credential: &ScramCredential,
     client_first_bare: &str,
     server_first: &str,
-    nonce: &str,
+    accepted_nonces: &[&str],
 ) -> Step {
     let Some((without_proof, proof)) = text.rsplit_once(",p=") else {
         return Step::Failed("SCRAM client-final message lacks a proof".into());
@@ -322,7 +332,7 @@ fn client_final(
     if !matches!(channel_binding, Some("biws") | Some("eSws")) {
         return Step::Failed("unexpected SCRAM channel binding".into());
     }
-    if final_nonce != Some(nonce) {
+    if !final_nonce.is_some_and(|got| accepted_nonces.contains(&got)) {
         return Step::Failed("SCRAM nonce mismatch".into());
     }
     let Ok(proof) = BASE64.decode(proof) else {
@@ -387,11 +397,14 @@ mod tests {
     use super::*;
 
     /// The client side, as RFC 5802 describes it, to drive the server.
+    /// The client-final message; `nonce_prefix` goes before the nonce (librdkafka 2.0.2 sends
+    /// its own nonce there again).
     fn client_final_for(
         mechanism: Mechanism,
         password: &str,
         client_first_bare: &str,
         server_first: &str,
+        nonce_prefix: &str,
     ) -> (String, Vec<u8>) {
         let mut salt = None;
         let mut iterations = 0;
@@ -408,7 +421,7 @@ mod tests {
         let salted = mechanism.salted_password(password.as_bytes(), &salt.unwrap(), iterations);
         let client_key = mechanism.hmac(&salted, b"Client Key");
         let stored_key = mechanism.hash(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c=biws,r={nonce_prefix}{nonce}");
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
         let signature = mechanism.hmac(&stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key
@@ -425,6 +438,15 @@ mod tests {
     }
 
     fn exchange(mechanism: Mechanism, stored_password: &str, tried_password: &str) -> Step {
+        exchange_with_prefix(mechanism, stored_password, tried_password, "")
+    }
+
+    fn exchange_with_prefix(
+        mechanism: Mechanism,
+        stored_password: &str,
+        tried_password: &str,
+        nonce_prefix: &str,
+    ) -> Step {
         let credential =
             ScramCredential::from_password(mechanism, stored_password, b"saltsalt", 4096);
         let lookup = move |user: &str, m: Mechanism| {
@@ -440,7 +462,7 @@ mod tests {
         let server_first = String::from_utf8(server_first).unwrap();
         assert!(server_first.starts_with("r=clientnonceservernonce,s="));
         let (client_final, expected_last) =
-            client_final_for(mechanism, tried_password, bare, &server_first);
+            client_final_for(mechanism, tried_password, bare, &server_first, nonce_prefix);
         let step = server.step(client_final.as_bytes(), &lookup, "unused");
         if let Step::Authenticated { last, .. } = &step {
             assert_eq!(last, &expected_last, "server signature");
@@ -457,6 +479,21 @@ mod tests {
             ));
             assert!(matches!(
                 exchange(mechanism, "secret", "wrong"),
+                Step::Failed(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn scram_accepts_librdkafka_2_0_repeated_client_nonce_only() {
+        let mechanism = Mechanism::ScramSha256;
+        assert!(matches!(
+            exchange_with_prefix(mechanism, "secret", "secret", "clientnonce"),
+            Step::Authenticated { .. }
+        ));
+        for prefix in ["other", "client", "servernonce"] {
+            assert!(matches!(
+                exchange_with_prefix(mechanism, "secret", "secret", prefix),
                 Step::Failed(_)
             ));
         }

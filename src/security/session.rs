@@ -27,19 +27,49 @@ pub struct Session {
     /// `User:<name>` once authenticated; `User:ANONYMOUS` on listeners without SASL.
     principal: RefCell<Option<String>>,
     pub sasl: RefCell<SaslState>,
+    /// SaslHandshake v0 was used: the exchange's tokens come as raw size-prefixed frames, not
+    /// in SaslAuthenticate requests (Kafka's protocol before KIP-152).
+    raw_sasl_tokens: std::cell::Cell<bool>,
+    /// When the SASL session ends (KIP-368): past it, only a re-authentication may come.
+    session_expires_at: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 /// Kafka's principal of unauthenticated listeners.
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
 impl Session {
-    pub fn new(listener: Rc<Listener>) -> Rc<Session> {
-        let principal = (!listener.protocol.requires_sasl()).then(|| ANONYMOUS.to_string());
+    /// `certificate_principal`: the client certificate's subject on a TLS listener that asked
+    /// for one. SASL listeners take the principal from SASL instead, as Kafka does.
+    pub fn new(listener: Rc<Listener>, certificate_principal: Option<String>) -> Rc<Session> {
+        let principal = (!listener.protocol.requires_sasl())
+            .then(|| certificate_principal.unwrap_or_else(|| ANONYMOUS.to_string()));
         Rc::new(Session {
             listener,
             principal: RefCell::new(principal),
             sasl: RefCell::new(SaslState::Start),
+            raw_sasl_tokens: std::cell::Cell::new(false),
+            session_expires_at: std::cell::Cell::new(None),
         })
+    }
+
+    /// Record data may be sent from page cache to the socket directly (splice): only on
+    /// plaintext connections, as TLS encrypts in user space.
+    pub fn zero_copy_allowed(&self) -> bool {
+        !self.listener.protocol.uses_tls()
+    }
+
+    /// After a SaslHandshake v0, the SASL tokens come as raw frames.
+    pub fn use_raw_sasl_tokens(&self) {
+        self.raw_sasl_tokens.set(true);
+    }
+
+    /// The next frame is a raw SASL token, not a Kafka request.
+    pub fn expects_raw_sasl_token(&self) -> bool {
+        self.raw_sasl_tokens.get()
+            && matches!(
+                *self.sasl.borrow(),
+                SaslState::Handshaken(_) | SaslState::Scram(_)
+            )
     }
 
     pub fn is_authenticated(&self) -> bool {
@@ -56,8 +86,46 @@ impl Session {
         self.principal.borrow().as_deref().map(f)
     }
 
-    pub fn authenticated_as(&self, user: &str) {
-        *self.principal.borrow_mut() = Some(format!("User:{user}"));
+    /// Records a successful SASL exchange, lasting `lifetime` (`None`: for ever). A
+    /// re-authentication must name the principal already authenticated (KIP-368); `Err` if not.
+    pub fn authenticated_as(
+        &self,
+        user: &str,
+        lifetime: Option<std::time::Duration>,
+    ) -> Result<(), String> {
+        let principal = format!("User:{user}");
         *self.sasl.borrow_mut() = SaslState::Done;
+        let mut current = self.principal.borrow_mut();
+        if let Some(current) = current
+            .as_ref()
+            .filter(|_| self.listener.protocol.requires_sasl())
+        {
+            if *current != principal {
+                return Err(format!(
+                    "re-authentication as {principal} on a connection of {current}"
+                ));
+            }
+        }
+        *current = Some(principal);
+        self.session_expires_at
+            .set(lifetime.map(|lifetime| std::time::Instant::now() + lifetime));
+        Ok(())
+    }
+
+    /// The SASL session has expired: the connection may only re-authenticate.
+    pub fn session_expired(&self) -> bool {
+        self.session_expires_at
+            .get()
+            .is_some_and(|at| std::time::Instant::now() >= at)
+    }
+
+    /// A new SaslHandshake may start: before any, or to re-authenticate (KIP-368) once the
+    /// previous exchange finished.
+    pub fn may_start_sasl(&self) -> bool {
+        match *self.sasl.borrow() {
+            SaslState::Start => true,
+            SaslState::Done => self.is_authenticated() && !self.raw_sasl_tokens.get(),
+            _ => false,
+        }
     }
 }

@@ -55,7 +55,8 @@ fn send(state: &str) {
 }
 
 /// Waits for SIGTERM or SIGINT (blocked in every thread, see `shard`), checking shard liveness
-/// between waits and pinging the systemd watchdog while every shard is alive.
+/// between waits and pinging the systemd watchdog while every shard is alive. SIGHUP (also
+/// blocked) asks the shards to reload their TLS certificates.
 pub fn wait_for_termination(signals: &SigSet, liveness: &Liveness) -> Signal {
     let watchdog = notify::watchdog_interval();
     if let Some(interval) = watchdog {
@@ -79,8 +80,13 @@ pub fn wait_for_termination(signals: &SigSet, liveness: &Liveness) -> Signal {
     };
     let mut stalled_reported = vec![false; liveness.shard_count()];
     loop {
-        if let Some(signal) = timed_wait(signals, slice) {
-            return signal;
+        match timed_wait(signals, slice) {
+            Some(Signal::SIGHUP) => {
+                tracing::info!("SIGHUP: reloading TLS certificates");
+                crate::security::tls::request_reload();
+            }
+            Some(signal) => return signal,
+            None => {}
         }
         let ages = liveness.heartbeat_ages();
         let alive_now = shards_alive(&ages, alive_within);

@@ -44,6 +44,9 @@ pub struct Shard {
     /// Bytes of request frames the shard holds at once (`max_request_memory_per_shard_bytes`);
     /// connections wait for room before reading the next frame.
     pub request_memory: Rc<glommio::sync::Semaphore>,
+    /// Request memory only frames up to `small_request_max_bytes` may take
+    /// (`small_request_memory_per_shard_bytes`).
+    pub small_request_memory: Rc<glommio::sync::Semaphore>,
     /// `senders[peer]` carries tasks to shard `peer`; `None` at our own index.
     senders: Vec<Option<ConnectedSender<ShardTask>>>,
     /// The metadata node (controller quorum driver, metadata image, broker lifecycle): set on
@@ -358,6 +361,9 @@ async fn shard_main(
         request_memory: Rc::new(glommio::sync::Semaphore::new(
             config.max_request_memory_per_shard_bytes as u64,
         )),
+        small_request_memory: Rc::new(glommio::sync::Semaphore::new(
+            config.small_request_memory_per_shard_bytes as u64,
+        )),
         senders,
         stopping: Rc::new(glommio::sync::Gate::new()),
         stop_signal: RefCell::new(Some(futures::FutureExt::shared(stop_receiver))),
@@ -400,10 +406,24 @@ async fn shard_main(
     // Loads the transactions this shard coordinates and starts their timeouts.
     crate::txn::coordinator::start(&shard);
     started.wait().await?;
+    // One TLS configuration per shard, reloaded here when its files change.
+    let tls = match config.tls_settings()? {
+        Some(settings) => {
+            let acceptor = Rc::new(crate::security::tls::TlsAcceptor::new(settings)?);
+            glommio::spawn_local(crate::net::reload_tls(shard.clone(), acceptor.clone())).detach();
+            Some(acceptor)
+        }
+        None => None,
+    };
     let mut listeners = Vec::new();
     for listener in config.kafka_listeners()? {
         let socket = crate::net::bind_listener(&listener.listen)?;
-        listeners.push((Rc::new(listener), socket));
+        let listener_tls = if listener.protocol.uses_tls() {
+            tls.clone()
+        } else {
+            None
+        };
+        listeners.push((Rc::new(listener), socket, listener_tls));
     }
     if shard_id == 0 && !config.admin_listen.is_empty() {
         let admin = crate::metrics::server::bind(&config.admin_listen)?;
@@ -429,7 +449,9 @@ async fn shard_main(
 
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|(listener, socket)| crate::net::accept_loop(shard.clone(), listener, socket))
+        .map(|(listener, socket, tls)| {
+            crate::net::accept_loop(shard.clone(), listener, socket, tls)
+        })
         .collect();
     futures::future::join_all(accepting).await;
     if let Some(node) = shard.metadata_node.get() {
@@ -466,6 +488,8 @@ fn block_termination_signals() -> anyhow::Result<nix::sys::signal::SigSet> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
+    // Not a termination: `wait_for_termination` reloads TLS certificates on it.
+    set.add(Signal::SIGHUP);
     set.thread_block()
         .map_err(|e| anyhow::anyhow!("cannot block termination signals: {e}"))?;
     Ok(set)

@@ -193,3 +193,40 @@ def test_connections_over_the_limit_are_refused(broker_factory):
     for c in held:
         c.api_versions(0)
         c.close()
+
+
+def free_request_memory(broker, pool):
+    """riptide_request_memory_free_bytes{pool=...} of the broker's (one) shard."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    pattern = re.compile(r'^riptide_request_memory_free_bytes\{[^}]*pool="%s"[^}]*\} (\S+)$' % pool)
+    return sum(float(m.group(1)) for m in map(pattern.match, text.splitlines()) if m)
+
+
+@pytest.mark.timeout(120)
+def test_small_requests_are_served_while_large_frames_hold_the_request_memory(broker_factory):
+    """Connections that declare large frames and send nothing more take the shard's shared
+    request memory (and a third waits for it); small requests of other clients go on being
+    served from the small-request memory, long before the read timeout frees anything."""
+    frame_mib = 2
+    broker = broker_factory("--max-request-size-bytes", str(frame_mib * 1024 * 1024),
+                            "--max-request-memory-per-shard-bytes", str(2 * frame_mib * 1024 * 1024),
+                            "--request-read-timeout-ms", "60000", cores=1)
+    hogs = []
+    for _ in range(3):
+        hog = connect(broker)
+        hog.send_raw(struct.pack(">i", frame_mib * 1024 * 1024))
+        hogs.append(hog)
+    wait_until(lambda: free_request_memory(broker, "shared") == 0, 30, "the hogs to hold the shared memory")
+    started = time.monotonic()
+    with connect(broker) as victim:
+        assert victim.metadata(1)["brokers"]
+        victim.api_versions(0)
+    # A librdkafka client's whole round trip: metadata, produce, fetch, offsets.
+    served(broker)
+    assert time.monotonic() - started < 30, "small requests waited for the hogs' read timeout"
+    assert free_request_memory(broker, "shared") == 0, "the hogs still hold the shared memory"
+    for hog in hogs:
+        hog.close()
+    wait_until(lambda: free_request_memory(broker, "shared") == 2 * frame_mib * 1024 * 1024, 30,
+               "the hogs' memory returned")

@@ -21,12 +21,12 @@ from riptide_broker import free_port
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}
 
 
-@pytest.fixture
-def sasl_broker(broker_factory):
+def start_sasl_broker(broker_factory, *extra_args):
     broker = broker_factory(start=False)
     broker.sasl_port = free_port()
     broker.extra_args += ["--listeners",
-                          f"PLAINTEXT://{broker.bootstrap},SASL_PLAINTEXT://127.0.0.1:{broker.sasl_port}"]
+                          f"PLAINTEXT://{broker.bootstrap},SASL_PLAINTEXT://127.0.0.1:{broker.sasl_port}",
+                          *extra_args]
     broker.start()
     admin = admin_client(broker.bootstrap)
     upserts = [UserScramCredentialUpsertion(user, ScramCredentialInfo(mechanism, 4096), password.encode())
@@ -35,6 +35,11 @@ def sasl_broker(broker_factory):
     for user, future in admin.alter_user_scram_credentials(upserts).items():
         future.result(30)
     return broker
+
+
+@pytest.fixture
+def sasl_broker(broker_factory):
+    return start_sasl_broker(broker_factory)
 
 
 def sasl_conf(broker, mechanism, user, password, **extra):
@@ -97,7 +102,7 @@ def test_requests_before_authentication_close_and_listeners_advertise_themselves
     # Metadata before any SASL exchange: the connection is closed.
     with kw.KafkaConnection("127.0.0.1", sasl_broker.sasl_port) as conn:
         keys = conn.api_versions(0)["api_keys"]  # allowed before authentication
-        assert keys[17] == (1, 1) and keys[36] == (0, 2) and keys[50] == (0, 0) and keys[51] == (0, 0)
+        assert keys[17] == (0, 1) and keys[36] == (0, 2) and keys[50] == (0, 0) and keys[51] == (0, 0)
         conn.send_request(kw.ApiKey.METADATA, 1, kw.encode_metadata_request(1, None, False))
         assert conn.wait_closed(10) == b""
     # A frame larger than the unauthenticated limit is refused at once.
@@ -122,6 +127,29 @@ def test_requests_before_authentication_close_and_listeners_advertise_themselves
         [UserScramCredentialDeletion("alice", ScramMechanism.SCRAM_SHA_512)])["alice"].result(30)
     described = plain_admin.describe_user_scram_credentials(["alice"])["alice"].result(30)
     assert [i.mechanism for i in described.scram_credential_infos] == [ScramMechanism.SCRAM_SHA_256]
+
+
+def sasl_handshake_v0(conn, mechanism):
+    r = conn.request(17, 0, kw.Writer().string(mechanism).getvalue())
+    error_code = r.int16()
+    return error_code, r.array(lambda rr: rr.string())
+
+
+@pytest.mark.timeout(60)
+def test_sasl_handshake_v0_takes_raw_tokens(sasl_broker):
+    """SaslHandshake v0 (before KIP-152): the SASL tokens follow as raw size-prefixed frames, not
+    SaslAuthenticate requests; a failure closes the connection without an answer."""
+    with kw.KafkaConnection("127.0.0.1", sasl_broker.sasl_port) as conn:
+        assert sasl_handshake_v0(conn, "PLAIN") == (0, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+        token = b"\0alice\0" + PASSWORDS["alice"].encode()
+        conn.send_raw(struct.pack(">i", len(token)) + token)
+        assert conn.recv_frame() == b""  # PLAIN's empty server reply
+        assert conn.metadata(1)["brokers"], "authenticated: Metadata is served"
+    with kw.KafkaConnection("127.0.0.1", sasl_broker.sasl_port) as conn:
+        assert sasl_handshake_v0(conn, "PLAIN")[0] == 0
+        token = b"\0alice\0wrong"
+        conn.send_raw(struct.pack(">i", len(token)) + token)
+        assert conn.wait_closed(10) == b""
 
 
 @pytest.mark.timeout(60)
@@ -172,3 +200,75 @@ def test_riptide_user_cli_creates_lists_and_deletes(sasl_broker):
         "error_cb": lambda e: auth_errors.append(e) if e.code() == KafkaError._AUTHENTICATION else None}))
     wait_until(lambda: p.poll(0.2) is not None and bool(auth_errors) or bool(auth_errors), 20,
                "the deleted user's login to fail")
+
+
+# ---- re-authentication (KIP-368) ----------------------------------------------------------------
+
+REAUTH_MS = 1500
+
+
+def plain_authenticate_v1(conn, user, password):
+    """SaslHandshake v1 + SaslAuthenticate v1 with PLAIN: (error code, session_lifetime_ms)."""
+    r = conn.request(17, 1, kw.Writer().string("PLAIN").getvalue())
+    assert r.int16() == 0
+    token = b"\0" + user.encode() + b"\0" + password.encode()
+    r = conn.request(36, 1, kw.Writer().bytes_(token).getvalue())
+    error_code, _message, _auth_bytes = r.int16(), r.string(), r.bytes_()
+    return error_code, r.int64()
+
+
+def reauthentications(broker):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("riptide_sasl_reauthentications_total{"))
+
+
+@pytest.mark.timeout(120)
+def test_sessions_expire_and_clients_reauthenticate(broker_factory):
+    broker = start_sasl_broker(broker_factory, "--connections-max-reauth-ms", str(REAUTH_MS))
+    # A client that does not re-authenticate is cut off at its first request past the lifetime.
+    with kw.KafkaConnection("127.0.0.1", broker.sasl_port) as conn:
+        assert plain_authenticate_v1(conn, "alice", PASSWORDS["alice"]) == (0, REAUTH_MS)
+        import time
+        authenticated_at = time.monotonic()
+
+        def cut_off():
+            try:
+                conn.metadata(1)
+                return False
+            except (kw.ConnectionClosed, OSError):
+                return True
+        wait_until(cut_off, 30, "the expired session's connection closed", interval=0.1)
+        assert time.monotonic() - authenticated_at >= REAUTH_MS / 1000 * 0.99
+    assert "SASL session expired" in broker.log_text()
+    # Re-authenticating as someone else is refused and closes the connection.
+    with kw.KafkaConnection("127.0.0.1", broker.sasl_port) as conn:
+        assert plain_authenticate_v1(conn, "alice", PASSWORDS["alice"])[0] == 0
+        r = conn.request(17, 1, kw.Writer().string("PLAIN").getvalue())
+        assert r.int16() == 0
+        token = b"\0bob\0" + PASSWORDS["bob"].encode()
+        r = conn.request(36, 1, kw.Writer().bytes_(token).getvalue())
+        assert r.int16() == 58  # SASL_AUTHENTICATION_FAILED
+        assert conn.wait_closed(10) == b""
+    # librdkafka re-authenticates on its own: a producer keeps delivering across several
+    # session lifetimes on the same connection.
+    topic = unique_topic("reauth")
+    create_topic(broker.bootstrap, topic, 1)
+    before = reauthentications(broker)
+    delivered, errors = [], []
+    p = Producer(sasl_conf(broker, "SCRAM-SHA-256", "alice", PASSWORDS["alice"], **{"acks": "all"}))
+    sent = 0
+
+    def keep_producing():
+        nonlocal sent
+        p.produce(topic, value=b"r%d" % sent, partition=0,
+                  on_delivery=lambda err, msg: (errors if err else delivered).append(err or msg.offset()))
+        sent += 1
+        p.poll(0.05)
+        return reauthentications(broker) >= before + 2
+    wait_until(keep_producing, 60, "two re-authentications", interval=0.05)
+    assert p.flush(30) == 0
+    assert not errors, errors[:3]
+    assert sorted(delivered) == list(range(sent))

@@ -16,10 +16,19 @@ const PARTITIONS = 3
 const CONSUME_TIMEOUT_MS = 120000
 const STEP_TIMEOUT_MS = 60000
 
+// --ca FILE: TLS trusting that CA; --mechanism/--username/--password: SASL.
+function security(opts) {
+  const out = {}
+  if (opts.ca) out.ssl = { ca: [require('fs').readFileSync(opts.ca, 'utf8')] }
+  if (opts.mechanism) out.sasl = { mechanism: opts.mechanism, username: opts.username, password: opts.password }
+  return out
+}
+
 function client(opts, clientId) {
   return new Kafka({
     clientId,
     brokers: [opts.bootstrap],
+    ...security(opts),
     connectionTimeout: 10000,
     requestTimeout: 30000,
     retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 2000 },
