@@ -65,5 +65,8 @@ class Pki:
         _, _, self.stranger_crt, self.stranger_key = _issue(directory / "stranger", "stranger",
                                                             other_cert, other_key)
 
+    def client_certificate(self, common_name):
+        return _issue(self.dir / f"client-{common_name}", common_name, self.ca_cert, self.ca_key)
+
     def server_certificate(self, common_name):
         return _issue(self.dir / f"server-{common_name}", common_name, self.ca_cert, self.ca_key, server=True)
