@@ -53,6 +53,57 @@ pub(crate) async fn to_controller(
         .map_err(|error| AdminError::new(ResponseError::RequestTimedOut, error.to_string()))?
 }
 
+/// The controller's answer for each item of an ACL request, in the order the items were sent:
+/// an item past its answers (or every item, when the call itself failed) gets the call's error.
+pub(crate) struct ControllerAnswers<T> {
+    answers: std::vec::IntoIter<Result<T, AdminError>>,
+    failure: Option<AdminError>,
+}
+
+impl<T> ControllerAnswers<T> {
+    /// Sends `command` (none when no item passed validation) and keeps the answers `pick`
+    /// finds in the reply.
+    pub(crate) async fn ask(
+        context: &RequestContext,
+        command: Option<AdminCommand>,
+        pick: impl FnOnce(AdminReply) -> Option<Vec<Result<T, AdminError>>>,
+    ) -> ControllerAnswers<T> {
+        let Some(command) = command else {
+            return ControllerAnswers {
+                answers: Vec::new().into_iter(),
+                failure: None,
+            };
+        };
+        let (answers, failure) = match to_controller(context, command).await.map(pick) {
+            Ok(Some(answers)) => (answers, None),
+            Ok(None) => (
+                Vec::new(),
+                Some(AdminError::new(
+                    ResponseError::UnknownServerError,
+                    "unexpected controller reply",
+                )),
+            ),
+            Err(error) => (Vec::new(), Some(error)),
+        };
+        ControllerAnswers {
+            answers: answers.into_iter(),
+            failure,
+        }
+    }
+
+    /// The next item's answer.
+    pub(crate) fn next_answer(&mut self) -> Result<T, AdminError> {
+        self.answers.next().unwrap_or_else(|| {
+            Err(self.failure.clone().unwrap_or_else(|| {
+                AdminError::new(
+                    ResponseError::RequestTimedOut,
+                    "the controller did not apply the change",
+                )
+            }))
+        })
+    }
+}
+
 pub async fn handle(context: &RequestContext, request: CreateAclsRequest) -> CreateAclsResponse {
     let refuse_all = |error: ResponseError, message: &str| {
         CreateAclsResponse::default().with_results(
@@ -90,39 +141,20 @@ pub async fn handle(context: &RequestContext, request: CreateAclsRequest) -> Cre
             Err(message) => results.push(Some(failed(ResponseError::InvalidRequest, &message))),
         }
     }
-    let outcome = if bindings.is_empty() {
-        Ok(Vec::new())
-    } else {
-        match to_controller(context, AdminCommand::CreateAcls { bindings }).await {
-            Ok(AdminReply::Changes(applied)) => Ok(applied),
-            Ok(_) => Err(AdminError::new(
-                ResponseError::UnknownServerError,
-                "unexpected controller reply",
-            )),
-            Err(error) => Err(error),
-        }
-    };
-    let (mut applied, failure) = match outcome {
-        Ok(applied) => (applied.into_iter(), None),
-        Err(error) => (Vec::new().into_iter(), Some(error)),
-    };
+    let command = (!bindings.is_empty()).then_some(AdminCommand::CreateAcls { bindings });
+    let mut applied = ControllerAnswers::ask(context, command, |reply| match reply {
+        AdminReply::Changes(applied) => Some(applied),
+        _ => None,
+    })
+    .await;
     let results = results
         .into_iter()
         .map(|result| {
-            result.unwrap_or_else(|| {
-                let error = match applied.next() {
-                    Some(Ok(())) => return AclCreationResult::default(),
-                    Some(Err(error)) => error,
-                    None => failure.clone().unwrap_or_else(|| {
-                        AdminError::new(
-                            ResponseError::RequestTimedOut,
-                            "the controller did not apply the change",
-                        )
-                    }),
-                };
-                AclCreationResult::default()
+            result.unwrap_or_else(|| match applied.next_answer() {
+                Ok(()) => AclCreationResult::default(),
+                Err(error) => AclCreationResult::default()
                     .with_error_code(error.code)
-                    .with_error_message(Some(str_bytes(&error.message)))
+                    .with_error_message(Some(str_bytes(&error.message))),
             })
         })
         .collect();

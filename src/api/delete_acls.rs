@@ -2,10 +2,10 @@
 //! each filter's result lists what it removed. Needs ALTER on the cluster; SECURITY_DISABLED
 //! while the authorizer is off.
 
-use super::create_acls::{to_controller, NO_AUTHORIZER};
+use super::create_acls::{ControllerAnswers, NO_AUTHORIZER};
 use super::describe_acls::filter_of;
 use super::{str_bytes, RequestContext};
-use crate::cluster::controller::{AdminError, MAX_ACL_CHANGES_PER_REQUEST};
+use crate::cluster::controller::MAX_ACL_CHANGES_PER_REQUEST;
 use crate::cluster::rpc::{AdminCommand, AdminReply};
 use crate::security::acl::{AclBinding, Operation};
 use kafka_protocol::error::ResponseError;
@@ -75,42 +75,21 @@ pub async fn handle(context: &RequestContext, request: DeleteAclsRequest) -> Del
             Err(message) => results.push(Some(failed(ResponseError::InvalidRequest, &message))),
         }
     }
-    let outcome = if filters.is_empty() {
-        Ok(Vec::new())
-    } else {
-        match to_controller(context, AdminCommand::DeleteAcls { filters }).await {
-            Ok(AdminReply::DeletedAcls(deleted)) => Ok(deleted),
-            Ok(_) => Err(AdminError::new(
-                ResponseError::UnknownServerError,
-                "unexpected controller reply",
-            )),
-            Err(error) => Err(error),
-        }
-    };
-    let (mut deleted, failure) = match outcome {
-        Ok(deleted) => (deleted.into_iter(), None),
-        Err(error) => (Vec::new().into_iter(), Some(error)),
-    };
+    let command = (!filters.is_empty()).then_some(AdminCommand::DeleteAcls { filters });
+    let mut deleted = ControllerAnswers::ask(context, command, |reply| match reply {
+        AdminReply::DeletedAcls(deleted) => Some(deleted),
+        _ => None,
+    })
+    .await;
     let results = results
         .into_iter()
         .map(|result| {
-            result.unwrap_or_else(|| {
-                let error = match deleted.next() {
-                    Some(Ok(bindings)) => {
-                        return DeleteAclsFilterResult::default()
-                            .with_matching_acls(bindings.iter().map(matching_acl).collect())
-                    }
-                    Some(Err(error)) => error,
-                    None => failure.clone().unwrap_or_else(|| {
-                        AdminError::new(
-                            ResponseError::RequestTimedOut,
-                            "the controller did not apply the change",
-                        )
-                    }),
-                };
-                DeleteAclsFilterResult::default()
+            result.unwrap_or_else(|| match deleted.next_answer() {
+                Ok(bindings) => DeleteAclsFilterResult::default()
+                    .with_matching_acls(bindings.iter().map(matching_acl).collect()),
+                Err(error) => DeleteAclsFilterResult::default()
                     .with_error_code(error.code)
-                    .with_error_message(Some(str_bytes(&error.message)))
+                    .with_error_message(Some(str_bytes(&error.message))),
             })
         })
         .collect();

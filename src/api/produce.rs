@@ -72,6 +72,20 @@ pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome 
     let acks = request.acks;
     let response = handle(context, request).await;
     if acks == 0 {
+        // No response is expected, so an error is told the way Kafka tells it: by closing the
+        // connection, after which the client refreshes its metadata.
+        let first_error = response
+            .responses
+            .iter()
+            .flat_map(|topic| topic.partition_responses.iter())
+            .find(|partition| partition.error_code != 0);
+        if let Some(partition) = first_error {
+            return Outcome::Close(format!(
+                "an acks=0 Produce failed (partition {}: error {}); closing so the client \
+                 refreshes its metadata",
+                partition.index, partition.error_code
+            ));
+        }
         return Outcome::NoResponse;
     }
     super::respond(context, ApiKey::Produce, &response)

@@ -63,6 +63,11 @@ def test_acks_zero_sends_no_response(broker):
         assert resp["error_code"] == 0
     got = consume_partitions(broker.bootstrap, topic, [0], expected={0: 10}, timeout=30)[0]
     assert [m.value for m in got] == [b"z%d" % i for i in range(10)]
+    # An acks=0 produce that fails (here: a partition that does not exist) closes the
+    # connection, as Kafka does: the client has no other way to learn of the error.
+    with connect(broker) as c:
+        assert c.produce(pv, [(topic, [(7, kw.build_record_batch([b"lost"]))])], acks=0) is None
+        assert c.wait_closed(10) == b""
 
 
 @pytest.mark.timeout(60)
