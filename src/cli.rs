@@ -68,12 +68,31 @@ pub struct ServeArgs {
     #[arg(long)]
     pub max_in_flight_requests_per_connection: Option<usize>,
     /// Kafka listeners, e.g. PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://0.0.0.0:9093
-    /// (replaces --listen; the first is the one registered for the cluster).
+    /// (replaces --listen).
     #[arg(long)]
     pub listeners: Option<String>,
     /// Advertised address per listener, same form [default: each listener's address].
     #[arg(long)]
     pub advertised_listeners: Option<String>,
+    /// Security protocol of listeners not named after one, e.g. INTERNAL:SSL,EXTERNAL:SASL_SSL.
+    #[arg(long)]
+    pub listener_security_protocol_map: Option<String>,
+    /// Listener brokers reach each other on [default: the first listener].
+    #[arg(long)]
+    pub inter_broker_listener_name: Option<String>,
+    /// SASL mechanism of the inter-broker login [default: SCRAM-SHA-512].
+    #[arg(long)]
+    pub inter_broker_sasl_mechanism: Option<String>,
+    /// SASL user brokers log in as on a SASL inter-broker listener.
+    #[arg(long)]
+    pub inter_broker_sasl_username: Option<String>,
+    /// Its password (prefer the config file: flags show in the process list).
+    #[arg(long)]
+    pub inter_broker_sasl_password: Option<String>,
+    /// https: check that a peer broker's certificate names its host; empty: chain only
+    /// [default: https].
+    #[arg(long)]
+    pub ssl_endpoint_identification_algorithm: Option<String>,
     /// SASL mechanisms served [default: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512].
     #[arg(long)]
     pub sasl_enabled_mechanisms: Option<String>,
@@ -229,6 +248,10 @@ pub struct ServeArgs {
     /// Controller listener, HOST:PORT [default: this node's voter address].
     #[arg(long)]
     pub controller_listen: Option<String>,
+    /// PLAINTEXT, or SSL: TLS with certificates on both ends between nodes and the
+    /// controller [default: PLAINTEXT].
+    #[arg(long)]
+    pub controller_listener_security_protocol: Option<String>,
     /// Rack of this broker, for rack-aware replica placement.
     #[arg(long)]
     pub rack: Option<String>,
@@ -316,6 +339,13 @@ impl ServeArgs {
             max_in_flight_requests_per_connection,
             listeners,
             advertised_listeners,
+            listener_security_protocol_map,
+            controller_listener_security_protocol,
+            inter_broker_listener_name,
+            inter_broker_sasl_mechanism,
+            inter_broker_sasl_username,
+            inter_broker_sasl_password,
+            ssl_endpoint_identification_algorithm,
             sasl_enabled_mechanisms,
             sasl_max_receive_size_bytes,
             ssl_certificate_location,

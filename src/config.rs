@@ -14,12 +14,29 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Address given to clients in Metadata; defaults to `listen`.
     pub advertise: Option<String>,
-    /// Named listeners, Kafka style: `PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://0.0.0.0:9093`
-    /// (the name is the security protocol). Replaces `listen` when set; the first listener is
-    /// the one registered for the cluster.
+    /// Named listeners, Kafka style: `PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://0.0.0.0:9093`.
+    /// A name is a security protocol, or any name `listener_security_protocol_map` maps to one
+    /// (`INTERNAL://10.0.0.5:9094`). Replaces `listen` when set.
     pub listeners: Option<String>,
     /// Addresses given to clients per listener, same form; defaults to each listener's address.
     pub advertised_listeners: Option<String>,
+    /// `NAME:PROTOCOL,...` for listeners not named after their security protocol (Kafka's
+    /// `listener.security.protocol.map`), e.g. `INTERNAL:SSL,EXTERNAL:SASL_SSL`.
+    pub listener_security_protocol_map: Option<String>,
+    /// The listener brokers use to reach each other (replica fetches, transaction markers);
+    /// defaults to the first listener. On a TLS listener brokers trust `ssl_ca_location` and
+    /// present their own certificate; on a SASL listener they log in as
+    /// `inter_broker_sasl_username`.
+    pub inter_broker_listener_name: Option<String>,
+    /// SASL mechanism brokers log in with on a SASL inter-broker listener (Kafka's
+    /// `sasl.mechanism.inter.broker.protocol`).
+    pub inter_broker_sasl_mechanism: String,
+    pub inter_broker_sasl_username: Option<String>,
+    pub inter_broker_sasl_password: Option<String>,
+    /// `https`: brokers check that a peer's certificate names the host they connect to
+    /// (Kafka's `ssl.endpoint.identification.algorithm`); empty: the chain is checked, not the
+    /// name.
+    pub ssl_endpoint_identification_algorithm: String,
     /// SASL mechanisms served on SASL listeners.
     pub sasl_enabled_mechanisms: String,
     /// Largest request a connection may send before it has authenticated (Kafka's
@@ -184,6 +201,11 @@ pub struct BrokerConfig {
     /// heartbeats, forwarded admin requests), HOST:PORT; never the client port. Defaults to this
     /// node's entry in `controller_quorum_voters`.
     pub controller_listen: Option<String>,
+    /// `PLAINTEXT`, or `SSL`: the controller listener and every node dialling it use TLS with
+    /// certificates on both ends (`ssl_certificate_location`, `ssl_key_location`, chained to
+    /// `ssl_ca_location`); with the authorizer on, a connecting node's principal needs
+    /// CLUSTER_ACTION on the cluster (or to be a super user).
+    pub controller_listener_security_protocol: String,
     /// Rack of this broker (Kafka's `broker.rack`): replicas of a partition go to distinct racks
     /// where there are enough.
     pub rack: Option<String>,
@@ -261,6 +283,12 @@ impl Default for BrokerConfig {
             max_in_flight_requests_per_connection: 128,
             listeners: None,
             advertised_listeners: None,
+            listener_security_protocol_map: None,
+            inter_broker_listener_name: None,
+            inter_broker_sasl_mechanism: "SCRAM-SHA-512".into(),
+            inter_broker_sasl_username: None,
+            inter_broker_sasl_password: None,
+            ssl_endpoint_identification_algorithm: "https".into(),
             sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
             sasl_max_receive_size_bytes: 524_288,
             connection_failed_authentication_delay_ms: 100,
@@ -314,6 +342,7 @@ impl Default for BrokerConfig {
             process_roles: "broker,controller".to_string(),
             controller_quorum_voters: String::new(),
             controller_listen: None,
+            controller_listener_security_protocol: "PLAINTEXT".into(),
             rack: None,
             default_replication_factor: 1,
             broker_heartbeat_interval_ms: 2_000,
@@ -351,11 +380,29 @@ impl BrokerConfig {
         Ok(toml::from_str(text)?)
     }
 
-    /// Host and port of the first listener's advertised address: the one registered for the
-    /// cluster (Metadata gives it to clients of other nodes).
+    /// Host and port of the first listener's advertised address (kept in the broker's
+    /// registration for records that predate per-listener endpoints).
     pub fn advertised_host_port(&self) -> anyhow::Result<(String, i32)> {
         let listeners = self.kafka_listeners()?;
         split_host_port(&listeners[0].advertise)
+    }
+
+    /// Every listener's advertised endpoint, as registered with the controller.
+    pub fn advertised_endpoints(
+        &self,
+    ) -> anyhow::Result<Vec<crate::cluster::metadata::BrokerEndpoint>> {
+        self.kafka_listeners()?
+            .into_iter()
+            .map(|listener| {
+                let (host, port) = split_host_port(&listener.advertise)?;
+                Ok(crate::cluster::metadata::BrokerEndpoint {
+                    name: listener.name,
+                    host,
+                    port,
+                    security_protocol: listener.protocol.name().to_string(),
+                })
+            })
+            .collect()
     }
 
     /// The Kafka listeners: `listeners` (with `advertised_listeners`), else one PLAINTEXT
@@ -363,6 +410,7 @@ impl BrokerConfig {
     pub fn kafka_listeners(&self) -> anyhow::Result<Vec<Listener>> {
         let Some(listeners) = &self.listeners else {
             return Ok(vec![Listener {
+                name: SecurityProtocol::Plaintext.name().to_string(),
                 protocol: SecurityProtocol::Plaintext,
                 listen: self.listen.clone(),
                 advertise: self
@@ -371,36 +419,80 @@ impl BrokerConfig {
                     .unwrap_or_else(|| self.listen.clone()),
             }]);
         };
+        let protocol_map = self.listener_protocol_map()?;
         let advertised = match &self.advertised_listeners {
             Some(list) => parse_listener_list(list)?,
             None => Vec::new(),
         };
         let mut out: Vec<Listener> = Vec::new();
-        for (protocol, listen) in parse_listener_list(listeners)? {
+        for (name, listen) in parse_listener_list(listeners)? {
             anyhow::ensure!(
-                out.iter().all(|l| l.protocol != protocol),
-                "listener {} is given twice",
-                protocol.name()
+                out.iter().all(|l| l.name != name),
+                "listener {name} is given twice"
             );
+            let protocol = match protocol_map.iter().find(|(n, _)| *n == name) {
+                Some((_, protocol)) => *protocol,
+                None => SecurityProtocol::from_name(&name).map_err(|_| {
+                    anyhow::anyhow!(
+                        "listener {name} is neither a security protocol nor in \
+                         listener_security_protocol_map"
+                    )
+                })?,
+            };
             let advertise = advertised
                 .iter()
-                .find(|(p, _)| *p == protocol)
+                .find(|(n, _)| *n == name)
                 .map_or_else(|| listen.clone(), |(_, address)| address.clone());
             out.push(Listener {
+                name,
                 protocol,
                 listen,
                 advertise,
             });
         }
         anyhow::ensure!(!out.is_empty(), "listeners is empty");
-        for (protocol, _) in &advertised {
+        for (name, _) in &advertised {
             anyhow::ensure!(
-                out.iter().any(|l| l.protocol == *protocol),
-                "advertised listener {} has no listener",
-                protocol.name()
+                out.iter().any(|l| l.name == *name),
+                "advertised listener {name} has no listener"
             );
         }
         Ok(out)
+    }
+
+    /// `listener_security_protocol_map` parsed: (listener name, protocol).
+    fn listener_protocol_map(&self) -> anyhow::Result<Vec<(String, SecurityProtocol)>> {
+        let Some(map) = &self.listener_security_protocol_map else {
+            return Ok(Vec::new());
+        };
+        map.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                let (name, protocol) = item.split_once(':').ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "listener_security_protocol_map entry {item:?} is not NAME:PROTOCOL"
+                    )
+                })?;
+                check_listener_name(name)?;
+                Ok((name.to_string(), SecurityProtocol::from_name(protocol)?))
+            })
+            .collect()
+    }
+
+    /// The listener brokers connect to each other on: `inter_broker_listener_name`, else the
+    /// first listener.
+    pub fn inter_broker_listener(&self) -> anyhow::Result<Listener> {
+        let listeners = self.kafka_listeners()?;
+        match &self.inter_broker_listener_name {
+            None => Ok(listeners[0].clone()),
+            Some(name) => listeners
+                .into_iter()
+                .find(|l| l.name == *name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("inter_broker_listener_name {name} is not among the listeners")
+                }),
+        }
     }
 
     /// TLS files and client authentication, when a listener uses TLS (`None` otherwise). The
@@ -434,6 +526,120 @@ impl BrokerConfig {
         }))
     }
 
+    /// How this broker connects to the others: the inter-broker listener's name and protocol,
+    /// the TLS client material and the SASL login it needs.
+    pub fn inter_broker_security(
+        &self,
+    ) -> anyhow::Result<crate::security::inter_broker::InterBrokerSettings> {
+        use crate::security::inter_broker::{InterBrokerSettings, SaslLogin, TlsClientSettings};
+        let listener = self.inter_broker_listener()?;
+        let verify_hostname = match self.ssl_endpoint_identification_algorithm.as_str() {
+            "https" => true,
+            "" => false,
+            other => anyhow::bail!(
+                "ssl_endpoint_identification_algorithm {other:?} is not \"https\" or \"\""
+            ),
+        };
+        let tls = if listener.protocol.uses_tls() {
+            let (Some(certificate_path), Some(key_path)) =
+                (&self.ssl_certificate_location, &self.ssl_key_location)
+            else {
+                anyhow::bail!("a TLS inter-broker listener needs ssl_certificate_location and ssl_key_location");
+            };
+            let Some(ca_path) = &self.ssl_ca_location else {
+                anyhow::bail!(
+                    "a TLS inter-broker listener needs ssl_ca_location (the CA brokers' \
+                     certificates chain to)"
+                );
+            };
+            Some(TlsClientSettings {
+                ca_path: ca_path.clone(),
+                certificate_path: certificate_path.clone(),
+                key_path: key_path.clone(),
+                verify_hostname,
+            })
+        } else {
+            None
+        };
+        let sasl = if listener.protocol.requires_sasl() {
+            let mechanism = SaslMechanism::from_name(&self.inter_broker_sasl_mechanism)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown inter_broker_sasl_mechanism {}",
+                        self.inter_broker_sasl_mechanism
+                    )
+                })?;
+            anyhow::ensure!(
+                self.sasl_mechanisms()?.contains(&mechanism),
+                "inter_broker_sasl_mechanism {} is not in sasl_enabled_mechanisms",
+                mechanism.name()
+            );
+            let (Some(username), Some(password)) = (
+                &self.inter_broker_sasl_username,
+                &self.inter_broker_sasl_password,
+            ) else {
+                anyhow::bail!(
+                    "a SASL inter-broker listener needs inter_broker_sasl_username and \
+                     inter_broker_sasl_password"
+                );
+            };
+            Some(SaslLogin {
+                mechanism,
+                username: username.clone(),
+                password: password.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(InterBrokerSettings {
+            listener_name: listener.name,
+            protocol: listener.protocol,
+            tls,
+            sasl,
+        })
+    }
+
+    /// TLS of the controller listener: (server side, client side), or `None` for PLAINTEXT.
+    pub fn controller_tls_settings(
+        &self,
+    ) -> anyhow::Result<
+        Option<(
+            crate::security::tls::TlsSettings,
+            crate::security::inter_broker::TlsClientSettings,
+        )>,
+    > {
+        match self.controller_listener_security_protocol.as_str() {
+            "PLAINTEXT" => return Ok(None),
+            "SSL" => {}
+            other => anyhow::bail!(
+                "controller_listener_security_protocol {other} is not PLAINTEXT or SSL"
+            ),
+        }
+        let (Some(certificate_path), Some(key_path), Some(ca_path)) = (
+            &self.ssl_certificate_location,
+            &self.ssl_key_location,
+            &self.ssl_ca_location,
+        ) else {
+            anyhow::bail!(
+                "an SSL controller listener needs ssl_certificate_location, ssl_key_location \
+                 and ssl_ca_location"
+            );
+        };
+        let server = crate::security::tls::TlsSettings {
+            certificate_path: certificate_path.clone(),
+            key_path: key_path.clone(),
+            ca_path: Some(ca_path.clone()),
+            client_auth: crate::security::tls::ClientAuth::Required,
+        };
+        let client = crate::security::inter_broker::TlsClientSettings {
+            ca_path: ca_path.clone(),
+            certificate_path: certificate_path.clone(),
+            key_path: key_path.clone(),
+            verify_hostname: self.ssl_endpoint_identification_algorithm == "https",
+        };
+        Ok(Some((server, client)))
+    }
+
     /// SASL mechanisms served, parsed from `sasl_enabled_mechanisms`.
     pub fn sasl_mechanisms(&self) -> anyhow::Result<Vec<SaslMechanism>> {
         self.sasl_enabled_mechanisms
@@ -457,6 +663,8 @@ impl BrokerConfig {
         }
         self.sasl_mechanisms()?;
         self.tls_settings()?;
+        self.inter_broker_security()?;
+        self.controller_tls_settings()?;
         anyhow::ensure!(
             self.ssl_reload_check_interval_ms >= 10,
             "ssl_reload_check_interval_ms must be at least 10"
@@ -760,7 +968,7 @@ impl SecurityProtocol {
         }
     }
 
-    fn from_name(name: &str) -> anyhow::Result<SecurityProtocol> {
+    pub fn from_name(name: &str) -> anyhow::Result<SecurityProtocol> {
         match name {
             "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
             "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
@@ -810,6 +1018,9 @@ impl SaslMechanism {
 /// One Kafka listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
+    /// The listener's name (`PLAINTEXT`, `INTERNAL`, ...): clients are given other brokers'
+    /// endpoints on the listener of the same name.
+    pub name: String,
     pub protocol: SecurityProtocol,
     /// HOST:PORT bound on every shard.
     pub listen: String,
@@ -817,8 +1028,8 @@ pub struct Listener {
     pub advertise: String,
 }
 
-/// `NAME://HOST:PORT,...` → (protocol, HOST:PORT).
-fn parse_listener_list(list: &str) -> anyhow::Result<Vec<(SecurityProtocol, String)>> {
+/// `NAME://HOST:PORT,...` → (name, HOST:PORT).
+fn parse_listener_list(list: &str) -> anyhow::Result<Vec<(String, String)>> {
     list.split(',')
         .map(str::trim)
         .filter(|item| !item.is_empty())
@@ -826,9 +1037,23 @@ fn parse_listener_list(list: &str) -> anyhow::Result<Vec<(SecurityProtocol, Stri
             let (name, address) = item
                 .split_once("://")
                 .ok_or_else(|| anyhow::anyhow!("listener {item:?} is not NAME://HOST:PORT"))?;
-            Ok((SecurityProtocol::from_name(name)?, address.to_string()))
+            check_listener_name(name)?;
+            Ok((name.to_string(), address.to_string()))
         })
         .collect()
+}
+
+/// Listener names are upper-case letters, digits and `_`, as Kafka requires, at most 64 bytes.
+fn check_listener_name(name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+        "listener name {name:?} must be 1-64 characters of A-Z, 0-9 and _"
+    );
+    Ok(())
 }
 
 pub fn split_host_port(address: &str) -> anyhow::Result<(String, i32)> {
@@ -904,5 +1129,74 @@ mod tests {
         config.listeners = Some("PLAINTEXT://127.0.0.1:9092".into());
         config.ssl_client_auth = "none".into();
         assert!(config.tls_settings().unwrap().is_none());
+    }
+
+    #[test]
+    fn named_listeners_map_to_protocols_and_pick_the_inter_broker_one() {
+        let mut config = BrokerConfig {
+            listeners: Some(
+                "PLAINTEXT://127.0.0.1:9092,INTERNAL://10.0.0.5:9094,EXTERNAL://0.0.0.0:9093"
+                    .into(),
+            ),
+            advertised_listeners: Some("EXTERNAL://kafka.example.com:9093".into()),
+            listener_security_protocol_map: Some("INTERNAL:SSL,EXTERNAL:SASL_SSL".into()),
+            inter_broker_listener_name: Some("INTERNAL".into()),
+            ssl_certificate_location: Some("/etc/riptide/broker.pem".into()),
+            ssl_key_location: Some("/etc/riptide/broker.key".into()),
+            ..BrokerConfig::default()
+        };
+        let listeners = config.kafka_listeners().unwrap();
+        let named: Vec<_> = listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.protocol, l.advertise.as_str()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("PLAINTEXT", SecurityProtocol::Plaintext, "127.0.0.1:9092"),
+                ("INTERNAL", SecurityProtocol::Ssl, "10.0.0.5:9094"),
+                (
+                    "EXTERNAL",
+                    SecurityProtocol::SaslSsl,
+                    "kafka.example.com:9093"
+                ),
+            ]
+        );
+        let endpoints = config.advertised_endpoints().unwrap();
+        assert_eq!(endpoints[2].host, "kafka.example.com");
+        assert_eq!(endpoints[2].security_protocol, "SASL_SSL");
+        // A TLS inter-broker listener needs the CA its peers chain to.
+        assert!(config.inter_broker_security().is_err());
+        config.ssl_ca_location = Some("/etc/riptide/ca.pem".into());
+        let settings = config.inter_broker_security().unwrap();
+        assert_eq!(settings.listener_name, "INTERNAL");
+        assert!(settings.tls.as_ref().unwrap().verify_hostname);
+        assert!(settings.sasl.is_none());
+        config.ssl_endpoint_identification_algorithm = String::new();
+        let settings = config.inter_broker_security().unwrap();
+        assert!(!settings.tls.unwrap().verify_hostname);
+        config.ssl_endpoint_identification_algorithm = "dns".into();
+        assert!(config.inter_broker_security().is_err());
+        config.ssl_endpoint_identification_algorithm = "https".into();
+        // A SASL inter-broker listener needs a login with an enabled mechanism.
+        config.inter_broker_listener_name = Some("EXTERNAL".into());
+        assert!(config.inter_broker_security().is_err(), "no SASL user");
+        config.inter_broker_sasl_username = Some("broker".into());
+        config.inter_broker_sasl_password = Some("secret".into());
+        assert!(config.inter_broker_security().unwrap().sasl.is_some());
+        config.sasl_enabled_mechanisms = "PLAIN".into();
+        assert!(
+            config.inter_broker_security().is_err(),
+            "SCRAM-SHA-512 not enabled"
+        );
+        config.inter_broker_listener_name = Some("NOWHERE".into());
+        assert!(config.inter_broker_security().is_err());
+        // Without the map, a name must be a protocol; names are upper-case.
+        config.listener_security_protocol_map = None;
+        assert!(config.kafka_listeners().is_err());
+        config.listeners = Some("internal://127.0.0.1:9092".into());
+        assert!(config.kafka_listeners().is_err());
+        config.listeners = Some("PLAINTEXT://127.0.0.1:9092,PLAINTEXT://127.0.0.1:9093".into());
+        assert!(config.kafka_listeners().is_err(), "a name given twice");
     }
 }

@@ -13,13 +13,15 @@ pub async fn handle(
     let node_id = context.shard.config.node_id;
     let brokers = image
         .live_brokers()
-        .map(|broker| {
-            let (host, port) = super::broker_endpoint(context, broker);
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(broker.node_id))
-                .with_host(super::str_bytes(&host))
-                .with_port(port)
-                .with_rack(broker.rack.as_deref().map(super::str_bytes))
+        .filter_map(|broker| {
+            let (host, port) = super::broker_endpoint(context, broker)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(broker.node_id))
+                    .with_host(super::str_bytes(&host))
+                    .with_port(port)
+                    .with_rack(broker.rack.as_deref().map(super::str_bytes)),
+            )
         })
         .collect();
     DescribeClusterResponse::default()

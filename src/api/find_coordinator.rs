@@ -33,7 +33,10 @@ fn locate(context: &RequestContext, key_type: i8, key: &str) -> Found {
         ResponseError::CoordinatorNotAvailable,
         "the coordinator is not available yet",
     ))?;
-    let (host, port) = super::broker_endpoint(context, broker);
+    let (host, port) = super::broker_endpoint(context, broker).ok_or((
+        ResponseError::CoordinatorNotAvailable,
+        "the coordinator has no listener of this connection's name",
+    ))?;
     Ok((node_id, host, port))
 }
 

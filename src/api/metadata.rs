@@ -35,7 +35,7 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
                     .filter(|t| {
                         context.authorize(Operation::Describe, ResourceType::Topic, &t.name)
                     })
-                    .map(|t| describe_topic(&image, t)),
+                    .map(|t| describe_topic(context, &image, t)),
             );
         }
         Some(requested) => {
@@ -51,7 +51,7 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
                             continue;
                         }
                         match image.topic(&name) {
-                            Some(record) => topics.push(describe_topic(&image, record)),
+                            Some(record) => topics.push(describe_topic(context, &image, record)),
                             None if may_create
                                 && !cluster_create
                                 && !context.authorize(
@@ -83,7 +83,7 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
                         {
                             topics.push(unauthorized_topic(None, topic.topic_id))
                         }
-                        Some(record) => topics.push(describe_topic(&image, record)),
+                        Some(record) => topics.push(describe_topic(context, &image, record)),
                         None => topics.push(
                             MetadataResponseTopic::default()
                                 .with_topic_id(topic.topic_id)
@@ -117,13 +117,15 @@ pub async fn handle(context: &RequestContext, request: MetadataRequest) -> Metad
 
     let brokers = image
         .live_brokers()
-        .map(|broker| {
-            let (host, port) = super::broker_endpoint(context, broker);
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(broker.node_id))
-                .with_host(super::str_bytes(&host))
-                .with_port(port)
-                .with_rack(broker.rack.as_deref().map(super::str_bytes))
+        .filter_map(|broker| {
+            let (host, port) = super::broker_endpoint(context, broker)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(broker.node_id))
+                    .with_host(super::str_bytes(&host))
+                    .with_port(port)
+                    .with_rack(broker.rack.as_deref().map(super::str_bytes)),
+            )
         })
         .collect();
     MetadataResponse::default()
@@ -158,7 +160,7 @@ async fn auto_create(context: &RequestContext, names: Vec<String>) -> Vec<Metada
             .zip(results)
             .map(|(name, result)| match (result, image.topic(name)) {
                 // Another request may have created it first: describe what exists.
-                (_, Some(record)) => describe_topic(&image, record),
+                (_, Some(record)) => describe_topic(context, &image, record),
                 // Created meanwhile by another node's request, not yet in this node's image: a
                 // retriable answer (any other topic error is permanent to librdkafka, which then
                 // fails every message queued for the topic).
@@ -207,7 +209,12 @@ pub(crate) fn controller_id(image: &MetadataImage, this_node: i32) -> i32 {
         .unwrap_or(this_node)
 }
 
-fn describe_topic(image: &MetadataImage, topic: &Arc<TopicRecord>) -> MetadataResponseTopic {
+fn describe_topic(
+    context: &RequestContext,
+    image: &MetadataImage,
+    topic: &Arc<TopicRecord>,
+) -> MetadataResponseTopic {
+    let listener = context.session.listener.name.as_str();
     let ids = |nodes: &[i32]| nodes.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
     let partitions = topic
         .partitions
@@ -220,7 +227,11 @@ fn describe_topic(image: &MetadataImage, topic: &Arc<TopicRecord>) -> MetadataRe
                 .copied()
                 .filter(|&id| !image.is_live(id))
                 .collect();
-            let leader = if image.is_live(record.leader) {
+            let leader_reachable = image
+                .brokers
+                .get(&record.leader)
+                .is_some_and(|broker| broker.endpoint(listener).is_some());
+            let leader = if image.is_live(record.leader) && leader_reachable {
                 record.leader
             } else {
                 NO_LEADER
@@ -232,7 +243,10 @@ fn describe_topic(image: &MetadataImage, topic: &Arc<TopicRecord>) -> MetadataRe
                 .with_replica_nodes(ids(&record.replicas))
                 .with_isr_nodes(ids(&record.isr))
                 .with_offline_replicas(ids(&offline));
-            if leader == NO_LEADER {
+            if leader == NO_LEADER && image.is_live(record.leader) && context.api_version >= 6 {
+                // Kafka's answer when the leader has no listener of this connection's name.
+                response.with_error_code(ResponseError::ListenerNotFound.code())
+            } else if leader == NO_LEADER {
                 response.with_error_code(ResponseError::LeaderNotAvailable.code())
             } else {
                 response

@@ -397,17 +397,18 @@ pub(crate) fn topic_name(name: &str) -> kafka_protocol::messages::TopicName {
 }
 
 /// The host and port a client on this connection's listener reaches `broker` at: this node's
-/// own address on that listener; another node's registered (first) listener.
+/// own address on that listener; another node's endpoint on the listener of the same name
+/// (`None` if it has none: Kafka leaves such brokers out).
 pub(crate) fn broker_endpoint(
     context: &RequestContext,
     broker: &crate::cluster::metadata::BrokerRecord,
-) -> (String, i32) {
+) -> Option<(String, i32)> {
     if broker.node_id == context.shard.config.node_id {
         if let Ok(own) = crate::config::split_host_port(&context.session.listener.advertise) {
-            return own;
+            return Some(own);
         }
     }
-    (broker.host.clone(), broker.port)
+    broker.endpoint(&context.session.listener.name)
 }
 
 pub(crate) fn str_bytes(value: &str) -> kafka_protocol::protocol::StrBytes {

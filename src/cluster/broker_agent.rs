@@ -49,6 +49,10 @@ fn register_request(
         port,
         rack: node.config.rack.clone(),
         shard_count: shard_count as u32,
+        endpoints: node
+            .config
+            .advertised_endpoints()
+            .expect("listeners validated at start"),
     }
 }
 

@@ -52,6 +52,7 @@ pub async fn call_active(
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     match rpc::call(
                         &voter.address,
+                        node.controller_tls.as_ref(),
                         &request,
                         remaining.max(Duration::from_millis(10)),
                     )

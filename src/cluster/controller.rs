@@ -259,6 +259,7 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
             port,
             rack,
             shard_count,
+            endpoints,
         } => {
             let _permit = controller.change_lock.acquire_permit(1).await;
             let image = node.image();
@@ -276,6 +277,7 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
                 port,
                 rack,
                 shard_count,
+                endpoints,
             };
             // A re-registration replaces the old incarnation: its leaderships go first.
             let mut batch =
@@ -1053,6 +1055,7 @@ mod tests {
                     port: 9000 + node_id,
                     rack: None,
                     shard_count: 1,
+                    endpoints: Vec::new(),
                 }],
             );
             let epoch = image.version;

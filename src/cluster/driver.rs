@@ -87,6 +87,8 @@ pub struct MetadataNode {
     /// This broker's registration (nodes with the broker role).
     pub agent: RefCell<Option<Rc<super::broker_agent::BrokerAgent>>>,
     shard: RefCell<Weak<Shard>>,
+    /// TLS of the controller listener, both ends (`None`: PLAINTEXT).
+    pub controller_tls: Option<crate::security::inter_broker::ControllerTls>,
 }
 
 impl MetadataNode {
@@ -95,6 +97,7 @@ impl MetadataNode {
         quorum: Option<Quorum<DirFs>>,
         image: MetadataImage,
         placement: LocalPlacement,
+        controller_tls: Option<crate::security::inter_broker::ControllerTls>,
     ) -> Rc<MetadataNode> {
         let voters = config.quorum_voters().expect("validated at start");
         let (apply_sender, apply_receiver) = mpsc::unbounded();
@@ -119,6 +122,7 @@ impl MetadataNode {
             shutting_down: Cell::new(false),
             agent: RefCell::new(None),
             shard: RefCell::new(Weak::new()),
+            controller_tls,
             config,
         })
     }
@@ -213,7 +217,7 @@ impl MetadataNode {
             for voter in self.voters.iter().filter(|v| v.node_id != self.node_id) {
                 let (sender, receiver) = mpsc::channel(self.config.controller_peer_queue_messages);
                 self.peers.borrow_mut().insert(voter.node_id, sender);
-                glommio::spawn_local(peer_loop(voter.clone(), receiver)).detach();
+                glommio::spawn_local(peer_loop(self.clone(), voter.clone(), receiver)).detach();
             }
             if let Some(address) = self.config.controller_listen_address() {
                 let listener = glommio::net::TcpListener::bind(address.as_str()).map_err(|e| {
@@ -560,10 +564,10 @@ async fn publish(shard: &Rc<Shard>, image: Arc<MetadataImage>) {
 
 /// Writes the Raft messages queued for one peer voter over one connection, reconnecting as
 /// needed; messages that cannot be written are dropped.
-async fn peer_loop(peer: Voter, mut receiver: mpsc::Receiver<RaftMessage>) {
+async fn peer_loop(node: Rc<MetadataNode>, peer: Voter, mut receiver: mpsc::Receiver<RaftMessage>) {
     use futures::AsyncWriteExt;
     use protobuf::Message as _;
-    let mut stream: Option<glommio::net::TcpStream> = None;
+    let mut stream: Option<Box<dyn super::rpc::NodeStream>> = None;
     let mut buffer = Vec::new();
     let mut refused_until: Option<Instant> = None;
     while let Some(first) = receiver.next().await {
@@ -585,16 +589,13 @@ async fn peer_loop(peer: Voter, mut receiver: mpsc::Receiver<RaftMessage>) {
             }
             let connect =
                 glommio::timer::timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS), async {
-                    glommio::net::TcpStream::connect(peer.address.as_str())
+                    super::rpc::connect(peer.address.as_str(), node.controller_tls.as_ref())
                         .await
-                        .map_err(|e| {
-                            glommio::GlommioError::IoError(std::io::Error::other(e.to_string()))
-                        })
+                        .map_err(glommio::GlommioError::IoError)
                 })
                 .await;
             match connect {
                 Ok(connected) => {
-                    let _ = connected.set_nodelay(true);
                     stream = Some(connected);
                     refused_until = None;
                 }
@@ -607,7 +608,12 @@ async fn peer_loop(peer: Voter, mut receiver: mpsc::Receiver<RaftMessage>) {
             }
         }
         if let Some(connected) = stream.as_mut() {
-            if let Err(error) = connected.write_all(&buffer).await {
+            let written = async {
+                connected.write_all(&buffer).await?;
+                // TLS holds written records until flushed.
+                connected.flush().await
+            };
+            if let Err(error) = written.await {
                 tracing::debug!(peer = peer.node_id, "voter connection lost: {error}");
                 stream = None;
             }

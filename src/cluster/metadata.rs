@@ -78,9 +78,14 @@ pub struct BrokerRecord {
     pub incarnation_id: Uuid,
     /// Offset of the registration record in the metadata log (Kafka's broker epoch).
     pub broker_epoch: u64,
-    /// Advertised Kafka listener.
+    /// Advertised address of the broker's first listener (registrations from before
+    /// per-listener endpoints carry only this).
     pub host: String,
     pub port: i32,
+    /// Advertised address of every listener: clients get the one named like the listener
+    /// they connected on, brokers the inter-broker listener's.
+    #[serde(default)]
+    pub endpoints: Vec<BrokerEndpoint>,
     pub rack: Option<String>,
     pub shard_count: u32,
     /// Fenced brokers lead nothing and are not shown to clients.
@@ -88,6 +93,32 @@ pub struct BrokerRecord {
     /// In a controlled shutdown: gets no new leaderships.
     #[serde(default)]
     pub shutting_down: bool,
+}
+
+/// One advertised listener of a broker (Kafka's BrokerEndpoint).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    /// Listener name (`PLAINTEXT`, `INTERNAL`, ...).
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+    /// Its security protocol, as Kafka names it.
+    pub security_protocol: String,
+}
+
+impl BrokerRecord {
+    /// Where a client of listener `name` reaches this broker: the endpoint of that name;
+    /// the registered address when the broker registered before endpoints existed; `None`
+    /// when the broker has no such listener (Kafka leaves such brokers out of answers).
+    pub fn endpoint(&self, name: &str) -> Option<(String, i32)> {
+        if self.endpoints.is_empty() {
+            return Some((self.host.clone(), self.port));
+        }
+        self.endpoints
+            .iter()
+            .find(|endpoint| endpoint.name == name)
+            .map(|endpoint| (endpoint.host.clone(), endpoint.port))
+    }
 }
 
 /// JSON maps need string keys: the credentials are stored as a list.

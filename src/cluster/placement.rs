@@ -223,6 +223,7 @@ mod tests {
                     broker_epoch: 1,
                     host: "h".into(),
                     port: 1,
+                    endpoints: Vec::new(),
                     rack: rack.map(String::from),
                     shard_count: 1,
                     fenced: false,

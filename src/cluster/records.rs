@@ -35,6 +35,8 @@ pub enum MetadataRecord {
         port: i32,
         rack: Option<String>,
         shard_count: u32,
+        #[serde(default)]
+        endpoints: Vec<super::metadata::BrokerEndpoint>,
     },
     FenceBroker {
         node_id: i32,
@@ -164,6 +166,7 @@ fn apply_record(
             port,
             rack,
             shard_count,
+            endpoints,
         } => {
             image.brokers.insert(
                 *node_id,
@@ -173,6 +176,7 @@ fn apply_record(
                     broker_epoch: offset,
                     host: host.clone(),
                     port: *port,
+                    endpoints: endpoints.clone(),
                     rack: rack.clone(),
                     shard_count: *shard_count,
                     fenced: true,
@@ -433,6 +437,7 @@ mod tests {
             port: 9092 + node_id,
             rack: None,
             shard_count: 1,
+            endpoints: Vec::new(),
         }
     }
 

@@ -33,6 +33,9 @@ pub enum ControllerRequest {
         port: i32,
         rack: Option<String>,
         shard_count: u32,
+        /// Every advertised listener (absent from brokers that predate them).
+        #[serde(default)]
+        endpoints: Vec<super::metadata::BrokerEndpoint>,
     },
     /// BrokerHeartbeat: `applied_offset` tells the controller whether the broker has caught up
     /// with the metadata log; `want_shutdown` starts a controlled shutdown.
@@ -226,9 +229,37 @@ pub enum CallError {
     Protocol { address: String, message: String },
 }
 
+/// A connection between nodes: TCP, or TLS over it.
+pub trait NodeStream: futures::AsyncRead + futures::AsyncWrite + Unpin {}
+impl<T: futures::AsyncRead + futures::AsyncWrite + Unpin> NodeStream for T {}
+
+/// Connects to a controller listener at `address` (HOST:PORT), with the TLS handshake when
+/// the controller listener is SSL.
+pub async fn connect(
+    address: &str,
+    tls: Option<&crate::security::inter_broker::ControllerTls>,
+) -> std::io::Result<Box<dyn NodeStream>> {
+    let tcp = TcpStream::connect(address)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(Box::new(tcp)),
+        Some(tls) => {
+            let host = address
+                .rsplit_once(':')
+                .map_or(address, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            Ok(Box::new(tls.client.connect(host, tcp).await?))
+        }
+    }
+}
+
 /// One call over a new connection, bounded by `timeout`.
 pub async fn call(
     address: &str,
+    tls: Option<&crate::security::inter_broker::ControllerTls>,
     request: &ControllerRequest,
     timeout: Duration,
 ) -> Result<ControllerResponse, CallError> {
@@ -238,14 +269,17 @@ pub async fn call(
     };
     let payload = serde_json::to_vec(request).expect("requests serialise");
     let work = async {
-        let mut stream = TcpStream::connect(address)
+        let mut stream = connect(address, tls)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
         let mut frame = Vec::with_capacity(payload.len() + 5);
         encode_frame(&mut frame, KIND_REQUEST, &payload);
         stream
             .write_all(&frame)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        stream
+            .flush()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         match read_frame(&mut stream).await {

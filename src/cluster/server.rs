@@ -35,13 +35,78 @@ pub async fn serve(node: Rc<MetadataNode>, listener: TcpListener) {
     }
 }
 
-async fn serve_connection(node: Rc<MetadataNode>, mut stream: TcpStream) {
-    use protobuf::Message as _;
+async fn serve_connection(node: Rc<MetadataNode>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let Ok(peer_address) = stream.peer_addr() else {
+        return;
+    };
+    let peer = peer_address.to_string();
+    let Some(tls) = &node.controller_tls else {
+        serve_frames(&node, stream, &peer).await;
+        return;
+    };
+    if let Err(error) = tls.acceptor.reload_if_changed() {
+        tracing::warn!("controller TLS files changed but do not load: {error}");
+    }
+    let timeout = std::time::Duration::from_millis(node.config.request_read_timeout_ms);
+    let handshake = futures_rustls::TlsAcceptor::from(tls.acceptor.config()).accept(stream);
+    let stream = match glommio::timer::timeout(timeout, async {
+        handshake.await.map_err(glommio::GlommioError::IoError)
+    })
+    .await
+    {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%peer, "closing controller connection: TLS handshake failed: {error}");
+            return;
+        }
+    };
+    let principal = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|certificate| crate::security::tls::certificate_principal(certificate));
+    let Some(principal) = principal else {
+        tracing::warn!(%peer, "closing controller connection: no usable client certificate");
+        return;
+    };
+    if !may_reach_the_controller(&node, &principal, peer_address.ip()) {
+        tracing::warn!(%peer, %principal,
+            "closing controller connection: the principal lacks CLUSTER_ACTION on the cluster");
+        return;
+    }
+    serve_frames(&node, stream, &peer).await;
+}
+
+/// With the authorizer on, only principals allowed CLUSTER_ACTION (brokers, as super users or
+/// by ACL) may send Raft messages and controller calls: any certificate from the CA is not
+/// enough, since client certificates may come from the same CA.
+fn may_reach_the_controller(node: &MetadataNode, principal: &str, host: std::net::IpAddr) -> bool {
+    use crate::security::acl::{self, Operation, ResourceType};
+    if !node.config.authorizer_enabled {
+        return true;
+    }
+    let policy = acl::Policy {
+        super_users: &node.config.super_users,
+        allow_everyone_if_no_acl_found: node.config.allow_everyone_if_no_acl_found,
+    };
+    let who = acl::Requester { principal, host };
+    node.image().acls.authorize(
+        &policy,
+        &who,
+        Operation::ClusterAction,
+        ResourceType::Cluster,
+        acl::CLUSTER_NAME,
+    )
+}
+
+async fn serve_frames<S>(node: &Rc<MetadataNode>, mut stream: S, peer: &str)
+where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin,
+{
+    use protobuf::Message as _;
+    let node = node.clone();
     loop {
         let frame = match rpc::read_frame(&mut stream).await {
             Ok(Some(frame)) => frame,
@@ -69,7 +134,7 @@ async fn serve_connection(node: Rc<MetadataNode>, mut stream: TcpStream) {
                 let payload = serde_json::to_vec(&response).expect("responses serialise");
                 let mut frame = Vec::with_capacity(payload.len() + 5);
                 rpc::encode_frame(&mut frame, rpc::KIND_RESPONSE, &payload);
-                if stream.write_all(&frame).await.is_err() {
+                if stream.write_all(&frame).await.is_err() || stream.flush().await.is_err() {
                     return;
                 }
             }

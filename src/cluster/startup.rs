@@ -177,6 +177,7 @@ pub fn open(config: &Arc<BrokerConfig>, shard_count: usize) -> anyhow::Result<St
                 port,
                 rack: config.rack.clone(),
                 shard_count: shard_count as u32,
+                endpoints: config.advertised_endpoints()?,
             });
             let epoch = commit_alone(&mut opened, &mut image, batch)?;
             if legacy.is_some() {

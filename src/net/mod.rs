@@ -182,7 +182,7 @@ async fn serve_tls(
         Some(Ok(stream)) => stream,
         Some(Err(error)) => {
             crate::metrics::connection_closed(ConnectionClosed::TlsHandshakeFailed);
-            tracing::warn!(%peer, listener = listener.protocol.name(),
+            tracing::warn!(%peer, listener = %listener.name,
                 "closing connection: TLS handshake failed: {error}");
             return;
         }

@@ -392,6 +392,99 @@ pub fn parse_plain(message: &[u8]) -> Result<(String, String), String> {
     Ok((user.to_string(), password.to_string()))
 }
 
+/// Client side of one exchange, for brokers logging in to each other.
+#[derive(Debug)]
+pub struct ScramClient {
+    mechanism: Mechanism,
+    password: String,
+    client_first_bare: String,
+    client_nonce: String,
+    /// Set by [`ScramClient::client_final`]: the signature the server must answer with.
+    expected_server_signature: Option<Vec<u8>>,
+}
+
+impl ScramClient {
+    pub fn new(mechanism: Mechanism, user: &str, password: &str) -> ScramClient {
+        let client_nonce = server_nonce();
+        let escaped = user.replace('=', "=3D").replace(',', "=2C");
+        ScramClient {
+            mechanism,
+            password: password.to_string(),
+            client_first_bare: format!("n={escaped},r={client_nonce}"),
+            client_nonce,
+            expected_server_signature: None,
+        }
+    }
+
+    pub fn client_first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// The client-final message for the server's first message. Refuses a server nonce that
+    /// does not extend ours and iterations outside Kafka's bounds (a hostile peer could
+    /// otherwise make the login burn CPU).
+    pub fn client_final(&mut self, server_first: &[u8]) -> Result<Vec<u8>, String> {
+        let text = std::str::from_utf8(server_first).map_err(|_| "server-first is not UTF-8")?;
+        let (mut nonce, mut salt, mut iterations) = (None, None, None);
+        for attribute in text.split(',') {
+            if let Some(value) = attribute.strip_prefix("r=") {
+                nonce = Some(value);
+            } else if let Some(value) = attribute.strip_prefix("s=") {
+                salt = BASE64.decode(value).ok();
+            } else if let Some(value) = attribute.strip_prefix("i=") {
+                iterations = value.parse::<i32>().ok();
+            } else if let Some(value) = attribute.strip_prefix("e=") {
+                return Err(format!("server refused the login: {value}"));
+            }
+        }
+        let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iterations) else {
+            return Err(format!("malformed SCRAM server-first message {text:?}"));
+        };
+        if !nonce.starts_with(&self.client_nonce) || nonce.len() == self.client_nonce.len() {
+            return Err("SCRAM server nonce does not extend ours".into());
+        }
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(format!("SCRAM iterations {iterations} out of bounds"));
+        }
+        let mechanism = self.mechanism;
+        let salted = mechanism.salted_password(self.password.as_bytes(), &salt, iterations);
+        let client_key = mechanism.hmac(&salted, b"Client Key");
+        let stored_key = mechanism.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
+        let signature = mechanism.hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_key = mechanism.hmac(&salted, b"Server Key");
+        self.expected_server_signature = Some(mechanism.hmac(&server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final message: the server proves it holds our credential.
+    pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), String> {
+        let expected = self
+            .expected_server_signature
+            .as_ref()
+            .ok_or("server-final before client-final")?;
+        let text = std::str::from_utf8(server_final).map_err(|_| "server-final is not UTF-8")?;
+        if let Some(error) = text.strip_prefix("e=") {
+            return Err(format!("server refused the login: {error}"));
+        }
+        let signature = text
+            .strip_prefix("v=")
+            .and_then(|value| BASE64.decode(value).ok())
+            .ok_or_else(|| format!("malformed SCRAM server-final message {text:?}"))?;
+        if constant_time_eq(&signature, expected) {
+            Ok(())
+        } else {
+            Err("SCRAM server signature does not match: the server lacks our credential".into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,5 +660,40 @@ mod tests {
             ScramCredential::from_password(Mechanism::ScramSha512, "secret", b"salt", 4096);
         assert!(credential.matches_password(Mechanism::ScramSha512, "secret"));
         assert!(!credential.matches_password(Mechanism::ScramSha512, "secreT"));
+    }
+
+    #[test]
+    fn scram_client_logs_in_to_the_server_and_checks_its_signature() {
+        for mechanism in Mechanism::ALL {
+            let credential = ScramCredential::from_password(mechanism, "secret", b"salty", 4096);
+            let lookup = |user: &str, _: Mechanism| (user == "broker").then(|| credential.clone());
+            let mut server = ScramServer::new(mechanism);
+            let mut client = ScramClient::new(mechanism, "broker", "secret");
+            let Step::Continue(server_first) =
+                server.step(&client.client_first(), &lookup, &server_nonce())
+            else {
+                panic!("server refused client-first");
+            };
+            let client_final = client.client_final(&server_first).unwrap();
+            let Step::Authenticated { user, last } = server.step(&client_final, &lookup, "unused")
+            else {
+                panic!("server refused client-final");
+            };
+            assert_eq!(user, "broker");
+            client.verify_server_final(&last).unwrap();
+            // A server that answers with another signature is not trusted.
+            assert!(client.verify_server_final(b"v=AAAA").is_err());
+        }
+    }
+
+    #[test]
+    fn scram_client_refuses_a_nonce_it_did_not_start_and_costly_iterations() {
+        let mut client = ScramClient::new(Mechanism::ScramSha256, "broker", "secret");
+        assert!(client.client_final(b"r=other,s=c2FsdA==,i=4096").is_err());
+        let ours = client.client_nonce.clone();
+        let costly = format!("r={ours}xyz,s=c2FsdA==,i=100000000");
+        assert!(client.client_final(costly.as_bytes()).is_err());
+        let fine = format!("r={ours}xyz,s=c2FsdA==,i=4096");
+        assert!(client.client_final(fine.as_bytes()).is_ok());
     }
 }

@@ -118,7 +118,7 @@ pub fn load_server_config(settings: &TlsSettings) -> anyhow::Result<Arc<ServerCo
     Ok(Arc::new(config))
 }
 
-fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+pub(crate) fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certificates = CertificateDer::pem_file_iter(path)
         .map_err(|e| anyhow::anyhow!("ssl file {}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()

@@ -56,6 +56,8 @@ pub struct Shard {
     pub groups: crate::group::GroupShard,
     /// Transaction coordinator state of the `__transaction_state` partitions this shard leads.
     pub txns: crate::txn::coordinator::TxnShard,
+    /// How this shard dials other brokers (inter-broker listener, TLS client, SASL login).
+    pub inter_broker: crate::security::inter_broker::InterBrokerClient,
     /// Set when the broker is shutting down: stop accepting and reading requests.
     pub stopping: Rc<glommio::sync::Gate>,
     stop_signal: RefCell<Option<futures::future::Shared<oneshot::Receiver<()>>>>,
@@ -280,9 +282,10 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
         .iter()
         .map(|l| {
             format!(
-                "{}://{} (advertised {})",
-                l.protocol.name(),
+                "{}://{} ({}, advertised {})",
+                l.name,
                 l.listen,
+                l.protocol.name(),
                 l.advertise
             )
         })
@@ -357,6 +360,9 @@ async fn shard_main(
         partitions: PartitionTable::default(),
         groups: crate::group::GroupShard::default(),
         txns: crate::txn::coordinator::TxnShard::default(),
+        inter_broker: crate::security::inter_broker::InterBrokerClient::new(
+            config.inter_broker_security()?,
+        )?,
         partitions_change_lock: glommio::sync::Semaphore::new(1),
         request_memory: Rc::new(glommio::sync::Semaphore::new(
             config.max_request_memory_per_shard_bytes as u64,
@@ -384,11 +390,19 @@ async fn shard_main(
     cluster::open_owned_partitions(&shard, &image).await?;
     if let Some(startup) = startup {
         let roles = config.roles()?;
+        let controller_tls = match config.controller_tls_settings()? {
+            Some((server, client)) => Some(crate::security::inter_broker::ControllerTls {
+                acceptor: crate::security::tls::TlsAcceptor::new(server)?,
+                client: crate::security::inter_broker::TlsClient::new(client)?,
+            }),
+            None => None,
+        };
         let node = cluster::driver::MetadataNode::new(
             config.clone(),
             startup.quorum,
             startup.image,
             startup.placement,
+            controller_tls,
         );
         let _ = shard.metadata_node.set(node.clone());
         node.start(&shard)?;

@@ -201,7 +201,8 @@ async fn send_to_node(
     let address = format!("{}:{}", broker.host, broker.port);
     let response = async {
         let mut connection = crate::cluster::replication::connection::PeerConnection::connect(
-            &address,
+            &shard.inter_broker,
+            &broker,
             timeout,
             PEER_MAX_RESPONSE_BYTES,
         )

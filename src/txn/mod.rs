@@ -190,7 +190,8 @@ async fn verify_on_node(
     let address = format!("{}:{}", broker.host, broker.port);
     let response = async {
         let mut connection = crate::cluster::replication::connection::PeerConnection::connect(
-            &address,
+            &shard.inter_broker,
+            &broker,
             timeout,
             1024 * 1024,
         )

@@ -20,7 +20,8 @@ def _write_key(path, key):
                                        serialization.NoEncryption()))
 
 
-def _issue(path, common_name, issuer_cert, issuer_key, *, server=False, ca=False, days=(-1, 30)):
+def _issue(path, common_name, issuer_cert, issuer_key, *, server=False, ca=False, days=(-1, 30),
+           client_too=False, names=("localhost", "127.0.0.1")):
     """A certificate (and key) at path.{crt,key}, signed by issuer (self-signed when None)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -37,17 +38,25 @@ def _issue(path, common_name, issuer_cert, issuer_key, *, server=False, ca=False
             key_encipherment=False, data_encipherment=False, key_agreement=False,
             encipher_only=False, decipher_only=False), critical=True)
     else:
-        usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        usages = [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+        if client_too or not server:
+            usages.append(x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+        builder = builder.add_extension(x509.SubjectAlternativeName([_san(n) for n in names]),
+                                        critical=False)
     cert = builder.sign(issuer_key or key, hashes.SHA256())
     crt, keyfile = path.with_suffix(".crt"), path.with_suffix(".key")
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(keyfile, key)
     return cert, key, crt, keyfile
+
+
+def _san(name):
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 class Pki:
@@ -70,3 +79,10 @@ class Pki:
 
     def server_certificate(self, common_name):
         return _issue(self.dir / f"server-{common_name}", common_name, self.ca_cert, self.ca_key, server=True)
+
+    def broker_certificate(self, common_name, names=("localhost", "127.0.0.1")):
+        """A certificate brokers serve and also present to each other (server and client
+        usage), naming `names`."""
+        stem = "broker-" + "-".join([common_name, *names]).replace(".", "_")
+        return _issue(self.dir / stem, common_name, self.ca_cert, self.ca_key,
+                      server=True, client_too=True, names=names)

@@ -1,6 +1,8 @@
-//! One Kafka-protocol connection from a follower shard to a leader node, on glommio. Requests
-//! go one at a time (a fetcher waits for each answer before the next), each bounded by a
-//! timeout; any error drops the connection and the caller reconnects.
+//! One Kafka-protocol connection from this broker to another (replica fetches, transaction
+//! markers), on glommio, over the inter-broker listener: TLS and a SASL login first when that
+//! listener asks for them. Requests go one at a time (a fetcher waits for each answer before
+//! the next), each bounded by a timeout; any error drops the connection and the caller
+//! reconnects.
 
 use std::io;
 use std::time::Duration;
@@ -8,14 +10,25 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
+
+use crate::cluster::metadata::BrokerRecord;
+use crate::config::SaslMechanism;
+use crate::security::inter_broker::{InterBrokerClient, SaslLogin};
+use crate::security::scram::ScramClient;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 /// Client id the leader sees in its logs for replica traffic.
 const CLIENT_ID: &str = "riptide-replica-fetcher";
 
+/// A TCP stream, or a TLS session over one.
+trait PeerStream: futures::AsyncRead + futures::AsyncWrite + Unpin {}
+impl<T: futures::AsyncRead + futures::AsyncWrite + Unpin> PeerStream for T {}
+
 pub struct PeerConnection {
-    stream: TcpStream,
+    stream: Box<dyn PeerStream>,
     address: String,
     next_correlation_id: i32,
     max_response_size_bytes: usize,
@@ -36,24 +49,112 @@ async fn within<T>(
 }
 
 impl PeerConnection {
+    /// Connects to `broker` on the inter-broker listener, with its TLS handshake and SASL
+    /// login, all within `timeout`.
     pub async fn connect(
-        address: &str,
+        inter_broker: &InterBrokerClient,
+        broker: &BrokerRecord,
         timeout: Duration,
         max_response_size_bytes: usize,
     ) -> io::Result<PeerConnection> {
-        let stream = within(timeout, "connect", async {
-            TcpStream::connect(address)
+        let Some((host, port)) = inter_broker.address_of(broker) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "broker {} has no {} listener",
+                    broker.node_id, inter_broker.settings.listener_name
+                ),
+            ));
+        };
+        let address = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        within(timeout, "connect", async {
+            let tcp = TcpStream::connect(address.as_str())
                 .await
-                .map_err(|error| io::Error::other(error.to_string()))
+                .map_err(|error| io::Error::other(error.to_string()))?;
+            tcp.set_nodelay(true).ok();
+            let stream: Box<dyn PeerStream> = match &inter_broker.tls {
+                None => Box::new(tcp),
+                Some(tls) => Box::new(tls.connect(&host, tcp).await?),
+            };
+            let mut connection = PeerConnection {
+                stream,
+                address: address.clone(),
+                next_correlation_id: 1,
+                max_response_size_bytes,
+            };
+            if let Some(login) = &inter_broker.settings.sasl {
+                connection.log_in(login, timeout).await?;
+            }
+            Ok(connection)
         })
-        .await?;
-        stream.set_nodelay(true).ok();
-        Ok(PeerConnection {
-            stream,
-            address: address.to_string(),
-            next_correlation_id: 1,
-            max_response_size_bytes,
-        })
+        .await
+    }
+
+    /// SaslHandshake v1, then SaslAuthenticate v1 until the mechanism is done.
+    async fn log_in(&mut self, login: &SaslLogin, timeout: Duration) -> io::Result<()> {
+        let address = self.address.clone();
+        let refused = |what: &str, code: i16, message: Option<StrBytes>| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{what} refused by {address}: error {code} {}",
+                    message.as_deref().unwrap_or("")
+                ),
+            )
+        };
+        let mechanism = login.mechanism.name();
+        let handshake =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        let answer = self.call(&handshake, 1, timeout).await?;
+        if answer.error_code != 0 {
+            return Err(refused("SASL handshake", answer.error_code, None));
+        }
+        let mut scram = match login.mechanism {
+            SaslMechanism::Plain => None,
+            SaslMechanism::Scram(mechanism) => Some(ScramClient::new(
+                mechanism,
+                &login.username,
+                &login.password,
+            )),
+        };
+        let first = match &scram {
+            None => format!("\0{}\0{}", login.username, login.password).into_bytes(),
+            Some(scram) => scram.client_first(),
+        };
+        let authenticate =
+            |bytes: Vec<u8>| SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
+        let answer = self.call(&authenticate(first), 1, timeout).await?;
+        if answer.error_code != 0 {
+            return Err(refused(
+                "SASL login",
+                answer.error_code,
+                answer.error_message,
+            ));
+        }
+        let Some(scram) = scram.as_mut() else {
+            return Ok(());
+        };
+        let protocol_error = |error: String| {
+            io::Error::new(io::ErrorKind::PermissionDenied, format!("SCRAM: {error}"))
+        };
+        let client_final = scram
+            .client_final(&answer.auth_bytes)
+            .map_err(protocol_error)?;
+        let answer = self.call(&authenticate(client_final), 1, timeout).await?;
+        if answer.error_code != 0 {
+            return Err(refused(
+                "SASL login",
+                answer.error_code,
+                answer.error_message,
+            ));
+        }
+        scram
+            .verify_server_final(&answer.auth_bytes)
+            .map_err(protocol_error)
     }
 
     pub fn address(&self) -> &str {
@@ -86,6 +187,8 @@ impl PeerConnection {
         let stream = &mut self.stream;
         let mut body = within(timeout, "replica request", async move {
             stream.write_all(&frame).await?;
+            // TLS holds written records until flushed.
+            stream.flush().await?;
             let mut size = [0u8; 4];
             stream.read_exact(&mut size).await?;
             let size = i32::from_be_bytes(size);

@@ -66,6 +66,9 @@ async fn run(shard: Rc<Shard>, leader: i32) {
     tracing::debug!(shard = shard.id, leader, "replica fetcher started");
     let mut connection: Option<PeerConnection> = None;
     let mut backoff_ms = BACKOFF_MIN_MS;
+    // A refused login or TLS handshake is a configuration error operators must see, once per
+    // change rather than once per retry.
+    let mut last_warning: Option<String> = None;
     loop {
         let followed = followed_on(&shard, leader);
         if followed.is_empty() || shard.is_stopping() {
@@ -74,7 +77,17 @@ async fn run(shard: Rc<Shard>, leader: i32) {
         let progressed = match round(&shard, leader, &followed, &mut connection).await {
             Ok(progressed) => progressed,
             Err(error) => {
-                tracing::debug!(shard = shard.id, leader, "replica fetch failed: {error}");
+                let message = error.to_string();
+                let refused = matches!(
+                    error.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
+                ) || message.contains("TLS handshake");
+                if refused && last_warning.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(shard = shard.id, leader, "replica fetch failed: {message}");
+                    last_warning = Some(message);
+                } else {
+                    tracing::debug!(shard = shard.id, leader, "replica fetch failed: {message}");
+                }
                 connection = None;
                 false
             }
@@ -118,11 +131,11 @@ async fn round(
         let Some(broker) = image.brokers.get(&leader) else {
             return Ok(false);
         };
-        let address = format!("{}:{}", broker.host, broker.port);
         let max_response_bytes = shard.config.replica_fetch_response_max_bytes + (1 << 20);
         *connection = Some(
             PeerConnection::connect(
-                &address,
+                &shard.inter_broker,
+                broker,
                 Duration::from_millis(CONNECT_TIMEOUT_MS),
                 max_response_bytes,
             )

@@ -1,0 +1,259 @@
+//! How a broker reaches the others (replica fetches, transaction markers, transaction
+//! verification): on the listener named by `inter_broker_listener_name`, with that listener's
+//! security protocol. On a TLS listener it trusts `ssl_ca_location`, presents its own
+//! certificate (so `ssl_client_auth=required` holds between brokers too) and, by default, checks
+//! that the peer's certificate names the host it dialled. On a SASL listener it logs in with
+//! `inter_broker_sasl_mechanism` as `inter_broker_sasl_username` before its first request.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+use crate::cluster::metadata::BrokerRecord;
+use crate::config::{SaslMechanism, SecurityProtocol};
+use crate::security::tls::read_certificates;
+
+/// TLS material a broker dials its peers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsClientSettings {
+    /// CAs the peers' certificates chain to.
+    pub ca_path: PathBuf,
+    /// Our certificate and key, presented when a peer asks for a client certificate.
+    pub certificate_path: PathBuf,
+    pub key_path: PathBuf,
+    /// Whether a peer's certificate must name the host dialled (`https` identification).
+    pub verify_hostname: bool,
+}
+
+/// The SASL login a broker uses with its peers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslLogin {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SaslLogin {
+    // Never print the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslLogin")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The inter-broker listener and what connecting on it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterBrokerSettings {
+    pub listener_name: String,
+    pub protocol: SecurityProtocol,
+    pub tls: Option<TlsClientSettings>,
+    pub sasl: Option<SaslLogin>,
+}
+
+/// One shard's view of the inter-broker settings.
+pub struct InterBrokerClient {
+    pub settings: InterBrokerSettings,
+    pub tls: Option<TlsClient>,
+}
+
+impl InterBrokerClient {
+    pub fn new(settings: InterBrokerSettings) -> anyhow::Result<InterBrokerClient> {
+        let tls = match &settings.tls {
+            Some(tls) => Some(TlsClient::new(tls.clone())?),
+            None => None,
+        };
+        Ok(InterBrokerClient { settings, tls })
+    }
+
+    /// The host and port to dial `broker` at: its endpoint on the inter-broker listener.
+    pub fn address_of(&self, broker: &BrokerRecord) -> Option<(String, i32)> {
+        broker.endpoint(&self.settings.listener_name)
+    }
+}
+
+type FileStamp = (std::time::SystemTime, u64);
+
+/// A TLS client configuration, rebuilt when one of its files changes (checked at each
+/// connect: connections between nodes are long-lived or rare). A broken replacement keeps
+/// the previous configuration (logged).
+pub struct TlsClient {
+    settings: TlsClientSettings,
+    state: RefCell<(Arc<ClientConfig>, Vec<Option<FileStamp>>)>,
+}
+
+impl TlsClient {
+    pub fn new(settings: TlsClientSettings) -> anyhow::Result<TlsClient> {
+        let stamps = file_stamps(&settings);
+        let config = load_client_config(&settings)?;
+        Ok(TlsClient {
+            settings,
+            state: RefCell::new((config, stamps)),
+        })
+    }
+
+    pub fn config(&self) -> Arc<ClientConfig> {
+        let stamps = file_stamps(&self.settings);
+        if stamps != self.state.borrow().1 {
+            match load_client_config(&self.settings) {
+                Ok(config) => {
+                    tracing::info!("TLS client files changed: reloaded");
+                    *self.state.borrow_mut() = (config, stamps);
+                }
+                Err(error) => {
+                    tracing::warn!("TLS client files changed but do not load: {error}");
+                    self.state.borrow_mut().1 = stamps;
+                }
+            }
+        }
+        let config = self.state.borrow().0.clone();
+        config
+    }
+
+    /// The TLS handshake over `stream`, as a client of `host` (a DNS name or an IP address).
+    pub async fn connect<S>(
+        &self,
+        host: &str,
+        stream: S,
+    ) -> std::io::Result<futures_rustls::client::TlsStream<S>>
+    where
+        S: futures::AsyncRead + futures::AsyncWrite + Unpin,
+    {
+        let server_name = ServerName::try_from(host.to_string()).map_err(|error| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{host} is not a TLS server name: {error}"),
+            )
+        })?;
+        futures_rustls::TlsConnector::from(self.config())
+            .connect(server_name, stream)
+            .await
+            .map_err(|error| {
+                std::io::Error::new(error.kind(), format!("TLS handshake with {host}: {error}"))
+            })
+    }
+}
+
+fn file_stamps(settings: &TlsClientSettings) -> Vec<Option<FileStamp>> {
+    [
+        &settings.ca_path,
+        &settings.certificate_path,
+        &settings.key_path,
+    ]
+    .into_iter()
+    .map(|path| {
+        std::fs::metadata(path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    })
+    .collect()
+}
+
+/// TLS on the controller listener (`controller_listener_security_protocol=SSL`): every
+/// connection, either way, authenticates both ends with certificates from `ssl_ca_location`.
+pub struct ControllerTls {
+    /// Server side; client certificates required.
+    pub acceptor: crate::security::tls::TlsAcceptor,
+    pub client: TlsClient,
+}
+
+/// Builds the TLS client configuration; every error names its file.
+pub fn load_client_config(settings: &TlsClientSettings) -> anyhow::Result<Arc<ClientConfig>> {
+    // Same provider as the listeners (see `tls::load_server_config`).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in read_certificates(&settings.ca_path)? {
+        roots.add(certificate).map_err(|e| {
+            anyhow::anyhow!(
+                "ssl CA {}: unusable certificate: {e}",
+                settings.ca_path.display()
+            )
+        })?;
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| anyhow::anyhow!("ssl server verifier: {e}"))?;
+    let verifier: Arc<dyn ServerCertVerifier> = if settings.verify_hostname {
+        webpki
+    } else {
+        Arc::new(ChainOnlyVerifier(webpki))
+    };
+    let chain = read_certificates(&settings.certificate_path)?;
+    let key = PrivateKeyDer::from_pem_file(&settings.key_path).map_err(|e| {
+        anyhow::anyhow!(
+            "ssl key {}: no usable private key: {e}",
+            settings.key_path.display()
+        )
+    })?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| anyhow::anyhow!("TLS versions: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "ssl certificate {} and key {} do not make a usable pair: {e}",
+                settings.certificate_path.display(),
+                settings.key_path.display()
+            )
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// `ssl_endpoint_identification_algorithm` empty: the chain, validity and signatures are
+/// checked as always; only a name that does not match the dialled host is accepted.
+#[derive(Debug)]
+struct ChainOnlyVerifier(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnlyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError;
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
