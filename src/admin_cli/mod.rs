@@ -40,19 +40,98 @@ pub struct ConnectArgs {
     /// Connect, request and response timeout.
     #[arg(long, default_value_t = 30_000, global = true)]
     pub timeout_ms: u64,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, as the brokers' listener expects.
+    #[arg(
+        long,
+        env = "RIPTIDE_SECURITY_PROTOCOL",
+        default_value = "PLAINTEXT",
+        global = true
+    )]
+    pub security_protocol: String,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL listeners).
+    #[arg(
+        long,
+        env = "RIPTIDE_SASL_MECHANISM",
+        default_value = "SCRAM-SHA-512",
+        global = true
+    )]
+    pub sasl_mechanism: String,
+    #[arg(long, env = "RIPTIDE_SASL_USERNAME", global = true)]
+    pub sasl_username: Option<String>,
+    /// Prefer the environment variable: flags show in the process list.
+    #[arg(
+        long,
+        env = "RIPTIDE_SASL_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub sasl_password: Option<String>,
+    /// PEM CAs the brokers' certificates chain to (TLS listeners).
+    #[arg(long, env = "RIPTIDE_SSL_CA_LOCATION", global = true)]
+    pub ssl_ca_location: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for listeners that ask for one.
+    #[arg(long, env = "RIPTIDE_SSL_CERTIFICATE_LOCATION", global = true)]
+    pub ssl_certificate_location: Option<std::path::PathBuf>,
+    #[arg(long, env = "RIPTIDE_SSL_KEY_LOCATION", global = true)]
+    pub ssl_key_location: Option<std::path::PathBuf>,
 }
 
 impl ConnectArgs {
-    fn options(&self) -> ClientOptions {
-        ClientOptions {
+    fn options(&self) -> Result<ClientOptions, ClientError> {
+        use crate::config::{SaslMechanism, SecurityProtocol};
+        let usage = |message: String| ClientError::Protocol(message);
+        let protocol = SecurityProtocol::from_name(&self.security_protocol)
+            .map_err(|e| usage(e.to_string()))?;
+        let tls = if protocol.uses_tls() {
+            let ca = self
+                .ssl_ca_location
+                .as_deref()
+                .ok_or_else(|| usage(format!("{} needs --ssl-ca-location", protocol.name())))?;
+            let identity = match (&self.ssl_certificate_location, &self.ssl_key_location) {
+                (Some(certificate), Some(key)) => Some((certificate.as_path(), key.as_path())),
+                (None, None) => None,
+                _ => {
+                    return Err(usage(
+                        "--ssl-certificate-location and --ssl-key-location go together".into(),
+                    ))
+                }
+            };
+            Some(
+                crate::security::inter_broker::client_config(ca, identity, true)
+                    .map_err(|e| usage(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let sasl = if protocol.requires_sasl() {
+            let mechanism = SaslMechanism::from_name(&self.sasl_mechanism)
+                .ok_or_else(|| usage(format!("unknown SASL mechanism {}", self.sasl_mechanism)))?;
+            let (Some(username), Some(password)) = (&self.sasl_username, &self.sasl_password)
+            else {
+                return Err(usage(format!(
+                    "{} needs --sasl-username and --sasl-password (or RIPTIDE_SASL_PASSWORD)",
+                    protocol.name()
+                )));
+            };
+            Some(crate::security::inter_broker::SaslLogin {
+                mechanism,
+                username: username.clone(),
+                password: password.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(ClientOptions {
             client_id: "riptide-cli".to_string(),
             timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            tls,
+            sasl,
             ..ClientOptions::default()
-        }
+        })
     }
 
     fn cluster(&self) -> Result<Cluster, ClientError> {
-        Cluster::connect(&self.brokers, &self.options())
+        Cluster::connect(&self.brokers, &self.options()?)
     }
 }
 

@@ -104,30 +104,40 @@ impl<T> ControllerAnswers<T> {
     }
 }
 
+/// What CreateAcls and DeleteAcls check before looking at their items: an authorizer, ALTER
+/// on the cluster, and at most [`MAX_ACL_CHANGES_PER_REQUEST`] items (one request is one
+/// controller call and one metadata log entry: bounded before either). The error for every
+/// item when one fails.
+pub(crate) fn acl_change_gate(
+    context: &RequestContext,
+    item_count: usize,
+) -> Result<(), (ResponseError, String)> {
+    if !context.authorizer_enabled() {
+        return Err((ResponseError::SecurityDisabled, NO_AUTHORIZER.to_string()));
+    }
+    if !context.authorize_cluster(Operation::Alter) {
+        return Err((
+            ResponseError::ClusterAuthorizationFailed,
+            "Cluster authorization failed.".to_string(),
+        ));
+    }
+    if item_count > MAX_ACL_CHANGES_PER_REQUEST {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("at most {MAX_ACL_CHANGES_PER_REQUEST} ACL changes per request"),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn handle(context: &RequestContext, request: CreateAclsRequest) -> CreateAclsResponse {
-    let refuse_all = |error: ResponseError, message: &str| {
-        CreateAclsResponse::default().with_results(
+    if let Err((error, message)) = acl_change_gate(context, request.creations.len()) {
+        return CreateAclsResponse::default().with_results(
             request
                 .creations
                 .iter()
-                .map(|_| failed(error, message))
+                .map(|_| failed(error, &message))
                 .collect(),
-        )
-    };
-    if !context.authorizer_enabled() {
-        return refuse_all(ResponseError::SecurityDisabled, NO_AUTHORIZER);
-    }
-    if !context.authorize_cluster(Operation::Alter) {
-        return refuse_all(
-            ResponseError::ClusterAuthorizationFailed,
-            "Cluster authorization failed.",
-        );
-    }
-    // One request is one controller call and one metadata log entry: bounded before either.
-    if request.creations.len() > MAX_ACL_CHANGES_PER_REQUEST {
-        return refuse_all(
-            ResponseError::InvalidRequest,
-            &format!("at most {MAX_ACL_CHANGES_PER_REQUEST} ACL bindings per request"),
         );
     }
     let mut results: Vec<Option<AclCreationResult>> = Vec::with_capacity(request.creations.len());

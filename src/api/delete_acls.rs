@@ -2,12 +2,11 @@
 //! each filter's result lists what it removed. Needs ALTER on the cluster; SECURITY_DISABLED
 //! while the authorizer is off.
 
-use super::create_acls::{ControllerAnswers, NO_AUTHORIZER};
+use super::create_acls::{acl_change_gate, ControllerAnswers};
 use super::describe_acls::filter_of;
 use super::{str_bytes, RequestContext};
-use crate::cluster::controller::MAX_ACL_CHANGES_PER_REQUEST;
 use crate::cluster::rpc::{AdminCommand, AdminReply};
-use crate::security::acl::{AclBinding, Operation};
+use crate::security::acl::AclBinding;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_acls_response::{
     DeleteAclsFilterResult, DeleteAclsMatchingAcl,
@@ -32,28 +31,13 @@ fn matching_acl(binding: &AclBinding) -> DeleteAclsMatchingAcl {
 }
 
 pub async fn handle(context: &RequestContext, request: DeleteAclsRequest) -> DeleteAclsResponse {
-    let refuse_all = |error: ResponseError, message: &str| {
-        DeleteAclsResponse::default().with_filter_results(
+    if let Err((error, message)) = acl_change_gate(context, request.filters.len()) {
+        return DeleteAclsResponse::default().with_filter_results(
             request
                 .filters
                 .iter()
-                .map(|_| failed(error, message))
+                .map(|_| failed(error, &message))
                 .collect(),
-        )
-    };
-    if !context.authorizer_enabled() {
-        return refuse_all(ResponseError::SecurityDisabled, NO_AUTHORIZER);
-    }
-    if !context.authorize_cluster(Operation::Alter) {
-        return refuse_all(
-            ResponseError::ClusterAuthorizationFailed,
-            "Cluster authorization failed.",
-        );
-    }
-    if request.filters.len() > MAX_ACL_CHANGES_PER_REQUEST {
-        return refuse_all(
-            ResponseError::InvalidRequest,
-            &format!("at most {MAX_ACL_CHANGES_PER_REQUEST} filters per request"),
         );
     }
     let mut results: Vec<Option<DeleteAclsFilterResult>> = Vec::new();

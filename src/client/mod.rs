@@ -55,6 +55,10 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Responses larger than this are refused (protects against garbage length prefixes).
     pub max_response_size_bytes: usize,
+    /// TLS from the first byte (`SSL`, `SASL_SSL`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// A SASL login right after ApiVersions (`SASL_PLAINTEXT`, `SASL_SSL`).
+    pub sasl: Option<crate::security::inter_broker::SaslLogin>,
 }
 
 impl Default for ClientOptions {
@@ -63,6 +67,8 @@ impl Default for ClientOptions {
             client_id: "riptide-cli".to_string(),
             timeout: Duration::from_secs(30),
             max_response_size_bytes: 256 * 1024 * 1024,
+            tls: None,
+            sasl: None,
         }
     }
 }
@@ -126,9 +132,40 @@ pub struct BrokerApi {
     pub max_version: i16,
 }
 
+/// TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.read(buffer),
+            Stream::Tls(stream) => stream.read(buffer),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.write(buffer),
+            Stream::Tls(stream) => stream.write(buffer),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.flush(),
+            Stream::Tls(stream) => stream.flush(),
+        }
+    }
+}
+
 /// One connection to one broker, with the API versions it advertised.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     address: String,
     options: ClientOptions,
     next_correlation_id: i32,
@@ -173,6 +210,21 @@ impl Connection {
             .set_write_timeout(Some(options.timeout))
             .map_err(io_error)?;
         let _ = stream.set_nodelay(true);
+        let stream = match &options.tls {
+            None => Stream::Plain(stream),
+            Some(config) => {
+                let host = address
+                    .rsplit_once(':')
+                    .map_or(address, |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| ClientError::Protocol(format!("{host}: not a TLS name: {e}")))?;
+                let session = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| ClientError::Protocol(format!("{address}: TLS: {e}")))?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(session, stream)))
+            }
+        };
         let mut connection = Connection {
             stream,
             address: address.to_string(),
@@ -181,7 +233,49 @@ impl Connection {
             apis: BTreeMap::new(),
         };
         connection.negotiate()?;
+        if let Some(login) = options.sasl.clone() {
+            connection.log_in(&login)?;
+        }
         Ok(connection)
+    }
+
+    /// SaslHandshake, then SaslAuthenticate until the mechanism is done.
+    fn log_in(&mut self, login: &crate::security::inter_broker::SaslLogin) -> Result<()> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let mut client = login.client();
+        let handshake = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(client.mechanism_name()));
+        let answer = self.send_version(&handshake, 1)?;
+        check_code(answer.error_code, || {
+            format!(
+                "SASL handshake ({}) with {}",
+                client.mechanism_name(),
+                self.address
+            )
+        })?;
+        let mut message = client.start();
+        loop {
+            let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message));
+            let answer = self.send_version(&request, 1)?;
+            check_code(answer.error_code, || {
+                format!(
+                    "SASL login as {} with {}: {}",
+                    login.username,
+                    self.address,
+                    answer.error_message.as_deref().unwrap_or("")
+                )
+            })?;
+            match client.step(&answer.auth_bytes) {
+                Ok(Some(next)) => message = next,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    return Err(ClientError::Protocol(format!(
+                        "SASL login with {}: {error}",
+                        self.address
+                    )))
+                }
+            }
+        }
     }
 
     pub fn address(&self) -> &str {
@@ -276,6 +370,7 @@ impl Connection {
         frame[..4].copy_from_slice(&size.to_be_bytes());
         self.stream
             .write_all(&frame)
+            .and_then(|()| self.stream.flush())
             .map_err(|source| self.io(source))?;
         Ok(correlation_id)
     }

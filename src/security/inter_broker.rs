@@ -49,6 +49,65 @@ impl std::fmt::Debug for SaslLogin {
     }
 }
 
+impl SaslLogin {
+    /// A fresh client side of this login's exchange.
+    pub fn client(&self) -> SaslClient {
+        let state = match self.mechanism {
+            SaslMechanism::Plain => SaslClientState::Plain,
+            SaslMechanism::Scram(mechanism) => SaslClientState::Scram(
+                crate::security::scram::ScramClient::new(mechanism, &self.username, &self.password),
+            ),
+        };
+        SaslClient {
+            login: self.clone(),
+            state,
+        }
+    }
+}
+
+/// The client side of one SASL exchange, without I/O: [`SaslClient::start`] gives the first
+/// SaslAuthenticate payload, [`SaslClient::step`] the next one for each server answer, until it
+/// returns `None` (done, and for SCRAM the server's signature checked).
+pub struct SaslClient {
+    login: SaslLogin,
+    state: SaslClientState,
+}
+
+enum SaslClientState {
+    Plain,
+    Scram(crate::security::scram::ScramClient),
+    /// SCRAM client-final sent: the next answer is server-final.
+    ScramFinal(crate::security::scram::ScramClient),
+    Done,
+}
+
+impl SaslClient {
+    pub fn mechanism_name(&self) -> &'static str {
+        self.login.mechanism.name()
+    }
+
+    pub fn start(&self) -> Vec<u8> {
+        match &self.state {
+            SaslClientState::Scram(scram) => scram.client_first(),
+            _ => format!("\0{}\0{}", self.login.username, self.login.password).into_bytes(),
+        }
+    }
+
+    /// The server's answer to our last message: the next message, or `None` when done.
+    pub fn step(&mut self, answer: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        match std::mem::replace(&mut self.state, SaslClientState::Done) {
+            SaslClientState::Plain => Ok(None),
+            SaslClientState::Scram(mut scram) => {
+                let client_final = scram.client_final(answer)?;
+                self.state = SaslClientState::ScramFinal(scram);
+                Ok(Some(client_final))
+            }
+            SaslClientState::ScramFinal(scram) => scram.verify_server_final(answer).map(|()| None),
+            SaslClientState::Done => Err("SASL exchange already finished".into()),
+        }
+    }
+}
+
 /// The inter-broker listener and what connecting on it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterBrokerSettings {
@@ -166,46 +225,56 @@ pub struct ControllerTls {
 
 /// Builds the TLS client configuration; every error names its file.
 pub fn load_client_config(settings: &TlsClientSettings) -> anyhow::Result<Arc<ClientConfig>> {
+    client_config(
+        &settings.ca_path,
+        Some((&settings.certificate_path, &settings.key_path)),
+        settings.verify_hostname,
+    )
+}
+
+/// A TLS client configuration trusting the CAs in `ca_path`, presenting `identity`
+/// (certificate chain and key files) when given.
+pub fn client_config(
+    ca_path: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+    verify_hostname: bool,
+) -> anyhow::Result<Arc<ClientConfig>> {
     // Same provider as the listeners (see `tls::load_server_config`).
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for certificate in read_certificates(&settings.ca_path)? {
+    for certificate in read_certificates(ca_path)? {
         roots.add(certificate).map_err(|e| {
-            anyhow::anyhow!(
-                "ssl CA {}: unusable certificate: {e}",
-                settings.ca_path.display()
-            )
+            anyhow::anyhow!("ssl CA {}: unusable certificate: {e}", ca_path.display())
         })?;
     }
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| anyhow::anyhow!("ssl server verifier: {e}"))?;
-    let verifier: Arc<dyn ServerCertVerifier> = if settings.verify_hostname {
+    let verifier: Arc<dyn ServerCertVerifier> = if verify_hostname {
         webpki
     } else {
         Arc::new(ChainOnlyVerifier(webpki))
     };
-    let chain = read_certificates(&settings.certificate_path)?;
-    let key = PrivateKeyDer::from_pem_file(&settings.key_path).map_err(|e| {
-        anyhow::anyhow!(
-            "ssl key {}: no usable private key: {e}",
-            settings.key_path.display()
-        )
-    })?;
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| anyhow::anyhow!("TLS versions: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "ssl certificate {} and key {} do not make a usable pair: {e}",
-                settings.certificate_path.display(),
-                settings.key_path.display()
-            )
-        })?;
+        .with_custom_certificate_verifier(verifier);
+    let Some((certificate_path, key_path)) = identity else {
+        return Ok(Arc::new(builder.with_no_client_auth()));
+    };
+    let chain = read_certificates(certificate_path)?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+        anyhow::anyhow!("ssl key {}: no usable private key: {e}", key_path.display())
+    })?;
+    let config = builder.with_client_auth_cert(chain, key).map_err(|e| {
+        anyhow::anyhow!(
+            "ssl certificate {} and key {} do not make a usable pair: {e}",
+            certificate_path.display(),
+            key_path.display()
+        )
+    })?;
     Ok(Arc::new(config))
 }
 

@@ -8,9 +8,12 @@ to the high watermark, and the followers can only have fetched over the INTERNAL
 dial no other, and with the authorizer on an unauthenticated fetch would be refused).
 """
 
+import json
+import os
 import socket
 import ssl
 import struct
+import subprocess
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -151,7 +154,27 @@ def test_brokers_replicate_over_an_ssl_listener_as_their_certificate(cluster_fac
     assert {b["node_id"]: b["port"] for b in plain["brokers"]} == \
         {n.node_id: n.kafka_port for n in cluster}
 
+    # The admin CLI over SASL_SSL as `admin` (password from the environment): an ACL for alice,
+    # listed back; the same command without the login is refused.
     topic = unique_topic("inter-broker-ssl")
+    cli_env = {**os.environ, "RIPTIDE_SASL_PASSWORD": ADMIN_PASSWORD}
+    secure = ["-b", f"127.0.0.1:{cluster.voters[1].external_port}", "--format", "json",
+              "--security-protocol", "SASL_SSL", "--sasl-mechanism", "SCRAM-SHA-512",
+              "--sasl-username", "admin", "--ssl-ca-location", str(pki.ca)]
+    binary = str(cluster.binary)
+    added = subprocess.run([binary, "acl", "add", "--allow-principal", "User:alice", "--operation",
+                            "read", "--topic", topic, *secure],
+                           capture_output=True, text=True, timeout=60, env=cli_env)
+    assert added.returncode == 0, added.stderr
+    listed = subprocess.run([binary, "acl", "list", "--topic", topic, *secure],
+                            capture_output=True, text=True, timeout=60, env=cli_env)
+    assert listed.returncode == 0, listed.stderr
+    assert [(a["principal"], a["operation"]) for a in json.loads(listed.stdout)["acls"]] == \
+        [("User:alice", "READ")]
+    wrong = subprocess.run([binary, "acl", "list", *secure], capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "RIPTIDE_SASL_PASSWORD": "wrong"})
+    assert wrong.returncode == 1 and "SASL" in wrong.stderr, wrong.stderr
+
     admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(40)
     values = [f"record-{i}".encode() for i in range(300)]
     delivered, errors = produce_acks_all(external_conf(cluster, pki), topic, values)

@@ -15,9 +15,7 @@ use kafka_protocol::messages::{
 };
 
 use crate::cluster::metadata::BrokerRecord;
-use crate::config::SaslMechanism;
 use crate::security::inter_broker::{InterBrokerClient, SaslLogin};
-use crate::security::scram::ScramClient;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 /// Client id the leader sees in its logs for replica traffic.
@@ -106,55 +104,35 @@ impl PeerConnection {
                 ),
             )
         };
-        let mechanism = login.mechanism.name();
-        let handshake =
-            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        let mut client = login.client();
+        let handshake = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(client.mechanism_name()));
         let answer = self.call(&handshake, 1, timeout).await?;
         if answer.error_code != 0 {
             return Err(refused("SASL handshake", answer.error_code, None));
         }
-        let mut scram = match login.mechanism {
-            SaslMechanism::Plain => None,
-            SaslMechanism::Scram(mechanism) => Some(ScramClient::new(
-                mechanism,
-                &login.username,
-                &login.password,
-            )),
-        };
-        let first = match &scram {
-            None => format!("\0{}\0{}", login.username, login.password).into_bytes(),
-            Some(scram) => scram.client_first(),
-        };
-        let authenticate =
-            |bytes: Vec<u8>| SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
-        let answer = self.call(&authenticate(first), 1, timeout).await?;
-        if answer.error_code != 0 {
-            return Err(refused(
-                "SASL login",
-                answer.error_code,
-                answer.error_message,
-            ));
+        let mut message = client.start();
+        loop {
+            let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message));
+            let answer = self.call(&request, 1, timeout).await?;
+            if answer.error_code != 0 {
+                return Err(refused(
+                    "SASL login",
+                    answer.error_code,
+                    answer.error_message,
+                ));
+            }
+            match client.step(&answer.auth_bytes) {
+                Ok(Some(next)) => message = next,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("SASL login with {address}: {error}"),
+                    ))
+                }
+            }
         }
-        let Some(scram) = scram.as_mut() else {
-            return Ok(());
-        };
-        let protocol_error = |error: String| {
-            io::Error::new(io::ErrorKind::PermissionDenied, format!("SCRAM: {error}"))
-        };
-        let client_final = scram
-            .client_final(&answer.auth_bytes)
-            .map_err(protocol_error)?;
-        let answer = self.call(&authenticate(client_final), 1, timeout).await?;
-        if answer.error_code != 0 {
-            return Err(refused(
-                "SASL login",
-                answer.error_code,
-                answer.error_message,
-            ));
-        }
-        scram
-            .verify_server_final(&answer.auth_bytes)
-            .map_err(protocol_error)
     }
 
     pub fn address(&self) -> &str {
