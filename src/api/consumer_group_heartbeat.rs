@@ -54,6 +54,19 @@ pub async fn handle(
             "Group authorization failed.",
         ));
     }
+    // As Kafka: a member may not subscribe to a topic it cannot describe (the assignment
+    // would reveal it); the whole heartbeat is refused, naming no topic.
+    let undescribable = params.subscribed_topic_names.as_ref().is_some_and(|names| {
+        names
+            .iter()
+            .any(|name| !context.authorize(Operation::Describe, ResourceType::Topic, name))
+    });
+    if undescribable {
+        return response(HeartbeatResult::error(
+            ResponseError::TopicAuthorizationFailed.code(),
+            "Topic authorization failed.",
+        ));
+    }
     if version == 0 && params.member_id.is_empty() && params.member_epoch == consumer::JOIN_EPOCH {
         // v0: the coordinator names new members.
         params.member_id = uuid::Uuid::new_v4().simple().to_string();

@@ -211,6 +211,45 @@ def test_grant_and_revoke_apply_to_a_live_producer(acl_broker):
 
 
 @pytest.mark.timeout(120)
+def test_kip848_member_may_not_subscribe_to_a_topic_it_cannot_describe(acl_broker):
+    """ConsumerGroupHeartbeat with a subscribed topic the principal may not DESCRIBE is refused
+    with TOPIC_AUTHORIZATION_FAILED (the assignment would reveal the topic); once alice may read
+    the topic, the same group consumes it."""
+    admin = admin_of(acl_broker)
+    topic = unique_topic("acl-kip848")
+    group = unique_topic("g848-alice")
+    create_topics(admin, topic)
+    assert produce_one(Producer(sasl_conf(acl_broker, "admin")), topic, b"hello") is None
+    grant(admin, allow("User:alice", AclOperation.READ, group, restype=ResourceType.GROUP))
+    conf = {"group.id": group, "group.protocol": "consumer", "auto.offset.reset": "earliest"}
+    errors = []
+    consumer = Consumer(sasl_conf(acl_broker, "alice", **conf,
+                                  error_cb=lambda e: errors.append(e.code())))
+    try:
+        consumer.subscribe([topic])
+
+        def topic_denied():
+            message = consumer.poll(0.5)
+            if message is not None and message.error():
+                errors.append(message.error().code())
+            assert message is None or message.error(), "a record of an undescribable topic"
+            return KafkaError.TOPIC_AUTHORIZATION_FAILED in errors
+        wait_until(topic_denied, 30, "TOPIC_AUTHORIZATION_FAILED")
+    finally:
+        consumer.close()
+
+    grant(admin, allow("User:alice", AclOperation.READ, topic))
+    consumer = Consumer(sasl_conf(acl_broker, "alice", **conf))
+    try:
+        consumer.subscribe([topic])
+        got = []
+        wait_until(lambda: got.extend(m.value() for m in [consumer.poll(0.5)] if m is not None and not m.error())
+                   or b"hello" in got, 60, "the group to consume")
+    finally:
+        consumer.close()
+
+
+@pytest.mark.timeout(120)
 def test_consumer_without_group_read_gets_group_authorization_failed(acl_broker):
     admin = admin_of(acl_broker)
     topic = unique_topic("acl-group")
