@@ -3,6 +3,7 @@
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
+mod alter_client_quotas;
 mod alter_configs;
 mod alter_user_scram_credentials;
 mod api_versions;
@@ -16,6 +17,7 @@ mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_acls;
+mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -50,6 +52,7 @@ mod write_txn_markers;
 
 use crate::protocol::{self, RequestPreamble};
 use crate::security::acl::{self, Operation, ResourceType};
+use crate::security::quota::{self, QuotaKind};
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
@@ -124,9 +127,50 @@ pub struct RequestContext {
     pub peer: SocketAddr,
     /// The connection's listener and authentication.
     pub session: Rc<crate::security::session::Session>,
+    /// Bytes of the request frame (header and body, without the size prefix), what Kafka's
+    /// producer quota counts.
+    pub request_size_bytes: usize,
 }
 
 impl RequestContext {
+    /// The client quota of `kind` that applies to this request (its sharing group and
+    /// bound), if any. With no quota in the cluster this is one emptiness check.
+    pub fn client_quota(&self, kind: QuotaKind) -> Option<(quota::QuotaTags, f64)> {
+        let image = self.shard.metadata();
+        if image.client_quotas.is_empty() {
+            return None;
+        }
+        let client_id = self.header.client_id.as_deref().unwrap_or("");
+        self.session
+            .with_principal(|principal| {
+                image.client_quotas.resolve(
+                    kind.key(),
+                    quota::user_of_principal(principal),
+                    client_id,
+                )
+            })
+            .flatten()
+    }
+
+    /// Records `value` against a quota from [`Self::client_quota`] and returns the throttle
+    /// time in ms; a throttled connection handles its next request only after it.
+    pub fn record_quota(
+        &self,
+        kind: QuotaKind,
+        tags: quota::QuotaTags,
+        bound: f64,
+        value: f64,
+    ) -> u64 {
+        let throttle_ms =
+            quota::record_and_throttle(kind, tags, bound, value, quota_window(&self.shard.config));
+        if throttle_ms > 0 {
+            self.session
+                .throttle(std::time::Duration::from_millis(throttle_ms));
+            crate::metrics::record_throttle(kind, throttle_ms);
+        }
+        throttle_ms
+    }
+
     /// Whether this connection's principal may do `operation` on the named resource, by the
     /// ACLs of the current metadata image (so grants and revocations apply to open
     /// connections). Always true when the authorizer is off, without touching the image.
@@ -233,6 +277,7 @@ async fn handle_request_inner(
     peer: SocketAddr,
     session: Rc<crate::security::session::Session>,
 ) -> Outcome {
+    let request_size_bytes = frame.len();
     if session.expects_raw_sasl_token() {
         return sasl_authenticate::handle_raw_token(&shard, &session, peer, &frame).await;
     }
@@ -289,6 +334,7 @@ async fn handle_request_inner(
         api_version: version,
         peer,
         session,
+        request_size_bytes,
     };
     // Decode the body, run the handler, frame its response.
     macro_rules! dispatch {
@@ -349,6 +395,8 @@ async fn handle_request_inner(
         ApiKey::CreateAcls => dispatch!(create_acls::handle),
         ApiKey::DescribeAcls => dispatch!(describe_acls::handle),
         ApiKey::DeleteAcls => dispatch!(delete_acls::handle),
+        ApiKey::DescribeClientQuotas => dispatch!(describe_client_quotas::handle),
+        ApiKey::AlterClientQuotas => dispatch!(alter_client_quotas::handle),
         _ => Outcome::Close(format!("API {key:?} has no handler")),
     }
 }
@@ -385,6 +433,46 @@ pub(crate) fn respond<Resp: Encodable>(
                 "cannot encode response: {error}"
             );
             Outcome::Close(format!("cannot encode {key:?} response: {error}"))
+        }
+    }
+}
+
+/// The broker's client quota window (`quota_window_num` × `quota_window_size_ms`).
+pub(crate) fn quota_window(config: &crate::config::BrokerConfig) -> quota::QuotaWindow {
+    quota::QuotaWindow {
+        samples: config.quota_window_num,
+        window_size_ms: config.quota_window_size_ms,
+    }
+}
+
+/// Every `quota_window_size_ms`, sends what this shard measured for client quotas to the
+/// other shards, which add it to their own measurements: quotas hold per broker, as in
+/// Kafka, though a client's connections may land on different shards. Sends nothing while
+/// no quota is in use.
+pub async fn share_quota_measurements(shard: Rc<Shard>) {
+    use futures::FutureExt;
+    let window = quota_window(&shard.config);
+    let mut stopped = shard.stopped().fuse();
+    loop {
+        futures::select! {
+            _ = stopped => return,
+            _ = glommio::timer::sleep(std::time::Duration::from_millis(window.window_size_ms)).fuse() => {}
+        }
+        let shares = quota::take_unshared(window);
+        if shares.is_empty() {
+            continue;
+        }
+        let shares = std::sync::Arc::new(shares);
+        for peer in (0..shard.count).filter(|&peer| peer != shard.id) {
+            let shares = shares.clone();
+            let sent = shard
+                .invoke_on(peer, move |_| async move {
+                    quota::record_shared(&shares, window);
+                })
+                .await;
+            if sent.is_err() {
+                return; // shutting down
+            }
         }
     }
 }

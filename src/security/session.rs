@@ -32,6 +32,9 @@ pub struct Session {
     raw_sasl_tokens: std::cell::Cell<bool>,
     /// When the SASL session ends (KIP-368): past it, only a re-authentication may come.
     session_expires_at: std::cell::Cell<Option<std::time::Instant>>,
+    /// A quota throttled the connection: no request is handled before then (Kafka mutes the
+    /// channel for the throttle time once the response is sent).
+    throttled_until: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 /// Kafka's principal of unauthenticated listeners.
@@ -49,6 +52,7 @@ impl Session {
             sasl: RefCell::new(SaslState::Start),
             raw_sasl_tokens: std::cell::Cell::new(false),
             session_expires_at: std::cell::Cell::new(None),
+            throttled_until: std::cell::Cell::new(None),
         })
     }
 
@@ -117,6 +121,30 @@ impl Session {
         self.session_expires_at
             .get()
             .is_some_and(|at| std::time::Instant::now() >= at)
+    }
+
+    /// Holds back the connection's next requests for `throttle` from now (the latest of
+    /// several throttles wins).
+    pub fn throttle(&self, throttle: std::time::Duration) {
+        let until = std::time::Instant::now() + throttle;
+        if self
+            .throttled_until
+            .get()
+            .is_none_or(|current| current < until)
+        {
+            self.throttled_until.set(Some(until));
+        }
+    }
+
+    /// How long the connection stays throttled, if it is.
+    pub fn throttle_remaining(&self) -> Option<std::time::Duration> {
+        let until = self.throttled_until.get()?;
+        let remaining = until.saturating_duration_since(std::time::Instant::now());
+        if remaining.is_zero() {
+            self.throttled_until.set(None);
+            return None;
+        }
+        Some(remaining)
     }
 
     /// A new SaslHandshake may start: before any, or to re-authenticate (KIP-368) once the
