@@ -118,19 +118,19 @@ pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome 
     let framed = match (framed, quota) {
         (Ok(response), Some((tags, bound))) => {
             let size_bytes = response.size_bytes() as f64;
+            let window = super::quota_window(&context.shard.config);
             let throttle_ms =
                 context.record_quota(QuotaKind::Fetch, tags.clone(), bound, size_bytes);
-            if throttle_ms == 0 {
+            // A response larger than the whole window holds at the bound (a first batch past
+            // max_bytes, KIP-74) could never pass: it goes out and the connection is held
+            // back for its throttle, so the consumer makes progress (answered empty, it would
+            // be throttled again for ever).
+            if throttle_ms == 0 || size_bytes > window.max_value_in_window(bound) {
                 Ok(response)
             } else {
                 // Kafka answers a throttled fetch at once, without records (the client
                 // fetches them again after the throttle), and takes back what it recorded.
-                quota::unrecord(
-                    QuotaKind::Fetch,
-                    tags,
-                    size_bytes,
-                    super::quota_window(&context.shard.config),
-                );
+                quota::unrecord(QuotaKind::Fetch, tags, size_bytes, window);
                 let throttled = FetchResponse::default()
                     .with_throttle_time_ms(i32::try_from(throttle_ms).unwrap_or(i32::MAX))
                     .with_session_id(0);

@@ -141,7 +141,8 @@ impl RequestContext {
             return None;
         }
         let client_id = self.header.client_id.as_deref().unwrap_or("");
-        self.session
+        let resolved = self
+            .session
             .with_principal(|principal| {
                 image.client_quotas.resolve(
                     kind.key(),
@@ -149,7 +150,11 @@ impl RequestContext {
                     client_id,
                 )
             })
-            .flatten()
+            .flatten();
+        if resolved.is_some() {
+            self.session.mark_quota_applies();
+        }
+        resolved
     }
 
     /// Records `value` against a quota from [`Self::client_quota`] and returns the throttle
@@ -262,6 +267,17 @@ pub async fn handle_request(
     } else {
         RequestPreamble::read(&frame).map(|preamble| preamble.api_key)
     };
+    // Under a client quota the connection's requests run one at a time, each after the
+    // throttle of the one before (Kafka's muted channel). One `Cell` read otherwise.
+    let turn_session = session.clone();
+    let _turn = turn_session.quota_turn().await;
+    if let Some(throttle) = session.throttle_remaining() {
+        use futures::FutureExt;
+        futures::select! {
+            _ = shard.stopped().fuse() => {}
+            _ = glommio::timer::sleep(throttle).fuse() => {}
+        }
+    }
     let started = std::time::Instant::now();
     let outcome = handle_request_inner(shard, frame, peer, session).await;
     if let Some(api_key) = api_key {

@@ -35,6 +35,13 @@ pub struct Session {
     /// A quota throttled the connection: no request is handled before then (Kafka mutes the
     /// channel for the throttle time once the response is sent).
     throttled_until: std::cell::Cell<Option<std::time::Instant>>,
+    /// A client quota applied to a request of this connection: from then on its requests
+    /// run one at a time, each after the previous one's throttle (Kafka handles a connection's
+    /// requests one at a time; pipelined requests would otherwise all start before the first
+    /// throttle is known).
+    quota_applies: std::cell::Cell<bool>,
+    /// The turn of the connection's requests while `quota_applies` (first come, first served).
+    quota_turn: glommio::sync::Semaphore,
 }
 
 /// Kafka's principal of unauthenticated listeners.
@@ -53,6 +60,8 @@ impl Session {
             raw_sasl_tokens: std::cell::Cell::new(false),
             session_expires_at: std::cell::Cell::new(None),
             throttled_until: std::cell::Cell::new(None),
+            quota_applies: std::cell::Cell::new(false),
+            quota_turn: glommio::sync::Semaphore::new(1),
         })
     }
 
@@ -134,6 +143,20 @@ impl Session {
         {
             self.throttled_until.set(Some(until));
         }
+    }
+
+    /// A client quota applies to this connection's requests: they run one at a time.
+    pub fn mark_quota_applies(&self) {
+        self.quota_applies.set(true);
+    }
+
+    /// While a quota applies, waits for the turn of this request (the previous ones have run
+    /// and their throttle is set); `None` at once otherwise.
+    pub async fn quota_turn(&self) -> Option<glommio::sync::Permit<'_>> {
+        if !self.quota_applies.get() {
+            return None;
+        }
+        self.quota_turn.acquire_permit(1).await.ok()
     }
 
     /// How long the connection stays throttled, if it is.
