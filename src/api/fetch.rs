@@ -108,7 +108,20 @@ pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome 
         request.max_bytes = request.max_bytes.min(cap);
         request.min_bytes = request.min_bytes.min(request.max_bytes);
     }
-    let (response, records) = handle(context, request).await;
+    // request_percentage: the shard's time on a consumer's fetch, not its long poll.
+    let request_quota = if replica_id < 0 {
+        context.client_quota(QuotaKind::Request)
+    } else {
+        None
+    };
+    let (response, records) = match request_quota {
+        None => handle(context, request).await,
+        Some((tags, bound)) => {
+            let (handled, busy) = super::timed_polls(handle(context, request)).await;
+            context.record_request_time(tags, bound, busy);
+            handled
+        }
+    };
     let framed = frame_response(
         context.api_version,
         context.header.correlation_id,

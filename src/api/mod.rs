@@ -157,6 +157,19 @@ impl RequestContext {
         resolved
     }
 
+    /// Records the shard time of a request against its request_percentage quota (Kafka
+    /// counts percent of one thread: 100 × seconds, per second). Kafka bounds this throttle
+    /// by one sample window.
+    pub fn record_request_time(
+        &self,
+        tags: quota::QuotaTags,
+        bound: f64,
+        busy: std::time::Duration,
+    ) -> u64 {
+        let percent_seconds = busy.as_secs_f64() * 100.0;
+        self.record_quota(QuotaKind::Request, tags, bound, percent_seconds)
+    }
+
     /// Records `value` against a quota from [`Self::client_quota`] and returns the throttle
     /// time in ms; a throttled connection handles its next request only after it.
     pub fn record_quota(
@@ -352,11 +365,56 @@ async fn handle_request_inner(
         session,
         request_size_bytes,
     };
-    // Decode the body, run the handler, frame its response.
+    // request_percentage (Kafka's request quota): the time this shard spends running the
+    // request, against a share of one core. Not for the APIs Kafka exempts (ApiVersions,
+    // SASL, broker-to-broker markers); Fetch measures itself (followers are exempt).
+    let exempt = matches!(
+        key,
+        ApiKey::ApiVersions
+            | ApiKey::SaslHandshake
+            | ApiKey::SaslAuthenticate
+            | ApiKey::WriteTxnMarkers
+            | ApiKey::Fetch
+    );
+    let request_quota = if exempt {
+        None
+    } else {
+        context.client_quota(QuotaKind::Request)
+    };
+    match request_quota {
+        None => dispatch(&context, key, frame).await,
+        Some((tags, bound)) => {
+            let (outcome, busy) = timed_polls(dispatch(&context, key, frame)).await;
+            context.record_request_time(tags, bound, busy);
+            outcome
+        }
+    }
+}
+
+/// Runs `work` and sums the time spent polling it: the shard's own time on the request,
+/// without its waits (long polls, replication, other shards' work), which is what Kafka's
+/// request quota counts as request handler time.
+pub(crate) async fn timed_polls<F: std::future::Future>(
+    work: F,
+) -> (F::Output, std::time::Duration) {
+    let mut work = std::pin::pin!(work);
+    let mut busy = std::time::Duration::ZERO;
+    let output = std::future::poll_fn(|cx| {
+        let started = std::time::Instant::now();
+        let poll = work.as_mut().poll(cx);
+        busy += started.elapsed();
+        poll
+    })
+    .await;
+    (output, busy)
+}
+
+/// Decodes the body, runs the handler, frames its response.
+async fn dispatch(context: &RequestContext, key: ApiKey, frame: Bytes) -> Outcome {
     macro_rules! dispatch {
         ($handler:path) => {
-            match decode_body(&context, frame, key) {
-                Ok(request) => respond(&context, key, &$handler(&context, request).await),
+            match decode_body(context, frame, key) {
+                Ok(request) => respond(context, key, &$handler(context, request).await),
                 Err(outcome) => outcome,
             }
         };
@@ -364,8 +422,8 @@ async fn handle_request_inner(
     match key {
         ApiKey::ApiVersions => dispatch!(api_versions::handle),
         ApiKey::Metadata => dispatch!(metadata::handle),
-        ApiKey::Produce => produce::handle_frame(&context, frame).await,
-        ApiKey::Fetch => fetch::handle_frame(&context, frame).await,
+        ApiKey::Produce => produce::handle_frame(context, frame).await,
+        ApiKey::Fetch => fetch::handle_frame(context, frame).await,
         ApiKey::ListOffsets => dispatch!(list_offsets::handle),
         ApiKey::OffsetForLeaderEpoch => dispatch!(offset_for_leader_epoch::handle),
         ApiKey::FindCoordinator => dispatch!(find_coordinator::handle),
@@ -400,8 +458,8 @@ async fn handle_request_inner(
         ApiKey::DescribeTransactions => dispatch!(describe_transactions::handle),
         ApiKey::ListTransactions => dispatch!(list_transactions::handle),
         ApiKey::SaslHandshake => dispatch!(sasl_handshake::handle),
-        ApiKey::SaslAuthenticate => match decode_body(&context, frame, key) {
-            Ok(request) => sasl_authenticate::handle(&context, request).await,
+        ApiKey::SaslAuthenticate => match decode_body(context, frame, key) {
+            Ok(request) => sasl_authenticate::handle(context, request).await,
             Err(outcome) => outcome,
         },
         ApiKey::DescribeUserScramCredentials => {

@@ -411,7 +411,7 @@ impl Collector for SnapshotCollector {
             e,
             "quota_throttled_responses",
             "Responses throttled by a client quota, by quota type (produce: producer_byte_rate, \
-             fetch: consumer_byte_rate).",
+             fetch: consumer_byte_rate, request: request_percentage).",
             Counter,
             per_quota(|s, kind| s.quota_throttled_total[kind]),
         )?;

@@ -32,8 +32,9 @@
 //! and nothing else.
 //!
 //! Enforced: `producer_byte_rate` (Produce request bytes), `consumer_byte_rate` (Fetch
-//! response bytes of consumers). Stored and described but not enforced:
-//! `request_percentage` and `controller_mutation_rate`.
+//! response bytes of consumers), `request_percentage` (the time the connection's shard
+//! spends polling the request's handler, as a percentage of one core; Kafka counts request
+//! handler thread time). Stored and described but not enforced: `controller_mutation_rate`.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::RefCell;
@@ -566,16 +567,21 @@ pub enum QuotaKind {
     Produce,
     /// `consumer_byte_rate`: bytes of Fetch responses to consumers.
     Fetch,
+    /// `request_percentage`: percent of one core the connection's shard spends running the
+    /// client's requests (Kafka: of one request handler thread).
+    Request,
 }
 
 impl QuotaKind {
-    pub const COUNT: usize = 2;
-    pub const ALL: [QuotaKind; Self::COUNT] = [QuotaKind::Produce, QuotaKind::Fetch];
+    pub const COUNT: usize = 3;
+    pub const ALL: [QuotaKind; Self::COUNT] =
+        [QuotaKind::Produce, QuotaKind::Fetch, QuotaKind::Request];
 
     pub fn key(self) -> QuotaKey {
         match self {
             QuotaKind::Produce => QuotaKey::ProducerByteRate,
             QuotaKind::Fetch => QuotaKey::ConsumerByteRate,
+            QuotaKind::Request => QuotaKey::RequestPercentage,
         }
     }
 
@@ -584,6 +590,16 @@ impl QuotaKind {
         match self {
             QuotaKind::Produce => "produce",
             QuotaKind::Fetch => "fetch",
+            QuotaKind::Request => "request",
+        }
+    }
+
+    /// Longest throttle of this kind: Kafka bounds the request quota's by one sample window;
+    /// the byte rates' by the whole window here (Kafka leaves them unbounded).
+    fn max_throttle_ms(self, window: QuotaWindow) -> u64 {
+        match self {
+            QuotaKind::Request => window.window_size_ms,
+            QuotaKind::Produce | QuotaKind::Fetch => window.max_throttle_ms(),
         }
     }
 }
@@ -672,7 +688,7 @@ pub fn record_and_throttle(
         sensor.unshared += value;
         sensor
             .window
-            .throttle_ms(bound, now, window.max_throttle_ms())
+            .throttle_ms(bound, now, kind.max_throttle_ms(window))
     })
     .unwrap_or(0)
 }

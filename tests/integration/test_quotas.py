@@ -438,3 +438,28 @@ def test_authorizer_needs_cluster_alter_configs_and_describe_configs(broker_fact
     broker.start()
     ok(alter(broker, [([(USER, "alice")], [("producer_byte_rate", 1024)])]))
     assert describe(broker)["entries"] == {((USER, "alice"),): {"producer_byte_rate": 1024.0}}
+
+
+def test_request_percentage_holds_back_a_busy_client_only(broker_factory):
+    """request_percentage 0.01: a hundredth of a percent of one core, 0.2 ms of the shard's
+    time per 2 s window. A client sending Metadata requests back to back soon runs past it and
+    waits out throttles (each at most one sample window, as Kafka bounds them); another
+    client-id sends the same requests without waiting."""
+    broker = broker_factory(*WINDOW_ARGS)
+    create_topic(broker.bootstrap, unique_topic("quota-request"), partitions=4)
+    ok(alter(broker, [([(CLIENT_ID, "busy-client")], [("request_percentage", 0.01)])]))
+
+    def metadata_round_trips(client_id, count):
+        with connect(broker, client_id=client_id) as conn:
+            started = time.monotonic()
+            for _ in range(count):
+                conn.metadata(9)
+            return time.monotonic() - started
+
+    free_s = metadata_round_trips("idle-client", 200)
+    busy_s = metadata_round_trips("busy-client", 200)
+    print(f"200 Metadata requests: {free_s:.2f} s without a quota, {busy_s:.2f} s under "
+          "request_percentage 0.01")
+    assert busy_s > 1.0 and busy_s > 5 * free_s
+    assert metric_total(broker, "riptide_quota_throttled_responses_total", quota="request") > 0
+    assert metric_total(broker, "riptide_quota_throttled_responses_total", quota="produce") == 0
