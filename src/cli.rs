@@ -30,6 +30,8 @@ pub enum Command {
     User(crate::admin_cli::UserArgs),
     /// ACLs: add, list, remove.
     Acl(crate::admin_cli::AclArgs),
+    /// Client quotas: alter, describe.
+    Quota(crate::admin_cli::QuotaArgs),
 }
 
 /// Every flag is also a key of the TOML file given by `--config`; flags win over the file.
@@ -202,6 +204,15 @@ pub struct ServeArgs {
     /// ACL bindings the cluster may hold [default: 100000].
     #[arg(long)]
     pub max_acls: Option<usize>,
+    /// Client quota entities the cluster may hold [default: 100000].
+    #[arg(long)]
+    pub max_client_quotas: Option<usize>,
+    /// Samples of the client quota rate window (Kafka's quota.window.num) [default: 11].
+    #[arg(long)]
+    pub quota_window_num: Option<usize>,
+    /// Length of one quota window sample, milliseconds [default: 1000].
+    #[arg(long)]
+    pub quota_window_size_ms: Option<u64>,
     /// Admin HTTP listener (metrics, readiness, health), HOST:PORT or "" for none
     /// [default: 127.0.0.1:9644].
     #[arg(long)]
@@ -384,6 +395,9 @@ impl ServeArgs {
             super_users,
             allow_everyone_if_no_acl_found,
             max_acls,
+            max_client_quotas,
+            quota_window_num,
+            quota_window_size_ms,
             admin_listen,
             offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms,
@@ -461,6 +475,7 @@ pub fn main() -> i32 {
         Command::Group(args) => crate::admin_cli::run_group(args),
         Command::User(args) => crate::admin_cli::run_user(args),
         Command::Acl(args) => crate::admin_cli::run_acl(args),
+        Command::Quota(args) => crate::admin_cli::run_quota(args),
         Command::Cluster(args) => crate::admin_cli::run_cluster(args),
     }
 }

@@ -160,6 +160,13 @@ pub struct BrokerConfig {
     pub allow_everyone_if_no_acl_found: bool,
     /// ACL bindings the cluster may hold; CreateAcls past it fails.
     pub max_acls: usize,
+    /// Client quota entities the cluster may hold; AlterClientQuotas adding one past it fails.
+    pub max_client_quotas: usize,
+    /// Samples of the client quota rate window (Kafka's `quota.window.num`).
+    pub quota_window_num: usize,
+    /// Length of one sample of the client quota rate window, milliseconds (Kafka's
+    /// `quota.window.size.seconds`).
+    pub quota_window_size_ms: u64,
     /// Admin HTTP listener on shard 0 (`/metrics`, `/v1/status/ready`, `/v1/cluster/health`),
     /// HOST:PORT; empty to run without it.
     pub admin_listen: String,
@@ -327,6 +334,9 @@ impl Default for BrokerConfig {
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,
             max_acls: 100_000,
+            max_client_quotas: 100_000,
+            quota_window_num: 11,
+            quota_window_size_ms: 1_000,
             admin_listen: "127.0.0.1:9644".to_string(),
             offsets_topic_num_partitions: 50,
             group_initial_rebalance_delay_ms: 3_000,
@@ -756,6 +766,18 @@ impl BrokerConfig {
             );
         }
         anyhow::ensure!(self.max_acls >= 1, "max_acls must be at least 1");
+        anyhow::ensure!(
+            self.max_client_quotas >= 1,
+            "max_client_quotas must be at least 1"
+        );
+        anyhow::ensure!(
+            (2..=1000).contains(&self.quota_window_num),
+            "quota_window_num must be in 2..=1000"
+        );
+        anyhow::ensure!(
+            (1..=3_600_000).contains(&self.quota_window_size_ms),
+            "quota_window_size_ms must be in 1..=3600000"
+        );
         anyhow::ensure!(
             (1..=self.max_partitions_per_topic.max(1)).contains(&self.offsets_topic_num_partitions),
             "offsets_topic_num_partitions must be in 1..=max_partitions_per_topic"

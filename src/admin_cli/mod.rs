@@ -1,5 +1,5 @@
 //! Admin commands over the Kafka protocol, against any Kafka-compatible broker:
-//! `riptide topic …`, `riptide group …`, `riptide user …`, `riptide acl …`,
+//! `riptide topic …`, `riptide group …`, `riptide user …`, `riptide acl …`, `riptide quota …`,
 //! `riptide cluster info`.
 //!
 //! Each command talks to the brokers with [`crate::client`] (bootstrap from `--brokers`, then
@@ -12,6 +12,7 @@ mod acl;
 mod cluster;
 mod group;
 pub mod output;
+mod quota;
 mod topic;
 mod user;
 
@@ -185,6 +186,25 @@ pub fn run_acl(args: AclArgs) -> i32 {
         args.connect
             .cluster()
             .and_then(|mut cluster| acl::run(&mut cluster, args.command)),
+        format,
+    )
+}
+
+#[derive(Args, Debug)]
+pub struct QuotaArgs {
+    #[command(subcommand)]
+    pub command: quota::QuotaCommand,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `riptide quota …`; returns the exit code.
+pub fn run_quota(args: QuotaArgs) -> i32 {
+    let format = args.connect.format;
+    finish(
+        args.connect
+            .cluster()
+            .and_then(|mut cluster| quota::run(&mut cluster, args.command)),
         format,
     )
 }

@@ -10,6 +10,7 @@ use super::owners::{run_on_owners, Slot, Slotted};
 use super::{Outcome, RequestContext, Response, ResponseChunk};
 use crate::log::{LogError, ReadChunk};
 use crate::security::acl::{Operation, ResourceType};
+use crate::security::quota::{self, QuotaKind};
 use crate::shard::Shard;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::FutureExt;
@@ -79,7 +80,7 @@ type RecordsBySlot = BTreeMap<(usize, usize), Vec<ReadChunk>>;
 /// Decodes the request, reads, and frames the response itself: record data goes to the socket
 /// as the cached `Bytes` or as segment file regions, never copied into an encoded buffer.
 pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome {
-    let request = match FetchRequest::decode(&mut body, context.api_version) {
+    let mut request = match FetchRequest::decode(&mut body, context.api_version) {
         Ok(request) => request,
         Err(error) => {
             return Outcome::Close(format!(
@@ -88,13 +89,75 @@ pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome 
             ))
         }
     };
-    let (response, records) = handle(context, request).await;
-    match frame_response(
+    let replica_id = if context.api_version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    // consumer_byte_rate applies to consumers, not to followers (Kafka's replication quotas
+    // are separate).
+    let quota = if replica_id < 0 {
+        context.client_quota(QuotaKind::Fetch)
+    } else {
+        None
+    };
+    if let Some((_, bound)) = &quota {
+        // Kafka asks for no more than the quota window can pass at the bound.
+        let window_bytes = super::quota_window(&context.shard.config).max_value_in_window(*bound);
+        let cap = i32::try_from(window_bytes.max(1.0) as i64).unwrap_or(i32::MAX);
+        request.max_bytes = request.max_bytes.min(cap);
+        request.min_bytes = request.min_bytes.min(request.max_bytes);
+    }
+    // request_percentage: the shard's time on a consumer's fetch, not its long poll.
+    let request_quota = if replica_id < 0 {
+        context.client_quota(QuotaKind::Request)
+    } else {
+        None
+    };
+    let (response, records) = match request_quota {
+        None => handle(context, request).await,
+        Some((tags, bound)) => {
+            let (handled, busy) = super::timed_polls(handle(context, request)).await;
+            context.record_request_time(tags, bound, busy);
+            handled
+        }
+    };
+    let framed = frame_response(
         context.api_version,
         context.header.correlation_id,
         response,
         records,
-    ) {
+    );
+    let framed = match (framed, quota) {
+        (Ok(response), Some((tags, bound))) => {
+            let size_bytes = response.size_bytes() as f64;
+            let window = super::quota_window(&context.shard.config);
+            let throttle_ms =
+                context.record_quota(QuotaKind::Fetch, tags.clone(), bound, size_bytes);
+            // A response larger than the whole window holds at the bound (a first batch past
+            // max_bytes, KIP-74) could never pass: it goes out and the connection is held
+            // back for its throttle, so the consumer makes progress (answered empty, it would
+            // be throttled again for ever).
+            if throttle_ms == 0 || size_bytes > window.max_value_in_window(bound) {
+                Ok(response)
+            } else {
+                // Kafka answers a throttled fetch at once, without records (the client
+                // fetches them again after the throttle), and takes back what it recorded.
+                quota::unrecord(QuotaKind::Fetch, tags, size_bytes, window);
+                let throttled = FetchResponse::default()
+                    .with_throttle_time_ms(i32::try_from(throttle_ms).unwrap_or(i32::MAX))
+                    .with_session_id(0);
+                frame_response(
+                    context.api_version,
+                    context.header.correlation_id,
+                    throttled,
+                    RecordsBySlot::new(),
+                )
+            }
+        }
+        (framed, _) => framed,
+    };
+    match framed {
         Ok(response) => Outcome::Respond(response),
         Err(error) => {
             tracing::error!(

@@ -3,6 +3,7 @@
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
+mod alter_client_quotas;
 mod alter_configs;
 mod alter_user_scram_credentials;
 mod api_versions;
@@ -16,6 +17,7 @@ mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_acls;
+mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -50,6 +52,7 @@ mod write_txn_markers;
 
 use crate::protocol::{self, RequestPreamble};
 use crate::security::acl::{self, Operation, ResourceType};
+use crate::security::quota::{self, QuotaKind};
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
@@ -124,9 +127,68 @@ pub struct RequestContext {
     pub peer: SocketAddr,
     /// The connection's listener and authentication.
     pub session: Rc<crate::security::session::Session>,
+    /// Bytes of the request frame (header and body, without the size prefix), what Kafka's
+    /// producer quota counts.
+    pub request_size_bytes: usize,
 }
 
 impl RequestContext {
+    /// The client quota of `kind` that applies to this request (its sharing group and
+    /// bound), if any. With no quota in the cluster this is one emptiness check.
+    pub fn client_quota(&self, kind: QuotaKind) -> Option<(quota::QuotaTags, f64)> {
+        let image = self.shard.metadata();
+        if image.client_quotas.is_empty() {
+            return None;
+        }
+        let client_id = self.header.client_id.as_deref().unwrap_or("");
+        let resolved = self
+            .session
+            .with_principal(|principal| {
+                image.client_quotas.resolve(
+                    kind.key(),
+                    quota::user_of_principal(principal),
+                    client_id,
+                )
+            })
+            .flatten();
+        if resolved.is_some() {
+            self.session.mark_quota_applies();
+        }
+        resolved
+    }
+
+    /// Records the shard time of a request against its request_percentage quota (Kafka
+    /// counts percent of one thread: 100 × seconds, per second). Kafka bounds this throttle
+    /// by one sample window.
+    pub fn record_request_time(
+        &self,
+        tags: quota::QuotaTags,
+        bound: f64,
+        busy: std::time::Duration,
+    ) -> u64 {
+        let percent_seconds = busy.as_secs_f64() * 100.0;
+        self.record_quota(QuotaKind::Request, tags, bound, percent_seconds)
+    }
+
+    /// Records `value` against a quota from [`Self::client_quota`] and returns the throttle
+    /// time in ms; a throttled connection handles its next request only after it.
+    pub fn record_quota(
+        &self,
+        kind: QuotaKind,
+        tags: quota::QuotaTags,
+        bound: f64,
+        value: f64,
+    ) -> u64 {
+        let throttle_ms =
+            quota::record_and_throttle(kind, tags, bound, value, quota_window(&self.shard.config));
+        if throttle_ms > 0 {
+            self.session
+                .throttle(std::time::Duration::from_millis(throttle_ms));
+            crate::metrics::record_throttle(kind, throttle_ms);
+        }
+        throttle_ms
+    }
+
     /// Whether this connection's principal may do `operation` on the named resource, by the
     /// ACLs of the current metadata image (so grants and revocations apply to open
     /// connections). Always true when the authorizer is off, without touching the image.
@@ -218,6 +280,17 @@ pub async fn handle_request(
     } else {
         RequestPreamble::read(&frame).map(|preamble| preamble.api_key)
     };
+    // Under a client quota the connection's requests run one at a time, each after the
+    // throttle of the one before (Kafka's muted channel). One `Cell` read otherwise.
+    let turn_session = session.clone();
+    let _turn = turn_session.quota_turn().await;
+    if let Some(throttle) = session.throttle_remaining() {
+        use futures::FutureExt;
+        futures::select! {
+            _ = shard.stopped().fuse() => {}
+            _ = glommio::timer::sleep(throttle).fuse() => {}
+        }
+    }
     let started = std::time::Instant::now();
     let outcome = handle_request_inner(shard, frame, peer, session).await;
     if let Some(api_key) = api_key {
@@ -233,6 +306,7 @@ async fn handle_request_inner(
     peer: SocketAddr,
     session: Rc<crate::security::session::Session>,
 ) -> Outcome {
+    let request_size_bytes = frame.len();
     if session.expects_raw_sasl_token() {
         return sasl_authenticate::handle_raw_token(&shard, &session, peer, &frame).await;
     }
@@ -289,12 +363,58 @@ async fn handle_request_inner(
         api_version: version,
         peer,
         session,
+        request_size_bytes,
     };
-    // Decode the body, run the handler, frame its response.
+    // request_percentage (Kafka's request quota): the time this shard spends running the
+    // request, against a share of one core. Not for the APIs Kafka exempts (ApiVersions,
+    // SASL, broker-to-broker markers); Fetch measures itself (followers are exempt).
+    let exempt = matches!(
+        key,
+        ApiKey::ApiVersions
+            | ApiKey::SaslHandshake
+            | ApiKey::SaslAuthenticate
+            | ApiKey::WriteTxnMarkers
+            | ApiKey::Fetch
+    );
+    let request_quota = if exempt {
+        None
+    } else {
+        context.client_quota(QuotaKind::Request)
+    };
+    match request_quota {
+        None => dispatch(&context, key, frame).await,
+        Some((tags, bound)) => {
+            let (outcome, busy) = timed_polls(dispatch(&context, key, frame)).await;
+            context.record_request_time(tags, bound, busy);
+            outcome
+        }
+    }
+}
+
+/// Runs `work` and sums the time spent polling it: the shard's own time on the request,
+/// without its waits (long polls, replication, other shards' work), which is what Kafka's
+/// request quota counts as request handler time.
+pub(crate) async fn timed_polls<F: std::future::Future>(
+    work: F,
+) -> (F::Output, std::time::Duration) {
+    let mut work = std::pin::pin!(work);
+    let mut busy = std::time::Duration::ZERO;
+    let output = std::future::poll_fn(|cx| {
+        let started = std::time::Instant::now();
+        let poll = work.as_mut().poll(cx);
+        busy += started.elapsed();
+        poll
+    })
+    .await;
+    (output, busy)
+}
+
+/// Decodes the body, runs the handler, frames its response.
+async fn dispatch(context: &RequestContext, key: ApiKey, frame: Bytes) -> Outcome {
     macro_rules! dispatch {
         ($handler:path) => {
-            match decode_body(&context, frame, key) {
-                Ok(request) => respond(&context, key, &$handler(&context, request).await),
+            match decode_body(context, frame, key) {
+                Ok(request) => respond(context, key, &$handler(context, request).await),
                 Err(outcome) => outcome,
             }
         };
@@ -302,8 +422,8 @@ async fn handle_request_inner(
     match key {
         ApiKey::ApiVersions => dispatch!(api_versions::handle),
         ApiKey::Metadata => dispatch!(metadata::handle),
-        ApiKey::Produce => produce::handle_frame(&context, frame).await,
-        ApiKey::Fetch => fetch::handle_frame(&context, frame).await,
+        ApiKey::Produce => produce::handle_frame(context, frame).await,
+        ApiKey::Fetch => fetch::handle_frame(context, frame).await,
         ApiKey::ListOffsets => dispatch!(list_offsets::handle),
         ApiKey::OffsetForLeaderEpoch => dispatch!(offset_for_leader_epoch::handle),
         ApiKey::FindCoordinator => dispatch!(find_coordinator::handle),
@@ -338,8 +458,8 @@ async fn handle_request_inner(
         ApiKey::DescribeTransactions => dispatch!(describe_transactions::handle),
         ApiKey::ListTransactions => dispatch!(list_transactions::handle),
         ApiKey::SaslHandshake => dispatch!(sasl_handshake::handle),
-        ApiKey::SaslAuthenticate => match decode_body(&context, frame, key) {
-            Ok(request) => sasl_authenticate::handle(&context, request).await,
+        ApiKey::SaslAuthenticate => match decode_body(context, frame, key) {
+            Ok(request) => sasl_authenticate::handle(context, request).await,
             Err(outcome) => outcome,
         },
         ApiKey::DescribeUserScramCredentials => {
@@ -349,6 +469,8 @@ async fn handle_request_inner(
         ApiKey::CreateAcls => dispatch!(create_acls::handle),
         ApiKey::DescribeAcls => dispatch!(describe_acls::handle),
         ApiKey::DeleteAcls => dispatch!(delete_acls::handle),
+        ApiKey::DescribeClientQuotas => dispatch!(describe_client_quotas::handle),
+        ApiKey::AlterClientQuotas => dispatch!(alter_client_quotas::handle),
         _ => Outcome::Close(format!("API {key:?} has no handler")),
     }
 }
@@ -385,6 +507,46 @@ pub(crate) fn respond<Resp: Encodable>(
                 "cannot encode response: {error}"
             );
             Outcome::Close(format!("cannot encode {key:?} response: {error}"))
+        }
+    }
+}
+
+/// The broker's client quota window (`quota_window_num` × `quota_window_size_ms`).
+pub(crate) fn quota_window(config: &crate::config::BrokerConfig) -> quota::QuotaWindow {
+    quota::QuotaWindow {
+        samples: config.quota_window_num,
+        window_size_ms: config.quota_window_size_ms,
+    }
+}
+
+/// Every `quota_window_size_ms`, sends what this shard measured for client quotas to the
+/// other shards, which add it to their own measurements: quotas hold per broker, as in
+/// Kafka, though a client's connections may land on different shards. Sends nothing while
+/// no quota is in use.
+pub async fn share_quota_measurements(shard: Rc<Shard>) {
+    use futures::FutureExt;
+    let window = quota_window(&shard.config);
+    let mut stopped = shard.stopped().fuse();
+    loop {
+        futures::select! {
+            _ = stopped => return,
+            _ = glommio::timer::sleep(std::time::Duration::from_millis(window.window_size_ms)).fuse() => {}
+        }
+        let shares = quota::take_unshared(window);
+        if shares.is_empty() {
+            continue;
+        }
+        let shares = std::sync::Arc::new(shares);
+        for peer in (0..shard.count).filter(|&peer| peer != shard.id) {
+            let shares = shares.clone();
+            let sent = shard
+                .invoke_on(peer, move |_| async move {
+                    quota::record_shared(&shares, window);
+                })
+                .await;
+            if sent.is_err() {
+                return; // shutting down
+            }
         }
     }
 }

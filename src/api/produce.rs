@@ -16,6 +16,7 @@ use crate::cluster::topic_config;
 use crate::log::LogError;
 use crate::protocol::record_batch::{validate_batches, BatchError};
 use crate::security::acl::{Operation, ResourceType};
+use crate::security::quota::QuotaKind;
 use crate::shard::Shard;
 use crate::txn::producer_state::{ProducerBatch, SequenceCheck};
 use bytes::Bytes;
@@ -70,7 +71,18 @@ pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome 
         }
     };
     let acks = request.acks;
-    let response = handle(context, request).await;
+    let quota = context.client_quota(QuotaKind::Produce);
+    let mut response = handle(context, request).await;
+    if let Some((tags, bound)) = quota {
+        // Kafka counts the whole request against producer_byte_rate, acks=0 included.
+        let throttle_ms = context.record_quota(
+            QuotaKind::Produce,
+            tags,
+            bound,
+            context.request_size_bytes as f64,
+        );
+        response.throttle_time_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
+    }
     if acks == 0 {
         // No response is expected, so an error is told the way Kafka tells it: by closing the
         // connection, after which the client refreshes its metadata.

@@ -691,7 +691,89 @@ pub fn decide(
         }
         AdminCommand::CreateAcls { bindings } => create_acls(config, image, &bindings),
         AdminCommand::DeleteAcls { filters } => delete_acls(image, &filters),
+        AdminCommand::AlterClientQuotas {
+            entries,
+            validate_only,
+        } => {
+            let (records, reply) = alter_client_quotas(config, image, &entries);
+            let records = if validate_only { Vec::new() } else { records };
+            (records, reply)
+        }
     }
+}
+
+/// Entries one AlterClientQuotas may carry: one request is one metadata log entry.
+pub const MAX_QUOTA_ENTRIES_PER_REQUEST: usize = 10_000;
+
+/// AlterClientQuotas: each entry is checked whole (Kafka: one bad key fails its entry and
+/// changes nothing of it) against the image with the earlier entries applied; a new entity
+/// past `max_client_quotas` fails.
+fn alter_client_quotas(
+    config: &BrokerConfig,
+    image: &MetadataImage,
+    entries: &[super::rpc::QuotaAlteration],
+) -> (Vec<MetadataRecord>, AdminReply) {
+    use crate::security::quota;
+    let mut records = Vec::new();
+    let mut store = (*image.client_quotas).clone();
+    let results = entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let invalid = |message: String| AdminError::new(ResponseError::InvalidRequest, message);
+            if index >= MAX_QUOTA_ENTRIES_PER_REQUEST {
+                return Err(invalid(format!(
+                    "at most {MAX_QUOTA_ENTRIES_PER_REQUEST} entries per request"
+                )));
+            }
+            if entry.entity.user.is_none() && entry.entity.client_id.is_none() {
+                return Err(invalid("Invalid empty client quota entity".into()));
+            }
+            let current = store.get(&entry.entity).cloned().unwrap_or_default();
+            let mut changed = current.clone();
+            for (key, value) in &entry.ops {
+                match value {
+                    Some(value) => {
+                        quota::validate_value(key, *value).map_err(invalid)?;
+                        changed.insert(key.clone(), *value);
+                    }
+                    None => {
+                        changed.remove(key);
+                    }
+                }
+            }
+            if current.is_empty() && !changed.is_empty() && store.len() >= config.max_client_quotas
+            {
+                return Err(AdminError::new(
+                    ResponseError::PolicyViolation,
+                    format!(
+                        "the cluster holds max_client_quotas ({}) quota entities",
+                        config.max_client_quotas
+                    ),
+                ));
+            }
+            for (key, value) in &changed {
+                if current.get(key) != Some(value) {
+                    records.push(MetadataRecord::SetClientQuota {
+                        entity: entry.entity.clone(),
+                        key: key.clone(),
+                        value: Some(*value),
+                    });
+                    store.set(&entry.entity, key, Some(*value));
+                }
+            }
+            for key in current.keys().filter(|key| !changed.contains_key(*key)) {
+                records.push(MetadataRecord::SetClientQuota {
+                    entity: entry.entity.clone(),
+                    key: key.clone(),
+                    value: None,
+                });
+                store.set(&entry.entity, key, None);
+            }
+            Ok(())
+        })
+        .collect();
+    (records, AdminReply::Changes(results))
 }
 
 /// Bindings one CreateAcls or DeleteAcls may add or remove: the records of one request are one
@@ -1377,5 +1459,85 @@ mod tests {
         assert!(results[1].as_ref().unwrap().is_empty());
         records::apply_batch(&mut image, 2, &records);
         assert!(image.acls.is_empty());
+    }
+
+    #[test]
+    fn client_quota_alterations_validate_whole_entries_and_bound_entities() {
+        use super::super::rpc::QuotaAlteration;
+        use crate::security::quota::{EntityName, QuotaEntity};
+        let client = |name: &str| QuotaEntity {
+            user: None,
+            client_id: Some(EntityName::Named(name.into())),
+        };
+        let alter = |entity: QuotaEntity, ops: &[(&str, Option<f64>)]| QuotaAlteration {
+            entity,
+            ops: ops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        let config = BrokerConfig {
+            max_client_quotas: 1,
+            ..BrokerConfig::default()
+        };
+        let mut image = MetadataImage::empty();
+        let command = |entries, validate_only| AdminCommand::AlterClientQuotas {
+            entries,
+            validate_only,
+        };
+        let entries = vec![
+            alter(client("a"), &[("producer_byte_rate", Some(100.0))]),
+            // A bad key fails the whole entry.
+            alter(
+                client("a"),
+                &[("consumer_byte_rate", Some(5.0)), ("bogus", Some(1.0))],
+            ),
+            // Past max_client_quotas.
+            alter(client("b"), &[("producer_byte_rate", Some(1.0))]),
+            alter(client("a"), &[("request_percentage", Some(12.5))]),
+        ];
+        let (records, reply) = decide(&config, &image, command(entries.clone(), true));
+        assert!(records.is_empty(), "validate_only writes nothing");
+        let AdminReply::Changes(results) = reply else {
+            panic!("changes expected");
+        };
+        let codes: Vec<i16> = results
+            .iter()
+            .map(|r| r.as_ref().err().map_or(0, |e| e.code))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                0,
+                ResponseError::InvalidRequest.code(),
+                ResponseError::PolicyViolation.code(),
+                0
+            ]
+        );
+        assert_eq!(
+            results[1].as_ref().unwrap_err().message,
+            "Invalid configuration key bogus"
+        );
+        let (records, _) = decide(&config, &image, command(entries, false));
+        assert_eq!(records.len(), 2);
+        records::apply_batch(&mut image, 1, &records);
+        let values = image.client_quotas.get(&client("a")).unwrap();
+        assert_eq!(values["producer_byte_rate"], 100.0);
+        assert_eq!(values["request_percentage"], 12.5);
+        // Removing every key removes the entity, which frees room for another.
+        let (records, _) = decide(
+            &config,
+            &image,
+            command(
+                vec![
+                    alter(
+                        client("a"),
+                        &[("producer_byte_rate", None), ("request_percentage", None)],
+                    ),
+                    alter(client("b"), &[("producer_byte_rate", Some(1.0))]),
+                ],
+                false,
+            ),
+        );
+        records::apply_batch(&mut image, 2, &records);
+        assert!(image.client_quotas.get(&client("a")).is_none());
+        assert!(image.client_quotas.get(&client("b")).is_some());
     }
 }

@@ -159,6 +159,9 @@ pub struct MetadataImage {
     /// copied for every applied batch of the log; only ACL changes copy the store.
     #[serde(default)]
     pub acls: Arc<crate::security::acl::AclStore>,
+    /// Client quotas by entity (AlterClientQuotas); behind an `Arc` for the same reason.
+    #[serde(default)]
+    pub client_quotas: Arc<crate::security::quota::QuotaStore>,
     /// Node-local: the active controller as this node last saw it (not replicated).
     #[serde(skip)]
     pub active_controller_id: Option<i32>,
@@ -176,6 +179,7 @@ impl MetadataImage {
             cluster_configs: BTreeMap::new(),
             scram_credentials: BTreeMap::new(),
             acls: Arc::default(),
+            client_quotas: Arc::default(),
             active_controller_id: None,
         }
     }

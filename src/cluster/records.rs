@@ -102,6 +102,13 @@ pub enum MetadataRecord {
     DeleteAcl {
         binding: crate::security::acl::AclBinding,
     },
+    /// One quota of a client quota entity set (`Some`) or removed (`None`); validated by the
+    /// controller (Kafka's ClientQuotaRecord).
+    SetClientQuota {
+        entity: crate::security::quota::QuotaEntity,
+        key: String,
+        value: Option<f64>,
+    },
 }
 
 /// Encodes one entry (a batch of records) of the metadata log.
@@ -308,6 +315,24 @@ fn apply_record(
                 return Err("the ACL binding does not exist".into());
             }
             Arc::make_mut(&mut image.acls).remove(binding);
+        }
+        // As validated by the controller; only what the store cannot hold is skipped.
+        MetadataRecord::SetClientQuota { entity, key, value } => {
+            if entity.user.is_none() && entity.client_id.is_none() {
+                return Err("a quota entity without user or client-id".into());
+            }
+            if value.is_some_and(|value| !value.is_finite()) {
+                return Err(format!("quota {key} is not a finite number"));
+            }
+            if value.is_none()
+                && image
+                    .client_quotas
+                    .get(entity)
+                    .is_none_or(|v| !v.contains_key(key))
+            {
+                return Err(format!("quota {key} of {entity:?} is not set"));
+            }
+            Arc::make_mut(&mut image.client_quotas).set(entity, key, *value);
         }
     }
     Ok(())
@@ -661,5 +686,55 @@ mod tests {
         );
         assert!(image.acls.is_empty());
         assert_eq!(image.version, 4);
+    }
+
+    #[test]
+    fn client_quota_records_apply_and_survive_a_snapshot() {
+        use crate::security::quota::{EntityName, QuotaEntity, QuotaKey};
+        let alice = QuotaEntity {
+            user: Some(EntityName::Named("alice".into())),
+            client_id: Some(EntityName::Default),
+        };
+        let set = |key: &str, value: Option<f64>| MetadataRecord::SetClientQuota {
+            entity: alice.clone(),
+            key: key.into(),
+            value,
+        };
+        let mut image = cluster_with_topic();
+        let before = image.clone();
+        apply_batch(
+            &mut image,
+            3,
+            &[
+                set("producer_byte_rate", Some(1024.0)),
+                set("consumer_byte_rate", Some(2048.0)),
+                // Removing a key that is not set is skipped.
+                set("request_percentage", None),
+                MetadataRecord::SetClientQuota {
+                    entity: QuotaEntity {
+                        user: None,
+                        client_id: None,
+                    },
+                    key: "producer_byte_rate".into(),
+                    value: Some(1.0),
+                },
+            ],
+        );
+        assert_eq!(image.client_quotas.len(), 1);
+        assert!(before.client_quotas.is_empty());
+        let resolved = image
+            .client_quotas
+            .resolve(QuotaKey::ProducerByteRate, "alice", "app");
+        assert_eq!(resolved.map(|(_, bound)| bound), Some(1024.0));
+        let restored = MetadataImage::from_snapshot(&image.to_snapshot()).unwrap();
+        assert_eq!(restored.digest(), image.digest());
+        assert_eq!(restored.client_quotas, image.client_quotas);
+        let batch = vec![
+            set("producer_byte_rate", None),
+            set("consumer_byte_rate", None),
+        ];
+        assert_eq!(decode_batch(&encode_batch(&batch)).unwrap(), batch);
+        apply_batch(&mut image, 4, &batch);
+        assert!(image.client_quotas.is_empty());
     }
 }

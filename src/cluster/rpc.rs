@@ -110,6 +110,19 @@ pub enum AdminCommand {
     DeleteAcls {
         filters: Vec<crate::security::acl::AclFilter>,
     },
+    /// AlterClientQuotas: entries already checked by the receiving broker; answered with
+    /// `Changes`, one result per entry.
+    AlterClientQuotas {
+        entries: Vec<QuotaAlteration>,
+        validate_only: bool,
+    },
+}
+
+/// One entry of AlterClientQuotas: an entity and its changes (`None` removes the key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuotaAlteration {
+    pub entity: crate::security::quota::QuotaEntity,
+    pub ops: Vec<(String, Option<f64>)>,
 }
 
 /// One change of AlterUserScramCredentials.

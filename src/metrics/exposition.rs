@@ -396,6 +396,32 @@ impl Collector for SnapshotCollector {
             Counter,
             per_shard(|s| Sample::Counter(s.sasl_reauthentications_total)),
         )?;
+        let per_quota = |pick: fn(&ShardSnapshot, usize) -> u64| {
+            shards.iter().flat_map(move |shard| {
+                crate::security::quota::QuotaKind::ALL
+                    .iter()
+                    .map(move |&kind| {
+                        let mut labels = shard_labels(shard);
+                        labels.push(("quota", kind.label().to_string()));
+                        (labels, Sample::Counter(pick(shard, kind as usize)))
+                    })
+            })
+        };
+        family(
+            e,
+            "quota_throttled_responses",
+            "Responses throttled by a client quota, by quota type (produce: producer_byte_rate, \
+             fetch: consumer_byte_rate, request: request_percentage).",
+            Counter,
+            per_quota(|s, kind| s.quota_throttled_total[kind]),
+        )?;
+        family(
+            e,
+            "quota_throttle_ms",
+            "Throttle time handed out by client quotas, milliseconds, by quota type.",
+            Counter,
+            per_quota(|s, kind| s.quota_throttle_ms_total[kind]),
+        )?;
         family(
             e,
             "connections_accepted",

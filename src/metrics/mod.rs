@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | [`record_request`] | `api::handle_request`, once per request (latency, rejected) |
 //! | [`record_error_code`] | handlers, per non-zero Kafka error code they answer |
+//! | [`record_throttle`] | Produce and Fetch, per response a client quota throttled |
 //! | [`connection_opened`], [`add_bytes_received`], [`add_bytes_sent`] | `net` |
 //! | [`record_batch_cache_read`], [`record_fsync`], [`io_started`] | the log |
 //!
@@ -24,6 +25,7 @@ pub mod exposition;
 pub mod histogram;
 pub mod server;
 
+use crate::security::quota::QuotaKind;
 use crate::shard::Shard;
 use histogram::{HistogramSnapshot, LatencyHistogram};
 use std::cell::{Cell, RefCell};
@@ -54,6 +56,9 @@ struct ShardMetrics {
     tls_connections_open: Cell<u64>,
     /// Successful SASL re-authentications (KIP-368).
     sasl_reauthentications: Cell<u64>,
+    /// Responses a client quota throttled, and their throttle times in ms, by quota type.
+    quota_throttled: [Cell<u64>; QuotaKind::COUNT],
+    quota_throttle_ms: [Cell<u64>; QuotaKind::COUNT],
     connections_accepted: Cell<u64>,
     /// By [`ConnectionClosed`] reason.
     connections_closed: [Cell<u64>; ConnectionClosed::COUNT],
@@ -88,6 +93,8 @@ impl Default for ShardMetrics {
             connections_open: Cell::default(),
             tls_connections_open: Cell::default(),
             sasl_reauthentications: Cell::default(),
+            quota_throttled: Default::default(),
+            quota_throttle_ms: Default::default(),
             connections_accepted: Cell::default(),
             connections_closed: Default::default(),
             bytes_received: Cell::default(),
@@ -197,6 +204,14 @@ pub fn sasl_reauthenticated() {
     LOCAL.with(|local| add(&local.sasl_reauthentications, 1));
 }
 
+/// Counts a response throttled by a client quota, and its throttle time.
+pub fn record_throttle(kind: QuotaKind, throttle_ms: u64) {
+    LOCAL.with(|local| {
+        add(&local.quota_throttled[kind as usize], 1);
+        add(&local.quota_throttle_ms[kind as usize], throttle_ms);
+    });
+}
+
 /// Why the broker closed (or refused) a client connection on a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionClosed {
@@ -304,6 +319,9 @@ pub struct ShardSnapshot {
     pub connections_open: u64,
     pub tls_connections_open: u64,
     pub sasl_reauthentications_total: u64,
+    /// Indexed by [`QuotaKind`] as usize.
+    pub quota_throttled_total: [u64; QuotaKind::COUNT],
+    pub quota_throttle_ms_total: [u64; QuotaKind::COUNT],
     /// Free bytes of the shard's request memory, shared and small-frame only.
     pub request_memory_free_bytes: u64,
     pub small_request_memory_free_bytes: u64,
@@ -418,6 +436,8 @@ fn counters_snapshot() -> ShardSnapshot {
             connections_open: local.connections_open.get(),
             tls_connections_open: local.tls_connections_open.get(),
             sasl_reauthentications_total: local.sasl_reauthentications.get(),
+            quota_throttled_total: std::array::from_fn(|i| local.quota_throttled[i].get()),
+            quota_throttle_ms_total: std::array::from_fn(|i| local.quota_throttle_ms[i].get()),
             // Filled in by `snapshot_local`, which has the shard.
             request_memory_free_bytes: 0,
             small_request_memory_free_bytes: 0,

@@ -5,6 +5,9 @@
 //! `max_in_flight_requests_per_connection` at once (more stops the reading: backpressure);
 //! responses are written strictly in request order, as Kafka clients require.
 //!
+//! A connection throttled by a client quota (its session's `throttle`) handles no further
+//! request until the throttle time has passed: Kafka's channel muting.
+//!
 //! Every wait on the client is bounded, so no client holds a connection, its request memory or
 //! its responses indefinitely: a connection with nothing in flight is closed after
 //! `connections_max_idle_ms` without a request; a frame must arrive within
@@ -279,6 +282,14 @@ async fn serve_connection<R, W>(
                     Ok(None) => return ReadEnd::Finished,
                     Err(()) => return ReadEnd::Abort,
                 };
+                // A client over its quota: the next request waits out the throttle (Kafka
+                // mutes the channel). One `Cell` read when nothing is throttled.
+                if let Some(throttle) = session.throttle_remaining() {
+                    futures::select! {
+                        _ = stopped => return ReadEnd::Finished,
+                        _ = glommio::timer::sleep(throttle).fuse() => {}
+                    }
+                }
                 activity.requests.set(activity.requests.get() + 1);
                 let handler = glommio::spawn_local({
                     let shard = shard.clone();

@@ -32,6 +32,16 @@ pub struct Session {
     raw_sasl_tokens: std::cell::Cell<bool>,
     /// When the SASL session ends (KIP-368): past it, only a re-authentication may come.
     session_expires_at: std::cell::Cell<Option<std::time::Instant>>,
+    /// A quota throttled the connection: no request is handled before then (Kafka mutes the
+    /// channel for the throttle time once the response is sent).
+    throttled_until: std::cell::Cell<Option<std::time::Instant>>,
+    /// A client quota applied to a request of this connection: from then on its requests
+    /// run one at a time, each after the previous one's throttle (Kafka handles a connection's
+    /// requests one at a time; pipelined requests would otherwise all start before the first
+    /// throttle is known).
+    quota_applies: std::cell::Cell<bool>,
+    /// The turn of the connection's requests while `quota_applies` (first come, first served).
+    quota_turn: glommio::sync::Semaphore,
 }
 
 /// Kafka's principal of unauthenticated listeners.
@@ -49,6 +59,9 @@ impl Session {
             sasl: RefCell::new(SaslState::Start),
             raw_sasl_tokens: std::cell::Cell::new(false),
             session_expires_at: std::cell::Cell::new(None),
+            throttled_until: std::cell::Cell::new(None),
+            quota_applies: std::cell::Cell::new(false),
+            quota_turn: glommio::sync::Semaphore::new(1),
         })
     }
 
@@ -117,6 +130,44 @@ impl Session {
         self.session_expires_at
             .get()
             .is_some_and(|at| std::time::Instant::now() >= at)
+    }
+
+    /// Holds back the connection's next requests for `throttle` from now (the latest of
+    /// several throttles wins).
+    pub fn throttle(&self, throttle: std::time::Duration) {
+        let until = std::time::Instant::now() + throttle;
+        if self
+            .throttled_until
+            .get()
+            .is_none_or(|current| current < until)
+        {
+            self.throttled_until.set(Some(until));
+        }
+    }
+
+    /// A client quota applies to this connection's requests: they run one at a time.
+    pub fn mark_quota_applies(&self) {
+        self.quota_applies.set(true);
+    }
+
+    /// While a quota applies, waits for the turn of this request (the previous ones have run
+    /// and their throttle is set); `None` at once otherwise.
+    pub async fn quota_turn(&self) -> Option<glommio::sync::Permit<'_>> {
+        if !self.quota_applies.get() {
+            return None;
+        }
+        self.quota_turn.acquire_permit(1).await.ok()
+    }
+
+    /// How long the connection stays throttled, if it is.
+    pub fn throttle_remaining(&self) -> Option<std::time::Duration> {
+        let until = self.throttled_until.get()?;
+        let remaining = until.saturating_duration_since(std::time::Instant::now());
+        if remaining.is_zero() {
+            self.throttled_until.set(None);
+            return None;
+        }
+        Some(remaining)
     }
 
     /// A new SaslHandshake may start: before any, or to re-authenticate (KIP-368) once the

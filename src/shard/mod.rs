@@ -429,6 +429,9 @@ async fn shard_main(
         }
         None => None,
     };
+    if shard_count > 1 {
+        glommio::spawn_local(crate::api::share_quota_measurements(shard.clone())).detach();
+    }
     let mut listeners = Vec::new();
     for listener in config.kafka_listeners()? {
         let socket = crate::net::bind_listener(&listener.listen)?;
