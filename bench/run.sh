@@ -19,6 +19,12 @@
 #   EXTRA_BROKER_ARGS        appended to `riptide serve`
 #   MIN_FREE_GB              skip a workload when the data filesystem has less free (default 40:
 #                            W5's 1,000 partitions reserve 32 MiB of fallocate each)
+#   BOOTSTRAP                HOST:PORT[,...] of a running Kafka-compatible broker (Apache Kafka,
+#                            Redpanda, another Riptide) to run the same workloads against: no
+#                            broker is started or pinned, its CPU is not measured, topics get a
+#                            per-run suffix (w2-<run>) so runs do not mix, and W6's reads are
+#                            cold only if that broker's page cache was dropped (done here when
+#                            it runs on this host). fio baselines still measure this host's disk.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,6 +35,8 @@ WORKLOADS=${WORKLOADS:-"w1 w2 w3 w4 w5 w6"}
 FIO_SIZE=${FIO_SIZE:-4g}
 DATA_ROOT=${RIPTIDE_BENCH_DATA:-/var/tmp/riptide-bench-$$}
 EXTRA_BROKER_ARGS=${EXTRA_BROKER_ARGS:-}
+BOOTSTRAP=${BOOTSTRAP:-}
+RUN_ID=$(date -u +%Y%m%d%H%M%S)
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
@@ -65,6 +73,9 @@ log "results in $OUT; data in $DATA_ROOT"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
     echo "cpus: $(nproc --all) online, governor: $(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo n/a)"
     echo "filesystem: $(df -PT "$DATA_ROOT" | awk 'NR==2 {print $1, $2}')"
+    if [[ -n "$BOOTSTRAP" ]]; then
+        echo "broker: external at $BOOTSTRAP (not started, not pinned, CPU not measured; topics suffixed -$RUN_ID)"
+    fi
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "other busy processes at start:"
     ps -eo pid,pcpu,psr,comm --sort=-pcpu | awk 'NR>1 && $2 > 5.0' | head -10
@@ -88,6 +99,7 @@ free_port() {
 }
 
 start_broker() { # $1 = data dir (kept if it exists), $2 = log file
+    [[ -n "$BOOTSTRAP" ]] && return # an external broker is already running
     DATA=$1
     mkdir -p "$DATA"
     PORT=$(free_port)
@@ -158,11 +170,28 @@ run_bench() { # $1 = id (for files), $2 = workload file, $3 = override durations
         [[ -n "${DURATION_S:-}" ]] && args+=(--duration "$DURATION_S")
         [[ -n "${WARMUP_S:-}" ]] && args+=(--warmup "$WARMUP_S")
     fi
-    args+=(--bootstrap "127.0.0.1:$PORT" --cores "$LOAD_CORE" --label "${id^^}")
+    if [[ -n "$BOOTSTRAP" ]]; then
+        # The external broker keeps its topics between runs: give this run its own.
+        local i
+        for i in "${!args[@]}"; do
+            if [[ "${args[$i]}" == --topic ]]; then
+                args[i+1]="${args[i+1]}-$RUN_ID"
+            fi
+        done
+        args+=(--bootstrap "$BOOTSTRAP")
+    else
+        args+=(--bootstrap "127.0.0.1:$PORT")
+    fi
+    args+=(--cores "$LOAD_CORE" --label "${id^^}")
     args+=(--json "$OUT/$id.json" --hgrm "$OUT/$id-hgrm" --plot "$OUT/$id.png")
     echo "taskset -c $LOAD_CORE riptide-bench ${args[*]}" >"$OUT/$id.cmd"
     log "$id: riptide-bench ${args[*]}"
     local t0 s0 t1 s1
+    if [[ -n "$BOOTSTRAP" ]]; then
+        taskset -c "$LOAD_CORE" "$BENCH_BIN" "${args[@]}" 2>&1 | tee "$OUT/$id.txt" \
+            || echo "run.sh: $id failed (exit ${PIPESTATUS[0]})" | tee -a "$OUT/$id.txt" >&2
+        return
+    fi
     t0=$(date +%s%N)
     s0=$(sched_totals "$BROKER_PID")
     # A failed run (e.g. a broker bug) is recorded and the next workload still runs.
@@ -256,7 +285,7 @@ enough_disk() {
 }
 
 for id in $WORKLOADS; do
-    enough_disk "$id" || continue
+    [[ -z "$BOOTSTRAP" ]] && { enough_disk "$id" || continue; }
     case "$id" in
         w6)
             data="$DATA_ROOT/broker-$id"
