@@ -1124,6 +1124,17 @@ fn apply_config_changes(
 mod tests {
     use super::*;
 
+    /// Each item's error code in a per-item reply (0: applied).
+    fn change_codes(reply: AdminReply) -> Vec<i16> {
+        let AdminReply::Changes(results) = reply else {
+            panic!("changes expected");
+        };
+        results
+            .iter()
+            .map(|r| r.as_ref().err().map_or(0, |e| e.code))
+            .collect()
+    }
+
     fn image_with_live_brokers(count: i32) -> MetadataImage {
         let mut image = MetadataImage::empty();
         for node_id in 1..=count {
@@ -1426,13 +1437,7 @@ mod tests {
                 bindings: vec![binding("a"), binding("a"), bad, binding("b"), binding("c")],
             },
         );
-        let AdminReply::Changes(results) = reply else {
-            panic!("changes expected");
-        };
-        let codes: Vec<i16> = results
-            .iter()
-            .map(|r| r.as_ref().err().map_or(0, |e| e.code))
-            .collect();
+        let codes = change_codes(reply);
         assert_eq!(
             codes,
             vec![
@@ -1495,13 +1500,10 @@ mod tests {
         ];
         let (records, reply) = decide(&config, &image, command(entries.clone(), true));
         assert!(records.is_empty(), "validate_only writes nothing");
-        let AdminReply::Changes(results) = reply else {
+        let AdminReply::Changes(results) = reply.clone() else {
             panic!("changes expected");
         };
-        let codes: Vec<i16> = results
-            .iter()
-            .map(|r| r.as_ref().err().map_or(0, |e| e.code))
-            .collect();
+        let codes = change_codes(reply);
         assert_eq!(
             codes,
             vec![

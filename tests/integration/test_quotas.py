@@ -68,14 +68,19 @@ def encode_alter(version, entries, validate_only=False):
     return w.getvalue()
 
 
+def read_entity_part(rr, flexible):
+    """One (entity_type, entity_name) of an answer's entity."""
+    part = (rr.string(compact=flexible), rr.string(compact=flexible))
+    if flexible:
+        rr.tagged_fields()
+    return part
+
+
 def decode_alter(r, version):
     flexible = version >= 1
 
     def entity_part(rr):
-        part = (rr.string(compact=flexible), rr.string(compact=flexible))
-        if flexible:
-            rr.tagged_fields()
-        return part
+        return read_entity_part(rr, flexible)
 
     def entry(rr):
         out = {"error_code": rr.int16(), "error_message": rr.string(compact=flexible),
@@ -113,10 +118,7 @@ def decode_describe(r, version):
     flexible = version >= 1
 
     def entity_part(rr):
-        part = (rr.string(compact=flexible), rr.string(compact=flexible))
-        if flexible:
-            rr.tagged_fields()
-        return part
+        return read_entity_part(rr, flexible)
 
     def value(rr):
         item = (rr.string(compact=flexible), struct.unpack(">d", bytes(rr.raw(8)))[0])
