@@ -2,12 +2,14 @@
 $KAFKA_PATH/bin (kafka-topics.sh, kafka-configs.sh, kafka-acls.sh).
 
 They accept the subset of Kafka's arguments that the suite and people commonly pass and do the
-work through the Admin API (confluent-kafka's AdminClient), so they need nothing but a broker.
+work through the Admin API (confluent-kafka's AdminClient; kafka-acls.sh through `riptide acl`),
+so they need nothing but a broker.
 
     python kafka_tools.py topics  --bootstrap-server H:P --create --topic T --partitions 4 ...
     python kafka_tools.py configs --bootstrap-server H:P --entity-type topics --entity-name T \
                                   --alter --add-config k=v,k2=v2
-    python kafka_tools.py acls    ...   (always fails: the broker has no ACLs)
+    python kafka_tools.py acls    --bootstrap-server H:P --add --deny-principal 'User:*' \
+                                  --operation All --topic T   (runs `riptide acl`)
 
 Exit status: 0 on success, 1 on an error reported by the broker, 2 on bad usage.
 """
@@ -211,9 +213,159 @@ def configs(argv):
 
 # ---- kafka-acls.sh ---------------------------------------------------------------------------
 
+# Kafka's operation names (AclOperation, any case, with or without separators) -> riptide's.
+ACL_OPERATIONS = {
+    "all": "all", "read": "read", "write": "write", "create": "create", "delete": "delete",
+    "alter": "alter", "describe": "describe", "clusteraction": "cluster-action",
+    "describeconfigs": "describe-configs", "alterconfigs": "alter-configs",
+    "idempotentwrite": "idempotent-write",
+}
+
+# --command-config properties (librdkafka's and Java's names) -> `riptide acl` environment.
+ACL_CLIENT_ENV = {
+    "security.protocol": "RIPTIDE_SECURITY_PROTOCOL",
+    "sasl.mechanism": "RIPTIDE_SASL_MECHANISM",
+    "sasl.mechanisms": "RIPTIDE_SASL_MECHANISM",
+    "sasl.username": "RIPTIDE_SASL_USERNAME",
+    "sasl.password": "RIPTIDE_SASL_PASSWORD",
+    "ssl.ca.location": "RIPTIDE_SSL_CA_LOCATION",
+    "ssl.certificate.location": "RIPTIDE_SSL_CERTIFICATE_LOCATION",
+    "ssl.key.location": "RIPTIDE_SSL_KEY_LOCATION",
+}
+
+
+def riptide_bin():
+    """RIPTIDE_BIN, else this repository's release build, else `riptide` on PATH."""
+    import os
+    import shutil
+
+    b = os.environ.get("RIPTIDE_BIN")
+    if b:
+        return b
+    here = os.path.dirname(os.path.abspath(__file__))
+    b = os.path.join(here, "..", "..", "target", "release", "riptide")
+    if os.access(b, os.X_OK):
+        return b
+    b = shutil.which("riptide")
+    if not b:
+        die("no riptide binary: set RIPTIDE_BIN", 2)
+    return b
+
+
 def acls(argv):
-    # Riptide has no authorizer: fail loudly rather than pretend the ACL was added.
-    die("kafka-acls.sh: ACLs are not supported by this broker (no authorizer)")
+    """kafka-acls.sh --bootstrap-server H:P --add|--remove|--list ... -> `riptide acl add|remove|list`.
+
+    Principals, operations (default All for --add), hosts (--allow-host for the allow principals,
+    --deny-host for the deny ones, default *), one resource (--topic, --group,
+    --transactional-id or --cluster) and --resource-pattern-type. --command-config reads the
+    client's security.protocol, sasl.* and ssl.*.location; --force is accepted (nothing asks).
+    """
+    import os
+    import subprocess
+
+    ap = argparse.ArgumentParser(prog="kafka-acls.sh")
+    ap.add_argument("--bootstrap-server")
+    ap.add_argument("--authorizer-properties", action="append")
+    ap.add_argument("--authorizer")
+    ap.add_argument("--command-config")
+    act = ap.add_mutually_exclusive_group(required=True)
+    for a in ("add", "remove", "list"):
+        act.add_argument(f"--{a}", action="store_true")
+    ap.add_argument("--allow-principal", action="append", default=[])
+    ap.add_argument("--deny-principal", action="append", default=[])
+    ap.add_argument("--allow-host", action="append", default=[])
+    ap.add_argument("--deny-host", action="append", default=[])
+    ap.add_argument("--operation", action="append", default=[])
+    ap.add_argument("--topic")
+    ap.add_argument("--group")
+    ap.add_argument("--transactional-id")
+    ap.add_argument("--cluster", action="store_true")
+    ap.add_argument("--resource-pattern-type")
+    ap.add_argument("--principal")  # --list's filter
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args(argv)
+
+    if not a.bootstrap_server:
+        die("--bootstrap-server is required (there is no ZooKeeper: --authorizer-properties "
+            "zookeeper.connect=... cannot be used)", 2)
+
+    env = dict(os.environ)
+    if a.command_config:
+        try:
+            lines = open(a.command_config).read().splitlines()
+        except OSError as e:
+            die(f"--command-config: {e}", 2)
+        for line in lines:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            k, v = (x.strip() for x in line.split("=", 1))
+            if k in ACL_CLIENT_ENV:
+                env[ACL_CLIENT_ENV[k]] = v
+
+    ops = []
+    for op in a.operation:
+        key = op.replace("-", "").replace("_", "").lower()
+        if key not in ACL_OPERATIONS:
+            die(f"unknown --operation {op!r}", 2)
+        ops.append(ACL_OPERATIONS[key])
+    if a.add and not ops:
+        ops = ["all"]
+
+    resource = []
+    if a.topic is not None:
+        resource += ["--topic", a.topic]
+    if a.group is not None:
+        resource += ["--group", a.group]
+    if a.transactional_id is not None:
+        resource += ["--transactional-id", a.transactional_id]
+    if a.cluster:
+        resource += ["--cluster"]
+    if len([x for x in (a.topic, a.group, a.transactional_id) if x is not None]) + a.cluster > 1:
+        die("give one resource: --topic, --group, --transactional-id or --cluster", 2)
+    if (a.add or a.remove) and not resource:
+        die("--add and --remove need a resource: --topic, --group, --transactional-id or --cluster", 2)
+    if a.resource_pattern_type:
+        resource += ["--resource-pattern-type", a.resource_pattern_type.lower()]
+
+    base = [riptide_bin(), "acl", "-b", a.bootstrap_server]
+    for o in ops:
+        resource += ["--operation", o]
+
+    def hosts(given):
+        if len(set(given)) > 1:
+            die("give at most one host per permission (--allow-host, --deny-host)", 2)
+        return given[0] if given else None
+
+    calls = []
+    if a.list:
+        cmd = base + ["list"] + resource
+        if a.principal:
+            cmd += ["--allow-principal", a.principal]
+        calls.append(cmd)
+    else:
+        verb = "add" if a.add else "remove"
+        if not a.allow_principal and not a.deny_principal:
+            if a.add:
+                die("--add needs --allow-principal or --deny-principal", 2)
+            calls.append(base + [verb] + resource)  # every binding of the resource
+        for flag, principals, host in (("--allow-principal", a.allow_principal, hosts(a.allow_host)),
+                                       ("--deny-principal", a.deny_principal, hosts(a.deny_host))):
+            if not principals:
+                continue
+            cmd = base + [verb] + resource
+            for p in principals:
+                cmd += [flag, p]
+            if host is not None:
+                cmd += ["--host", host]
+            elif a.add:
+                cmd += ["--host", "*"]
+            calls.append(cmd)
+
+    for cmd in calls:
+        r = subprocess.run(cmd, env=env)
+        if r.returncode != 0:
+            die(f"{' '.join(cmd[1:])} failed (exit {r.returncode})", 1)
 
 
 def main():
