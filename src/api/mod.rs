@@ -234,10 +234,7 @@ impl RequestContext {
     }
 
     fn policy(&self) -> acl::Policy<'_> {
-        acl::Policy {
-            super_users: &self.shard.config.super_users,
-            allow_everyone_if_no_acl_found: self.shard.config.allow_everyone_if_no_acl_found,
-        }
+        acl::Policy::from_config(&self.shard.config)
     }
 
     fn check(

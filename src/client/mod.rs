@@ -213,11 +213,8 @@ impl Connection {
         let stream = match &options.tls {
             None => Stream::Plain(stream),
             Some(config) => {
-                let host = address
-                    .rsplit_once(':')
-                    .map_or(address, |(host, _)| host)
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
+                let (host, _) = crate::config::split_host_port(address)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 let name = rustls::pki_types::ServerName::try_from(host.to_string())
                     .map_err(|e| ClientError::Protocol(format!("{host}: not a TLS name: {e}")))?;
                 let session = rustls::ClientConnection::new(config.clone(), name)

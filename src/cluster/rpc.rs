@@ -259,12 +259,10 @@ pub async fn connect(
     match tls {
         None => Ok(Box::new(tcp)),
         Some(tls) => {
-            let host = address
-                .rsplit_once(':')
-                .map_or(address, |(host, _)| host)
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            Ok(Box::new(tls.client.connect(host, tcp).await?))
+            let (host, _) = crate::config::split_host_port(address).map_err(|error| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, error.to_string())
+            })?;
+            Ok(Box::new(tls.client.connect(&host, tcp).await?))
         }
     }
 }

@@ -10,6 +10,33 @@ use std::rc::Rc;
 const MAX_CONTROLLER_CONNECTIONS: usize = 1024;
 
 pub async fn serve(node: Rc<MetadataNode>, listener: TcpListener) {
+    let accepting = accept_connections(node.clone(), listener);
+    futures::pin_mut!(accepting);
+    let reloading = reload_tls(node);
+    futures::pin_mut!(reloading);
+    futures::future::select(accepting, reloading).await;
+}
+
+/// Checks the controller listener's TLS files every `ssl_reload_check_interval_ms` (and after
+/// SIGHUP), as the Kafka listeners do: never on the accept path.
+async fn reload_tls(node: Rc<MetadataNode>) {
+    let Some(tls) = &node.controller_tls else {
+        return futures::future::pending().await;
+    };
+    let interval = std::time::Duration::from_millis(node.config.ssl_reload_check_interval_ms);
+    loop {
+        glommio::timer::sleep(interval).await;
+        match tls.acceptor.reload_if_changed() {
+            Ok(false) => {}
+            Ok(true) => tracing::info!("controller TLS certificates reloaded"),
+            Err(error) => tracing::warn!(
+                "controller TLS certificates not reloaded, the previous ones stay in use: {error}"
+            ),
+        }
+    }
+}
+
+async fn accept_connections(node: Rc<MetadataNode>, listener: TcpListener) {
     let connections = Rc::new(glommio::sync::Semaphore::new(
         MAX_CONTROLLER_CONNECTIONS as u64,
     ));
@@ -45,9 +72,6 @@ async fn serve_connection(node: Rc<MetadataNode>, stream: TcpStream) {
         serve_frames(&node, stream, &peer).await;
         return;
     };
-    if let Err(error) = tls.acceptor.reload_if_changed() {
-        tracing::warn!("controller TLS files changed but do not load: {error}");
-    }
     let timeout = std::time::Duration::from_millis(node.config.request_read_timeout_ms);
     let handshake = futures_rustls::TlsAcceptor::from(tls.acceptor.config()).accept(stream);
     let stream = match glommio::timer::timeout(timeout, async {
@@ -87,10 +111,7 @@ fn may_reach_the_controller(node: &MetadataNode, principal: &str, host: std::net
     if !node.config.authorizer_enabled {
         return true;
     }
-    let policy = acl::Policy {
-        super_users: &node.config.super_users,
-        allow_everyone_if_no_acl_found: node.config.allow_everyone_if_no_acl_found,
-    };
+    let policy = acl::Policy::from_config(&node.config);
     let who = acl::Requester { principal, host };
     node.image().acls.authorize(
         &policy,

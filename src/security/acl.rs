@@ -412,7 +412,14 @@ pub struct Policy<'a> {
     pub allow_everyone_if_no_acl_found: bool,
 }
 
-impl Policy<'_> {
+impl<'a> Policy<'a> {
+    pub fn from_config(config: &'a crate::config::BrokerConfig) -> Policy<'a> {
+        Policy {
+            super_users: &config.super_users,
+            allow_everyone_if_no_acl_found: config.allow_everyone_if_no_acl_found,
+        }
+    }
+
     pub fn is_super_user(&self, principal: &str) -> bool {
         self.super_users
             .split(';')

@@ -5,7 +5,6 @@
 //! that the peer's certificate names the host it dialled. On a SASL listener it logs in with
 //! `inter_broker_sasl_mechanism` as `inter_broker_sasl_username` before its first request.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
 use crate::cluster::metadata::BrokerRecord;
 use crate::config::{SaslMechanism, SecurityProtocol};
-use crate::security::tls::read_certificates;
+use crate::security::tls::{read_certificates, FileStamps, ReloadOnChange};
 
 /// TLS material a broker dials its peers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,14 +137,12 @@ impl InterBrokerClient {
     }
 }
 
-type FileStamp = (std::time::SystemTime, u64);
-
 /// A TLS client configuration, rebuilt when one of its files changes (checked at each
 /// connect: connections between nodes are long-lived or rare). A broken replacement keeps
 /// the previous configuration (logged).
 pub struct TlsClient {
     settings: TlsClientSettings,
-    state: RefCell<(Arc<ClientConfig>, Vec<Option<FileStamp>>)>,
+    config: ReloadOnChange<ClientConfig>,
 }
 
 impl TlsClient {
@@ -154,26 +151,20 @@ impl TlsClient {
         let config = load_client_config(&settings)?;
         Ok(TlsClient {
             settings,
-            state: RefCell::new((config, stamps)),
+            config: ReloadOnChange::new(config, stamps),
         })
     }
 
     pub fn config(&self) -> Arc<ClientConfig> {
-        let stamps = file_stamps(&self.settings);
-        if stamps != self.state.borrow().1 {
-            match load_client_config(&self.settings) {
-                Ok(config) => {
-                    tracing::info!("TLS client files changed: reloaded");
-                    *self.state.borrow_mut() = (config, stamps);
-                }
-                Err(error) => {
-                    tracing::warn!("TLS client files changed but do not load: {error}");
-                    self.state.borrow_mut().1 = stamps;
-                }
-            }
+        let reloaded = self.config.refresh(file_stamps(&self.settings), false, || {
+            load_client_config(&self.settings)
+        });
+        match reloaded {
+            Ok(true) => tracing::info!("TLS client files changed: reloaded"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!("TLS client files changed but do not load: {error}"),
         }
-        let config = self.state.borrow().0.clone();
-        config
+        self.config.current()
     }
 
     /// The TLS handshake over `stream`, as a client of `host` (a DNS name or an IP address).
@@ -194,25 +185,23 @@ impl TlsClient {
         futures_rustls::TlsConnector::from(self.config())
             .connect(server_name, stream)
             .await
+            // Every handshake failure is a refusal to the caller (a certificate or protocol the
+            // peer will not take), whatever transport error carried it.
             .map_err(|error| {
-                std::io::Error::new(error.kind(), format!("TLS handshake with {host}: {error}"))
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("TLS handshake with {host}: {error}"),
+                )
             })
     }
 }
 
-fn file_stamps(settings: &TlsClientSettings) -> Vec<Option<FileStamp>> {
-    [
-        &settings.ca_path,
-        &settings.certificate_path,
-        &settings.key_path,
-    ]
-    .into_iter()
-    .map(|path| {
-        std::fs::metadata(path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())))
-    })
-    .collect()
+fn file_stamps(settings: &TlsClientSettings) -> FileStamps {
+    FileStamps::of([
+        settings.ca_path.as_path(),
+        settings.certificate_path.as_path(),
+        settings.key_path.as_path(),
+    ])
 }
 
 /// TLS on the controller listener (`controller_listener_security_protocol=SSL`): every

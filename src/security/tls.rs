@@ -131,21 +131,16 @@ pub(crate) fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDe
     Ok(certificates)
 }
 
-/// When each TLS file last changed, to notice a replaced certificate.
+/// When each TLS file last changed (modification time and size), to notice a replaced
+/// certificate. A missing file stamps as `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamps(Vec<Option<(SystemTime, u64)>>);
+pub(crate) struct FileStamps(Vec<Option<(SystemTime, u64)>>);
 
 impl FileStamps {
-    fn read(settings: &TlsSettings) -> FileStamps {
-        let paths = [
-            Some(&settings.certificate_path),
-            Some(&settings.key_path),
-            settings.ca_path.as_ref(),
-        ];
+    pub(crate) fn of<'a>(paths: impl IntoIterator<Item = &'a Path>) -> FileStamps {
         FileStamps(
             paths
                 .into_iter()
-                .flatten()
                 .map(|path| {
                     std::fs::metadata(path)
                         .ok()
@@ -154,13 +149,58 @@ impl FileStamps {
                 .collect(),
         )
     }
+
+    fn read(settings: &TlsSettings) -> FileStamps {
+        let paths = [
+            Some(&settings.certificate_path),
+            Some(&settings.key_path),
+            settings.ca_path.as_ref(),
+        ];
+        FileStamps::of(paths.into_iter().flatten().map(|path| path.as_path()))
+    }
+}
+
+/// A configuration built from files, rebuilt when their stamps change. A replacement that does
+/// not load keeps the previous configuration, and its stamps count as seen so that a broken
+/// file is reported once, not on every check.
+pub(crate) struct ReloadOnChange<T> {
+    current: RefCell<Arc<T>>,
+    stamps: RefCell<FileStamps>,
+}
+
+impl<T> ReloadOnChange<T> {
+    pub(crate) fn new(current: Arc<T>, stamps: FileStamps) -> ReloadOnChange<T> {
+        ReloadOnChange {
+            current: RefCell::new(current),
+            stamps: RefCell::new(stamps),
+        }
+    }
+
+    pub(crate) fn current(&self) -> Arc<T> {
+        self.current.borrow().clone()
+    }
+
+    /// Rebuilds with `load` if `stamps` differ from the last seen ones or `force` is set.
+    /// `Ok(true)` when a new configuration is in place.
+    pub(crate) fn refresh(
+        &self,
+        stamps: FileStamps,
+        force: bool,
+        load: impl FnOnce() -> anyhow::Result<Arc<T>>,
+    ) -> anyhow::Result<bool> {
+        if !force && stamps == *self.stamps.borrow() {
+            return Ok(false);
+        }
+        *self.stamps.borrow_mut() = stamps;
+        *self.current.borrow_mut() = load()?;
+        Ok(true)
+    }
 }
 
 /// One shard's TLS server configuration, replaced when the files change.
 pub struct TlsAcceptor {
     settings: TlsSettings,
-    config: RefCell<Arc<ServerConfig>>,
-    stamps: RefCell<FileStamps>,
+    config: ReloadOnChange<ServerConfig>,
     generation: std::cell::Cell<u64>,
 }
 
@@ -170,31 +210,25 @@ impl TlsAcceptor {
         let config = load_server_config(&settings)?;
         Ok(TlsAcceptor {
             settings,
-            config: RefCell::new(config),
-            stamps: RefCell::new(stamps),
+            config: ReloadOnChange::new(config, stamps),
             generation: std::cell::Cell::new(RELOAD_GENERATION.load(Ordering::Relaxed)),
         })
     }
 
     /// The configuration new connections handshake with.
     pub fn config(&self) -> Arc<ServerConfig> {
-        self.config.borrow().clone()
+        self.config.current()
     }
 
     /// Reloads if a file changed or SIGHUP asked for it. `Ok(true)` when a new configuration
     /// is in place; on error the previous one stays.
     pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
         let generation = RELOAD_GENERATION.load(Ordering::Relaxed);
-        let stamps = FileStamps::read(&self.settings);
-        if generation == self.generation.get() && stamps == *self.stamps.borrow() {
-            return Ok(false);
-        }
-        // Marked seen before loading: a broken file is reported once, not on every check.
-        self.generation.set(generation);
-        *self.stamps.borrow_mut() = stamps;
-        let config = load_server_config(&self.settings)?;
-        *self.config.borrow_mut() = config;
-        Ok(true)
+        let asked = generation != self.generation.replace(generation);
+        self.config
+            .refresh(FileStamps::read(&self.settings), asked, || {
+                load_server_config(&self.settings)
+            })
     }
 }
 

@@ -101,6 +101,13 @@ def describe_all_with_kafka_python(bootstrap, **conf):
         client.close()
 
 
+def consume_until(consumer, value, timeout_s, what):
+    """Polls until a record with `value` arrives (error events are skipped)."""
+    got = []
+    wait_until(lambda: got.extend(m.value() for m in consumer.consume(10, 0.5) if not m.error())
+               or value in got, timeout_s, what)
+
+
 def error_code(err):
     return err.code() if err is not None else None
 
@@ -203,9 +210,7 @@ def test_grant_and_revoke_apply_to_a_live_producer(acl_broker):
     consumer = Consumer(sasl_conf(acl_broker, "admin", **{"group.id": unique_topic("g")}))
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
-        got = []
-        wait_until(lambda: got.extend(m.value() for m in consumer.consume(10, 0.5) if not m.error())
-                   or b"granted" in got, 30, "the granted message")
+        consume_until(consumer, b"granted", 30, "the granted message")
     finally:
         consumer.close()
 
@@ -242,9 +247,7 @@ def test_kip848_member_may_not_subscribe_to_a_topic_it_cannot_describe(acl_broke
     consumer = Consumer(sasl_conf(acl_broker, "alice", **conf))
     try:
         consumer.subscribe([topic])
-        got = []
-        wait_until(lambda: got.extend(m.value() for m in [consumer.poll(0.5)] if m is not None and not m.error())
-                   or b"hello" in got, 60, "the group to consume")
+        consume_until(consumer, b"hello", 60, "the group to consume")
     finally:
         consumer.close()
 
@@ -279,9 +282,7 @@ def test_consumer_without_group_read_gets_group_authorization_failed(acl_broker)
     consumer = Consumer(sasl_conf(acl_broker, "alice", **{"group.id": group, "auto.offset.reset": "earliest"}))
     try:
         consumer.subscribe([topic])
-        got = []
-        wait_until(lambda: got.extend(m.value() for m in [consumer.poll(0.5)] if m is not None and not m.error())
-                   or b"hello" in got, 60, "the group to consume")
+        consume_until(consumer, b"hello", 60, "the group to consume")
     finally:
         consumer.close()
 

@@ -81,7 +81,7 @@ async fn run(shard: Rc<Shard>, leader: i32) {
                 let refused = matches!(
                     error.kind(),
                     std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
-                ) || message.contains("TLS handshake");
+                );
                 if refused && last_warning.as_deref() != Some(message.as_str()) {
                     tracing::warn!(shard = shard.id, leader, "replica fetch failed: {message}");
                     last_warning = Some(message);
