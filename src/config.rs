@@ -137,6 +137,13 @@ pub struct BrokerConfig {
     /// Fetches send cold data (segments on disk) from the page cache to the socket with splice,
     /// never through user space; false reads it into memory and writes it (for comparison).
     pub fetch_zero_copy: bool,
+    /// Incremental fetch sessions (KIP-227) one shard keeps; 0 turns sessions off.
+    pub fetch_session_slots_per_shard: usize,
+    /// Partitions one fetch session may hold; a larger full fetch gets no session.
+    pub fetch_session_max_partitions: usize,
+    /// A consumer's fetch session idle this long may be evicted for a new one (Kafka's
+    /// `min.incremental.fetch.session.eviction.ms`).
+    pub fetch_session_eviction_ms: u64,
     /// How often, in milliseconds, a partition that failed on a storage error retries
     /// (resumes once the disk accepts writes again, e.g. when space returns).
     pub storage_retry_interval_ms: u64,
@@ -326,6 +333,9 @@ impl Default for BrokerConfig {
             producer_state_rebuild_bytes: 4 * 1024 * 1024,
             storage_retry_interval_ms: 1_000,
             fetch_zero_copy: true,
+            fetch_session_slots_per_shard: 1000,
+            fetch_session_max_partitions: 50_000,
+            fetch_session_eviction_ms: 120_000,
             io_memory_bytes: 4 * 1024 * 1024,
             shard_channel_capacity: 1024,
             max_topics: 10_000,
@@ -706,6 +716,12 @@ impl BrokerConfig {
                 && self.request_read_timeout_ms >= 100
                 && self.response_write_timeout_ms >= 100,
             "connections_max_idle_ms, request_read_timeout_ms and response_write_timeout_ms must be at least 100"
+        );
+        anyhow::ensure!(
+            self.fetch_session_slots_per_shard <= 1_000_000
+                && (1..=10_000_000).contains(&self.fetch_session_max_partitions),
+            "fetch_session_slots_per_shard must be at most 1000000 and \
+             fetch_session_max_partitions between 1 and 10000000"
         );
         anyhow::ensure!(
             self.max_connections_per_shard >= 1,

@@ -3,9 +3,10 @@
 //! arrives or `max_wait_ms` passes. Consumer reads never go past the high watermark (the last
 //! stable offset for read_committed); a follower's fetch (replica id >= 0) reads up to the
 //! leader's log end and reports the follower's log end to replication, which moves the high
-//! watermark. No incremental sessions yet: every response says session 0, which
-//! tells clients to keep sending full requests (KIP-227 allows a broker to decline sessions).
+//! watermark. Incremental fetch sessions (KIP-227) are in `fetch_session`: an incremental request
+//! is expanded to the session's partitions here, and its response cut to what changed.
 
+use super::fetch_session;
 use super::owners::{run_on_owners, Slot, Slotted};
 use super::{Outcome, RequestContext, Response, ResponseChunk};
 use crate::log::{LogError, ReadChunk};
@@ -122,6 +123,7 @@ pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome 
             handled
         }
     };
+    let session_id = response.session_id;
     let framed = frame_response(
         context.api_version,
         context.header.correlation_id,
@@ -144,9 +146,15 @@ pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome 
                 // Kafka answers a throttled fetch at once, without records (the client
                 // fetches them again after the throttle), and takes back what it recorded.
                 quota::unrecord(QuotaKind::Fetch, tags, size_bytes, window);
+                // The session's client was told nothing of what was read: tell it all next time.
+                context
+                    .shard
+                    .fetch_sessions
+                    .borrow_mut()
+                    .resend_all(session_id);
                 let throttled = FetchResponse::default()
                     .with_throttle_time_ms(i32::try_from(throttle_ms).unwrap_or(i32::MAX))
-                    .with_session_id(0);
+                    .with_session_id(session_id);
                 frame_response(
                     context.api_version,
                     context.header.correlation_id,
@@ -169,14 +177,10 @@ pub async fn handle_frame(context: &RequestContext, mut body: Bytes) -> Outcome 
     }
 }
 
-async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchResponse, RecordsBySlot) {
-    if request.session_id != 0 {
-        // We never hand out sessions, so any id the client names is unknown to us.
-        let response = FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
-            .with_session_id(0);
-        return (response, RecordsBySlot::new());
-    }
+async fn handle(
+    context: &RequestContext,
+    mut request: FetchRequest,
+) -> (FetchResponse, RecordsBySlot) {
     let shard = &context.shard;
     let image = shard.metadata();
     let by_id = context.api_version >= 13;
@@ -185,6 +189,33 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
         request.replica_state.replica_id.0
     } else {
         request.replica_id.0
+    };
+    let session_limits = fetch_session::limits(&shard.config);
+    let opened = shard.fetch_sessions.borrow_mut().open(
+        &mut request,
+        by_id,
+        replica_id >= 0,
+        session_limits,
+        Instant::now(),
+    );
+    let opened = match opened {
+        Ok(opened) => {
+            if let fetch_session::Opened::Incremental(_) = opened {
+                crate::metrics::incremental_fetch();
+            }
+            opened
+        }
+        Err(error) => {
+            tracing::debug!(
+                session_id = request.session_id,
+                session_epoch = request.session_epoch,
+                "fetch session refused: {error:?}"
+            );
+            let response = FetchResponse::default()
+                .with_error_code(error.code())
+                .with_session_id(0);
+            return (response, RecordsBySlot::new());
+        }
     };
     let reader = if replica_id >= 0 {
         Reader::Follower(replica_id)
@@ -341,10 +372,49 @@ async fn handle(context: &RequestContext, request: FetchRequest) -> (FetchRespon
             );
         }
     }
+    let (session_id, keep) = shard.fetch_sessions.borrow_mut().finish(
+        opened,
+        &request.topics,
+        &responses,
+        |topic_slot, partition_slot| records.contains_key(&(topic_slot, partition_slot)),
+        session_limits,
+        Instant::now(),
+    );
+    let (responses, records) = match keep {
+        Some(keep) => keep_only(responses, records, &keep),
+        None => (responses, records),
+    };
     let response = FetchResponse::default()
-        .with_session_id(0)
+        .with_session_id(session_id)
         .with_responses(responses);
     (response, records)
+}
+
+/// An incremental response: only the partitions `keep` marks, topics left empty dropped, and
+/// the records renumbered to the new slots.
+fn keep_only(
+    responses: Vec<FetchableTopicResponse>,
+    mut records: RecordsBySlot,
+    keep: &[Vec<bool>],
+) -> (Vec<FetchableTopicResponse>, RecordsBySlot) {
+    let mut kept_topics = Vec::new();
+    let mut kept_records = RecordsBySlot::new();
+    for (topic_slot, mut topic) in responses.into_iter().enumerate() {
+        let partitions = std::mem::take(&mut topic.partitions);
+        for (partition_slot, partition) in partitions.into_iter().enumerate() {
+            if !keep[topic_slot][partition_slot] {
+                continue;
+            }
+            if let Some(chunks) = records.remove(&(topic_slot, partition_slot)) {
+                kept_records.insert((kept_topics.len(), topic.partitions.len()), chunks);
+            }
+            topic.partitions.push(partition);
+        }
+        if !topic.partitions.is_empty() {
+            kept_topics.push(topic);
+        }
+    }
+    (kept_topics, kept_records)
 }
 
 /// Frames a Fetch response as chunks: the encoded fields from kafka-protocol, with each

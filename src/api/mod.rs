@@ -27,6 +27,7 @@ mod describe_transactions;
 mod describe_user_scram_credentials;
 mod end_txn;
 mod fetch;
+pub mod fetch_session;
 mod find_coordinator;
 mod heartbeat;
 mod incremental_alter_configs;

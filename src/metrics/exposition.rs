@@ -459,6 +459,20 @@ impl Collector for SnapshotCollector {
             Counter,
             per_shard(|s| Sample::Counter(s.bytes_sent_total)),
         )?;
+        family(
+            e,
+            "fetch_sessions",
+            "Incremental fetch sessions (KIP-227) the shard holds.",
+            Gauge,
+            per_shard(|s| Sample::Gauge(s.fetch_sessions as i64)),
+        )?;
+        family(
+            e,
+            "incremental_fetches",
+            "Fetch requests answered within an incremental fetch session.",
+            Counter,
+            per_shard(|s| Sample::Counter(s.incremental_fetches_total)),
+        )?;
 
         // Storage.
         family(

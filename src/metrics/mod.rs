@@ -64,6 +64,7 @@ struct ShardMetrics {
     connections_closed: [Cell<u64>; ConnectionClosed::COUNT],
     bytes_received: Cell<u64>,
     bytes_sent: Cell<u64>,
+    incremental_fetches: Cell<u64>,
     batch_cache_hits: Cell<u64>,
     batch_cache_misses: Cell<u64>,
     fsyncs: Cell<u64>,
@@ -98,6 +99,7 @@ impl Default for ShardMetrics {
             connections_accepted: Cell::default(),
             connections_closed: Default::default(),
             bytes_received: Cell::default(),
+            incremental_fetches: Cell::default(),
             bytes_sent: Cell::default(),
             batch_cache_hits: Cell::default(),
             batch_cache_misses: Cell::default(),
@@ -263,6 +265,11 @@ pub fn add_bytes_received(bytes: usize) {
     LOCAL.with(|local| add(&local.bytes_received, bytes as u64));
 }
 
+/// A Fetch answered within an incremental fetch session (KIP-227).
+pub fn incremental_fetch() {
+    LOCAL.with(|local| add(&local.incremental_fetches, 1));
+}
+
 /// Bytes written to clients.
 pub fn add_bytes_sent(bytes: usize) {
     LOCAL.with(|local| add(&local.bytes_sent, bytes as u64));
@@ -330,6 +337,9 @@ pub struct ShardSnapshot {
     pub connections_closed_total: [u64; ConnectionClosed::COUNT],
     pub bytes_received_total: u64,
     pub bytes_sent_total: u64,
+    pub incremental_fetches_total: u64,
+    /// Incremental fetch sessions the shard holds.
+    pub fetch_sessions: u64,
     pub batch_cache_hits_total: u64,
     pub batch_cache_misses_total: u64,
     pub fsyncs_total: u64,
@@ -405,6 +415,7 @@ pub fn snapshot_local(shard: &Shard) -> ShardSnapshot {
     snapshot.partitions = partitions;
     snapshot.request_memory_free_bytes = shard.request_memory.available();
     snapshot.small_request_memory_free_bytes = shard.small_request_memory.available();
+    snapshot.fetch_sessions = shard.fetch_sessions.borrow().len() as u64;
     snapshot
 }
 
@@ -445,6 +456,9 @@ fn counters_snapshot() -> ShardSnapshot {
             connections_closed_total: std::array::from_fn(|i| local.connections_closed[i].get()),
             bytes_received_total: local.bytes_received.get(),
             bytes_sent_total: local.bytes_sent.get(),
+            incremental_fetches_total: local.incremental_fetches.get(),
+            // Filled in by `snapshot_local`, which has the shard.
+            fetch_sessions: 0,
             batch_cache_hits_total: local.batch_cache_hits.get(),
             batch_cache_misses_total: local.batch_cache_misses.get(),
             fsyncs_total: local.fsyncs.get(),

@@ -56,6 +56,8 @@ pub struct Shard {
     pub groups: crate::group::GroupShard,
     /// Transaction coordinator state of the `__transaction_state` partitions this shard leads.
     pub txns: crate::txn::coordinator::TxnShard,
+    /// Incremental fetch sessions opened on this shard's connections.
+    pub fetch_sessions: RefCell<crate::api::fetch_session::FetchSessionCache>,
     /// How this shard dials other brokers (inter-broker listener, TLS client, SASL login).
     pub inter_broker: crate::security::inter_broker::InterBrokerClient,
     /// Set when the broker is shutting down: stop accepting and reading requests.
@@ -360,6 +362,9 @@ async fn shard_main(
         partitions: PartitionTable::default(),
         groups: crate::group::GroupShard::default(),
         txns: crate::txn::coordinator::TxnShard::default(),
+        fetch_sessions: RefCell::new(crate::api::fetch_session::FetchSessionCache::new(
+            session_id_seed(shard_id),
+        )),
         inter_broker: crate::security::inter_broker::InterBrokerClient::new(
             config.inter_broker_security()?,
         )?,
@@ -510,4 +515,13 @@ fn block_termination_signals() -> anyhow::Result<nix::sys::signal::SigSet> {
     set.thread_block()
         .map_err(|e| anyhow::anyhow!("cannot block termination signals: {e}"))?;
     Ok(set)
+}
+
+/// Seeds a shard's fetch session ids: different per shard and per start, so a client holding
+/// an id from before a restart or from another shard is unlikely to name a live session.
+fn session_id_seed(shard_id: usize) -> u64 {
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    now_ns ^ ((shard_id as u64 + 1) << 48) ^ u64::from(std::process::id())
 }

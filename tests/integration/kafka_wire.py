@@ -94,6 +94,8 @@ class Err:
     TOPIC_ALREADY_EXISTS = 36
     INVALID_REQUEST = 42
     UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
+    FETCH_SESSION_ID_NOT_FOUND = 70
+    INVALID_FETCH_SESSION_EPOCH = 71
     INVALID_RECORD = 87
 
 
@@ -651,14 +653,17 @@ def decode_list_offsets_response(r: Reader, version: int) -> dict:
 
 def encode_fetch_request(version: int, topics: Sequence[tuple], max_wait_ms: int = 500,
                          min_bytes: int = 1, max_bytes: int = 50 * 1024 * 1024,
-                         isolation_level: int = 0) -> bytes:
-    """topics: [(topic, [(partition, fetch_offset, partition_max_bytes), ...]), ...]"""
+                         isolation_level: int = 0, session_id: int = 0, session_epoch: int = -1,
+                         forgotten: Sequence[tuple] = ()) -> bytes:
+    """topics: [(topic, [(partition, fetch_offset, partition_max_bytes), ...]), ...];
+    forgotten (v7+, incremental fetch sessions): [(topic, [partition, ...]), ...]. The default
+    session fields (id 0, epoch -1) ask for a full fetch without a session."""
     if not 4 <= version <= 11:
         raise ValueError("Fetch v4..v11 supported here")
     w = Writer().int32(-1).int32(max_wait_ms).int32(min_bytes).int32(max_bytes).int8(isolation_level)
     if version >= 7:
-        w.int32(0)   # session_id: full fetch, no session
-        w.int32(-1)  # session_epoch: -1 = no session (FINAL_EPOCH)
+        w.int32(session_id)
+        w.int32(session_epoch)
 
     def part(ww: Writer, item):
         index, offset, pmax = item
@@ -675,9 +680,14 @@ def encode_fetch_request(version: int, topics: Sequence[tuple], max_wait_ms: int
         ww.string(name)
         ww.array(list(parts), part)
 
+    def forgotten_topic(ww: Writer, item):
+        name, parts = item
+        ww.string(name)
+        ww.array(list(parts), lambda www, index: www.int32(index))
+
     w.array(list(topics), topic)
     if version >= 7:
-        w.array([], lambda ww, it: None)  # forgotten_topics_data
+        w.array(list(forgotten), forgotten_topic)
     if version >= 11:
         w.string("")  # rack_id
     return w.getvalue()
@@ -1022,9 +1032,11 @@ class KafkaConnection:
         return decode_list_offsets_response(r, version)
 
     def fetch(self, version: int, topics: Sequence[tuple], max_wait_ms: int = 500,
-              min_bytes: int = 1, max_bytes: int = 50 * 1024 * 1024) -> dict:
+              min_bytes: int = 1, max_bytes: int = 50 * 1024 * 1024, **session) -> dict:
+        """`session`: encode_fetch_request's session_id, session_epoch and forgotten."""
         r = self.request(ApiKey.FETCH, version,
-                         encode_fetch_request(version, topics, max_wait_ms, min_bytes, max_bytes))
+                         encode_fetch_request(version, topics, max_wait_ms, min_bytes, max_bytes,
+                                              **session))
         return decode_fetch_response(r, version)
 
 

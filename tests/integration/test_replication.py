@@ -144,6 +144,9 @@ def test_rf3_followers_hold_identical_batches_and_isr_is_full(cluster_factory):
                     return False
         return True
     cluster.wait_for(identical, 30, "followers' segments to equal the leader's")
+    # Followers fetch in incremental sessions (KIP-227): every leader answered some.
+    for node in cluster:
+        assert incremental_fetches(node) > 0, f"node {node.node_id} served no incremental fetch"
     got = consume_partitions(cluster[2].bootstrap, topic, range(partitions),
                              expected=dict(collections.Counter(r.partition for r in reports)), timeout=60)
     assert {(p, m.offset): m.value for p, ms in got.items() for m in ms} == acked
@@ -159,6 +162,14 @@ def test_rf3_followers_hold_identical_batches_and_isr_is_full(cluster_factory):
     created = json.loads(out.stdout)
     assert (created["partitions"], created["replicas"]) == (2, 3), created
     wait_isr(cluster, topic + "-cli", 2, [1, 2, 3])
+
+
+def incremental_fetches(node) -> float:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith("riptide_incremental_fetches_total{"))
 
 
 def latest_offset(node, topic: str, partition: int) -> tuple:

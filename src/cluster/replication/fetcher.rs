@@ -1,17 +1,18 @@
 //! Followers pull from leaders. One fetcher task per (shard, leader node): it keeps one
 //! connection to the leader's Kafka listener and fetches every partition this shard follows
-//! on that leader in one request (Fetch v12 with this node's replica id), after first asking
+//! on that leader in one request (Fetch v12 with this node's replica id, in an incremental fetch
+//! session when the leader grants one: only changed partitions go each way), after first asking
 //! OffsetForLeaderEpoch for any partition whose leader changed and cutting the divergent tail
 //! (KIP-101/KIP-279). The task ends when the shard follows nothing more on that leader.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -55,6 +56,93 @@ pub fn ensure_fetchers(shard: &Rc<Shard>) {
     }
 }
 
+/// The follower's side of an incremental fetch session (KIP-227) with one leader: what the
+/// leader holds for each partition, so a round sends only what changed (a follower of
+/// thousands of partitions would otherwise resend all of them every round).
+#[derive(Default)]
+struct FollowerSession {
+    /// 0: none; the next fetch is a full one that asks for a session.
+    id: i32,
+    next_epoch: i32,
+    /// The parameters the leader's session holds, by (topic, partition).
+    sent: HashMap<(String, i32), FetchPartition>,
+}
+
+impl FollowerSession {
+    /// The session fields and the partitions to send: everything for a full fetch, else the
+    /// partitions that are new or changed, and those to forget.
+    fn plan(
+        &self,
+        desired: &[(String, FetchPartition)],
+    ) -> (i32, i32, Vec<FetchTopic>, Vec<ForgottenTopic>) {
+        if self.id == 0 {
+            return (0, 0, group_topics(desired.iter()), Vec::new());
+        }
+        let changed = desired.iter().filter(|(topic, partition)| {
+            self.sent.get(&(topic.clone(), partition.partition)) != Some(partition)
+        });
+        let wanted: HashSet<(&str, i32)> = desired
+            .iter()
+            .map(|(topic, partition)| (topic.as_str(), partition.partition))
+            .collect();
+        let mut forgotten: Vec<ForgottenTopic> = Vec::new();
+        for (topic, partition) in self.sent.keys() {
+            if wanted.contains(&(topic.as_str(), *partition)) {
+                continue;
+            }
+            match forgotten.iter_mut().find(|f| f.topic.0.as_str() == topic) {
+                Some(entry) => entry.partitions.push(*partition),
+                None => forgotten.push(
+                    ForgottenTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(vec![*partition]),
+                ),
+            }
+        }
+        (self.id, self.next_epoch, group_topics(changed), forgotten)
+    }
+
+    /// After a successful answer: the leader's session now holds `desired`.
+    fn answered(
+        &mut self,
+        asked_epoch: i32,
+        session_id: i32,
+        desired: Vec<(String, FetchPartition)>,
+    ) {
+        self.id = session_id;
+        self.next_epoch = if asked_epoch == i32::MAX || session_id == 0 {
+            1
+        } else {
+            asked_epoch + 1
+        };
+        self.sent = desired
+            .into_iter()
+            .map(|(topic, partition)| ((topic, partition.partition), partition))
+            .collect();
+    }
+}
+
+/// Partitions under their topics, in order.
+fn group_topics<'a>(
+    partitions: impl Iterator<Item = &'a (String, FetchPartition)>,
+) -> Vec<FetchTopic> {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for (name, partition) in partitions {
+        let entry = match topics.iter_mut().position(|t| t.topic.0.as_str() == name) {
+            Some(index) => &mut topics[index],
+            None => {
+                topics.push(
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(name.clone()))),
+                );
+                topics.last_mut().expect("just pushed")
+            }
+        };
+        entry.partitions.push(partition.clone());
+    }
+    topics
+}
+
 /// One partition in a fetch: what was asked, to check the answer still applies.
 struct Fetching {
     partition: Rc<Partition>,
@@ -65,6 +153,7 @@ struct Fetching {
 async fn run(shard: Rc<Shard>, leader: i32) {
     tracing::debug!(shard = shard.id, leader, "replica fetcher started");
     let mut connection: Option<PeerConnection> = None;
+    let mut session = FollowerSession::default();
     let mut backoff_ms = BACKOFF_MIN_MS;
     // A refused login or TLS handshake is a configuration error operators must see, once per
     // change rather than once per retry.
@@ -74,7 +163,12 @@ async fn run(shard: Rc<Shard>, leader: i32) {
         if followed.is_empty() || shard.is_stopping() {
             break;
         }
-        let progressed = match round(&shard, leader, &followed, &mut connection).await {
+        if connection.is_none() {
+            // A new connection may reach another shard of the leader: start a new session.
+            session = FollowerSession::default();
+        }
+        let progressed = match round(&shard, leader, &followed, &mut connection, &mut session).await
+        {
             Ok(progressed) => progressed,
             Err(error) => {
                 let message = error.to_string();
@@ -125,6 +219,7 @@ async fn round(
     leader: i32,
     followed: &[Rc<Partition>],
     connection: &mut Option<PeerConnection>,
+    session: &mut FollowerSession,
 ) -> std::io::Result<bool> {
     if connection.is_none() {
         let image = shard.metadata();
@@ -160,7 +255,7 @@ async fn round(
         truncate_divergent(shard, connection, &untruncated).await?;
         return Ok(true);
     }
-    fetch(shard, connection, followed).await
+    fetch(shard, connection, followed, session).await
 }
 
 fn follower_epoch(partition: &Partition) -> Option<(i32, bool)> {
@@ -296,28 +391,19 @@ async fn fetch(
     shard: &Rc<Shard>,
     connection: &mut PeerConnection,
     followed: &[Rc<Partition>],
+    session: &mut FollowerSession,
 ) -> std::io::Result<bool> {
     let config = &shard.config;
     let mut fetching: Vec<Fetching> = Vec::with_capacity(followed.len());
-    let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut desired: Vec<(String, FetchPartition)> = Vec::with_capacity(followed.len());
     for partition in followed {
         let Some((leader_epoch, true)) = follower_epoch(partition) else {
             continue;
         };
         let log = &partition.log;
         let fetch_offset = log.next_offset();
-        let name = &partition.topic.name;
-        let entry = match topics.iter_mut().position(|t| t.topic.0.as_str() == name) {
-            Some(index) => &mut topics[index],
-            None => {
-                topics.push(
-                    FetchTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(name.clone()))),
-                );
-                topics.last_mut().expect("just pushed")
-            }
-        };
-        entry.partitions.push(
+        desired.push((
+            partition.topic.name.clone(),
             FetchPartition::default()
                 .with_partition(partition.index)
                 .with_current_leader_epoch(leader_epoch)
@@ -325,7 +411,7 @@ async fn fetch(
                 .with_last_fetched_epoch(-1)
                 .with_log_start_offset(log.log_start_offset())
                 .with_partition_max_bytes(config.replica_fetch_max_bytes as i32),
-        );
+        ));
         fetching.push(Fetching {
             partition: partition.clone(),
             leader_epoch,
@@ -335,17 +421,38 @@ async fn fetch(
     if fetching.is_empty() {
         return Ok(false);
     }
+    let (session_id, session_epoch, topics, forgotten) = session.plan(&desired);
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(config.node_id))
         .with_max_wait_ms(config.replica_fetch_wait_max_ms as i32)
         .with_min_bytes(1)
         .with_max_bytes(config.replica_fetch_response_max_bytes as i32)
         .with_isolation_level(0)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(topics);
+        .with_session_id(session_id)
+        .with_session_epoch(session_epoch)
+        .with_topics(topics)
+        .with_forgotten_topics_data(forgotten);
     let timeout = Duration::from_millis(config.replica_fetch_wait_max_ms + RESPONSE_GRACE_MS);
-    let response = connection.call(&request, FETCH_VERSION, timeout).await?;
+    let response = match connection.call(&request, FETCH_VERSION, timeout).await {
+        Ok(response) => response,
+        Err(error) => {
+            *session = FollowerSession::default();
+            return Err(error);
+        }
+    };
+    if response.error_code == ResponseError::FetchSessionIdNotFound.code()
+        || response.error_code == ResponseError::InvalidFetchSessionEpoch.code()
+    {
+        // Evicted, or the leader restarted: a full fetch next round opens a new session.
+        tracing::debug!(shard = shard.id, session_id, "fetch session lost");
+        *session = FollowerSession::default();
+        return Ok(true);
+    }
+    if response.error_code == 0 {
+        session.answered(session_epoch, response.session_id, desired);
+    } else {
+        *session = FollowerSession::default();
+    }
     let mut progressed = false;
     let mut any_error = response.error_code != 0;
     for topic in response.responses {
@@ -472,6 +579,63 @@ fn record_producers(partition: &Partition, batches: &Bytes) {
 mod tests {
     use super::*;
     use crate::protocol::record_batch::test_support::{build_uncompressed_batch, BatchParams};
+
+    fn wanted(topic: &str, partition: i32, offset: i64) -> (String, FetchPartition) {
+        (
+            topic.to_string(),
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset),
+        )
+    }
+
+    fn listed(topics: &[FetchTopic]) -> Vec<(String, i32, i64)> {
+        topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.topic.0.to_string(), p.partition, p.fetch_offset))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn follower_session_sends_only_changes_and_forgets_what_it_stopped_following() {
+        let mut session = FollowerSession::default();
+        let first = vec![wanted("a", 0, 10), wanted("a", 1, 20), wanted("b", 0, 5)];
+        let (id, epoch, topics, forgotten) = session.plan(&first);
+        assert_eq!(
+            (id, epoch),
+            (0, 0),
+            "the first fetch is full and opens a session"
+        );
+        assert_eq!(listed(&topics).len(), 3);
+        assert!(forgotten.is_empty());
+        session.answered(epoch, 77, first);
+
+        // a/1 advanced, b/0 is no longer followed.
+        let second = vec![wanted("a", 0, 10), wanted("a", 1, 25)];
+        let (id, epoch, topics, forgotten) = session.plan(&second);
+        assert_eq!((id, epoch), (77, 1));
+        assert_eq!(listed(&topics), vec![("a".to_string(), 1, 25)]);
+        assert_eq!(forgotten.len(), 1);
+        assert_eq!(forgotten[0].topic.0.as_str(), "b");
+        assert_eq!(forgotten[0].partitions, vec![0]);
+        session.answered(epoch, 77, second.clone());
+
+        // Nothing changed: an empty incremental fetch at the next epoch.
+        let (id, epoch, topics, forgotten) = session.plan(&second);
+        assert_eq!((id, epoch), (77, 2));
+        assert!(topics.is_empty() && forgotten.is_empty());
+
+        // A leader that declines sessions keeps getting full fetches.
+        let mut declined = FollowerSession::default();
+        let (_, epoch, _, _) = declined.plan(&second);
+        declined.answered(epoch, 0, second.clone());
+        assert_eq!(declined.plan(&second).1, 0);
+        assert_eq!(listed(&declined.plan(&second).2).len(), 2);
+    }
 
     #[test]
     fn whole_batches_cut_a_partial_last_batch() {
