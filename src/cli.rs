@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Request memory kept for small frames only [default: 16777216].
     #[arg(long)]
     pub small_request_memory_per_shard_bytes: Option<usize>,
+    /// Request memory a frame reserves before its first body bytes; then up to three times
+    /// what arrived ahead [default: 4096].
+    #[arg(long)]
+    pub request_memory_step_bytes: Option<usize>,
     #[arg(long)]
     pub max_in_flight_requests_per_connection: Option<usize>,
     /// Kafka listeners, e.g. PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://0.0.0.0:9093
@@ -134,6 +138,13 @@ pub struct ServeArgs {
     /// Client connections per shard; more are closed on accept [default: 65536].
     #[arg(long)]
     pub max_connections_per_shard: Option<usize>,
+    /// Client connections per source address over all shards; more are closed on accept
+    /// (Kafka's max.connections.per.ip) [default: 2147483647, unlimited].
+    #[arg(long)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Per-address exceptions to --max-connections-per-ip: ADDRESS:COUNT,ADDRESS:COUNT.
+    #[arg(long)]
+    pub max_connections_per_ip_overrides: Option<String>,
     #[arg(long, action = clap::ArgAction::Set)]
     pub auto_create_topics: Option<bool>,
     #[arg(long)]
@@ -347,6 +358,7 @@ impl ServeArgs {
             max_request_memory_per_shard_bytes,
             small_request_max_bytes,
             small_request_memory_per_shard_bytes,
+            request_memory_step_bytes,
             max_in_flight_requests_per_connection,
             listeners,
             advertised_listeners,
@@ -370,6 +382,8 @@ impl ServeArgs {
             request_read_timeout_ms,
             response_write_timeout_ms,
             max_connections_per_shard,
+            max_connections_per_ip,
+            max_connections_per_ip_overrides,
             auto_create_topics,
             num_partitions,
             segment_bytes,

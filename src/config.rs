@@ -4,6 +4,7 @@
 //! and change each bound in one place.
 
 use serde::Deserialize;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Settings of one broker process. Keys match the TOML file and the `serve` flags (with `-`).
@@ -77,6 +78,10 @@ pub struct BrokerConfig {
     pub small_request_max_bytes: usize,
     /// Request memory only small frames may take, beside `max_request_memory_per_shard_bytes`.
     pub small_request_memory_per_shard_bytes: usize,
+    /// Request memory is reserved as a frame's body arrives: this much before its first bytes,
+    /// then up to three times what has arrived ahead of it. A client that declares a frame and
+    /// sends it slowly (or not at all) holds only in proportion to what it sent.
+    pub request_memory_step_bytes: usize,
     /// Requests a connection may have in progress before the broker stops reading from it.
     pub max_in_flight_requests_per_connection: usize,
     /// A connection with nothing in flight that sends no request for this long is closed
@@ -90,6 +95,13 @@ pub struct BrokerConfig {
     pub response_write_timeout_ms: u64,
     /// Open client connections one shard serves; connections past it are closed on accept.
     pub max_connections_per_shard: usize,
+    /// Open client connections one source address may have to the broker, over all shards
+    /// (Kafka's `max.connections.per.ip`); connections past it are closed on accept.
+    /// [`UNLIMITED_CONNECTIONS_PER_IP`] (Kafka's default) counts nothing.
+    pub max_connections_per_ip: usize,
+    /// Per-address exceptions to `max_connections_per_ip`, Kafka's
+    /// `max.connections.per.ip.overrides` form `ADDRESS:COUNT,ADDRESS:COUNT` (IP addresses).
+    pub max_connections_per_ip_overrides: String,
     /// Metadata requests create unknown topics (Kafka's `auto.create.topics.enable`).
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics (Kafka's `num.partitions`).
@@ -294,6 +306,7 @@ impl Default for BrokerConfig {
             max_request_memory_per_shard_bytes: 256 * 1024 * 1024,
             small_request_max_bytes: 64 * 1024,
             small_request_memory_per_shard_bytes: 16 * 1024 * 1024,
+            request_memory_step_bytes: 4096,
             max_in_flight_requests_per_connection: 128,
             listeners: None,
             advertised_listeners: None,
@@ -316,6 +329,8 @@ impl Default for BrokerConfig {
             request_read_timeout_ms: 30_000,
             response_write_timeout_ms: 60_000,
             max_connections_per_shard: 65_536,
+            max_connections_per_ip: UNLIMITED_CONNECTIONS_PER_IP,
+            max_connections_per_ip_overrides: String::new(),
             auto_create_topics: true,
             num_partitions: 1,
             segment_bytes: 128 * 1024 * 1024,
@@ -661,6 +676,11 @@ impl BrokerConfig {
     }
 
     /// SASL mechanisms served, parsed from `sasl_enabled_mechanisms`.
+    /// `max_connections_per_ip_overrides`, parsed.
+    pub fn connections_per_ip_overrides(&self) -> anyhow::Result<Vec<(IpAddr, usize)>> {
+        parse_connections_per_ip_overrides(&self.max_connections_per_ip_overrides)
+    }
+
     pub fn sasl_mechanisms(&self) -> anyhow::Result<Vec<SaslMechanism>> {
         self.sasl_enabled_mechanisms
             .split(',')
@@ -708,6 +728,11 @@ impl BrokerConfig {
              small_request_memory_per_shard_bytes at least small_request_max_bytes"
         );
         anyhow::ensure!(
+            self.request_memory_step_bytes >= 1
+                && self.request_memory_step_bytes <= self.small_request_max_bytes,
+            "request_memory_step_bytes must be at least 1 and at most small_request_max_bytes"
+        );
+        anyhow::ensure!(
             self.max_in_flight_requests_per_connection >= 1,
             "max_in_flight_requests_per_connection must be at least 1"
         );
@@ -726,6 +751,13 @@ impl BrokerConfig {
         anyhow::ensure!(
             self.max_connections_per_shard >= 1,
             "max_connections_per_shard must be at least 1"
+        );
+        let ip_overrides = self.connections_per_ip_overrides()?;
+        // Kafka's rule: a default of 0 refuses every client, which only makes sense beside
+        // overrides that let some in.
+        anyhow::ensure!(
+            self.max_connections_per_ip >= 1 || !ip_overrides.is_empty(),
+            "max_connections_per_ip may be 0 only with max_connections_per_ip_overrides"
         );
         anyhow::ensure!(
             self.num_partitions >= 1,
@@ -1067,6 +1099,47 @@ pub struct Listener {
 }
 
 /// `NAME://HOST:PORT,...` → (name, HOST:PORT).
+/// `max_connections_per_ip` that limits nothing: Kafka's default, `Int.MaxValue`.
+pub const UNLIMITED_CONNECTIONS_PER_IP: usize = i32::MAX as usize;
+
+/// Kafka's `max.connections.per.ip.overrides` form: `ADDRESS:COUNT` entries separated by commas,
+/// whitespace around either ignored; the count follows the last colon, so IPv6 addresses need
+/// no brackets (`::1:10`), though `[::1]:10` is accepted too. Host names are not resolved.
+pub fn parse_connections_per_ip_overrides(text: &str) -> anyhow::Result<Vec<(IpAddr, usize)>> {
+    let mut overrides: Vec<(IpAddr, usize)> = Vec::new();
+    for entry in text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let (address, count) = entry.rsplit_once(':').ok_or_else(|| {
+            anyhow::anyhow!("max_connections_per_ip_overrides entry {entry:?} is not ADDRESS:COUNT")
+        })?;
+        let address = address.trim();
+        let address = address
+            .strip_prefix('[')
+            .and_then(|inner| inner.strip_suffix(']'))
+            .unwrap_or(address);
+        let ip: IpAddr = address.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "max_connections_per_ip_overrides entry {entry:?}: {address:?} is not an IP address"
+            )
+        })?;
+        let count: usize = count.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "max_connections_per_ip_overrides entry {entry:?}: the count is not a number from 0"
+            )
+        })?;
+        let ip = ip.to_canonical();
+        anyhow::ensure!(
+            overrides.iter().all(|(seen, _)| *seen != ip),
+            "max_connections_per_ip_overrides names {ip} twice"
+        );
+        overrides.push((ip, count));
+    }
+    Ok(overrides)
+}
+
 fn parse_listener_list(list: &str) -> anyhow::Result<Vec<(String, String)>> {
     list.split(',')
         .map(str::trim)
@@ -1119,6 +1192,66 @@ mod tests {
         assert_eq!(config.num_partitions, 3);
         assert_eq!(config.data_dir, PathBuf::from("./riptide-data"));
         assert!(BrokerConfig::from_toml_str("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn connections_per_ip_overrides_parse_kafka_form() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(parse_connections_per_ip_overrides("").unwrap(), vec![]);
+        assert_eq!(parse_connections_per_ip_overrides(" , ").unwrap(), vec![]);
+        assert_eq!(
+            parse_connections_per_ip_overrides(
+                "127.0.0.1:5, 10.1.2.3 : 0,::1:7,[fe80::2]:9,::ffff:192.168.0.1:2"
+            )
+            .unwrap(),
+            vec![
+                (ip("127.0.0.1"), 5),
+                (ip("10.1.2.3"), 0),
+                (ip("::1"), 7),
+                (ip("fe80::2"), 9),
+                (ip("192.168.0.1"), 2),
+            ]
+        );
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:",
+            "127.0.0.1:-1",
+            "127.0.0.1:many",
+            "broker.example.com:3",
+            "300.0.0.1:3",
+            ":3",
+            "127.0.0.1:3,127.0.0.1:4",
+        ] {
+            let error = parse_connections_per_ip_overrides(bad)
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                error.contains("max_connections_per_ip_overrides"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn connections_per_ip_zero_needs_overrides() {
+        let mut config = BrokerConfig {
+            max_connections_per_ip: 0,
+            ..BrokerConfig::default()
+        };
+        assert!(config.validate().is_err());
+        config.max_connections_per_ip_overrides = "127.0.0.1:10".into();
+        config.validate().unwrap();
+        config.max_connections_per_ip_overrides = "localhost:10".into();
+        assert!(config.validate().is_err());
+        let config = BrokerConfig::from_toml_str(
+            "max_connections_per_ip = 3\nmax_connections_per_ip_overrides = \"127.0.0.2:9\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.max_connections_per_ip, 3);
+        assert_eq!(
+            config.connections_per_ip_overrides().unwrap(),
+            vec![("127.0.0.2".parse().unwrap(), 9)]
+        );
     }
 
     #[test]

@@ -373,13 +373,19 @@ impl Collector for SnapshotCollector {
         family(
             e,
             "request_memory_free_bytes",
-            "Free request memory of the shard: shared (max_request_memory_per_shard_bytes) and \
-             kept for small frames (small_request_memory_per_shard_bytes).",
+            "Free request memory of the shard: shared (max_request_memory_per_shard_bytes), \
+             kept for small frames (small_request_memory_per_shard_bytes), and the reserves \
+             part-read frames finish in when the pools are full (one largest frame each).",
             Gauge,
             shards.iter().flat_map(|shard| {
                 [
                     ("shared", shard.request_memory_free_bytes),
                     ("small", shard.small_request_memory_free_bytes),
+                    ("finishing", shard.finishing_request_memory_free_bytes),
+                    (
+                        "small_finishing",
+                        shard.small_finishing_request_memory_free_bytes,
+                    ),
                 ]
                 .into_iter()
                 .map(move |(pool, free)| {

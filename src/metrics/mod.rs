@@ -225,18 +225,22 @@ pub enum ConnectionClosed {
     ResponseTimeout,
     /// Refused on accept: the shard serves `max_connections_per_shard`.
     OverLimit,
+    /// Refused on accept: the client's address has `max_connections_per_ip` (or its override)
+    /// connections open to the broker.
+    OverIpLimit,
     /// The TLS handshake failed (untrusted or expired certificate, no common cipher, not TLS)
     /// or did not finish within `request_read_timeout_ms`.
     TlsHandshakeFailed,
 }
 
 impl ConnectionClosed {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
     pub const ALL: [ConnectionClosed; Self::COUNT] = [
         ConnectionClosed::Idle,
         ConnectionClosed::RequestTimeout,
         ConnectionClosed::ResponseTimeout,
         ConnectionClosed::OverLimit,
+        ConnectionClosed::OverIpLimit,
         ConnectionClosed::TlsHandshakeFailed,
     ];
 
@@ -246,6 +250,7 @@ impl ConnectionClosed {
             ConnectionClosed::RequestTimeout => "request_timeout",
             ConnectionClosed::ResponseTimeout => "response_timeout",
             ConnectionClosed::OverLimit => "over_limit",
+            ConnectionClosed::OverIpLimit => "over_ip_limit",
             ConnectionClosed::TlsHandshakeFailed => "tls_handshake_failed",
         }
     }
@@ -329,9 +334,12 @@ pub struct ShardSnapshot {
     /// Indexed by [`QuotaKind`] as usize.
     pub quota_throttled_total: [u64; QuotaKind::COUNT],
     pub quota_throttle_ms_total: [u64; QuotaKind::COUNT],
-    /// Free bytes of the shard's request memory, shared and small-frame only.
+    /// Free bytes of the shard's request memory, shared and small-frame only, and of the
+    /// reserves that part-read frames finish in.
     pub request_memory_free_bytes: u64,
     pub small_request_memory_free_bytes: u64,
+    pub finishing_request_memory_free_bytes: u64,
+    pub small_finishing_request_memory_free_bytes: u64,
     pub connections_accepted_total: u64,
     /// Indexed by [`ConnectionClosed`] as usize.
     pub connections_closed_total: [u64; ConnectionClosed::COUNT],
@@ -413,8 +421,11 @@ pub fn snapshot_local(shard: &Shard) -> ShardSnapshot {
     let mut snapshot = counters_snapshot();
     snapshot.shard = shard.id;
     snapshot.partitions = partitions;
-    snapshot.request_memory_free_bytes = shard.request_memory.available();
-    snapshot.small_request_memory_free_bytes = shard.small_request_memory.available();
+    let free = shard.request_memory.free_bytes();
+    snapshot.request_memory_free_bytes = free.shared;
+    snapshot.small_request_memory_free_bytes = free.small;
+    snapshot.finishing_request_memory_free_bytes = free.finishing;
+    snapshot.small_finishing_request_memory_free_bytes = free.small_finishing;
     snapshot.fetch_sessions = shard.fetch_sessions.borrow().len() as u64;
     snapshot
 }
@@ -452,6 +463,8 @@ fn counters_snapshot() -> ShardSnapshot {
             // Filled in by `snapshot_local`, which has the shard.
             request_memory_free_bytes: 0,
             small_request_memory_free_bytes: 0,
+            finishing_request_memory_free_bytes: 0,
+            small_finishing_request_memory_free_bytes: 0,
             connections_accepted_total: local.connections_accepted.get(),
             connections_closed_total: std::array::from_fn(|i| local.connections_closed[i].get()),
             bytes_received_total: local.bytes_received.get(),

@@ -10,10 +10,16 @@
 //!
 //! Every wait on the client is bounded, so no client holds a connection, its request memory or
 //! its responses indefinitely: a connection with nothing in flight is closed after
-//! `connections_max_idle_ms` without a request; a frame must arrive within
-//! `request_read_timeout_ms` of its first byte (its size prefix) and of its memory being granted
-//! (its body); a response must be taken by the client within `response_write_timeout_ms`. A shard
-//! serves at most `max_connections_per_shard` connections.
+//! `connections_max_idle_ms` without a request; a frame's size prefix must arrive within
+//! `request_read_timeout_ms` of its first byte, and its body within as much reading time (waits
+//! for request memory excluded); a response must be taken by the client within
+//! `response_write_timeout_ms`. Request memory is reserved as a frame's bytes arrive, not when
+//! its size is declared (`request_memory`). A shard serves at most `max_connections_per_shard`
+//! connections, and the broker at most `max_connections_per_ip` from one client address
+//! (`connections_per_ip`).
+
+pub mod connections_per_ip;
+pub mod request_memory;
 
 use crate::api::{self, Outcome};
 use crate::metrics::ConnectionClosed;
@@ -24,7 +30,7 @@ use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::{FutureExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
-use glommio::sync::StaticPermit;
+use request_memory::FrameMemory;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -42,6 +48,22 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 thread_local! {
     static LAST_REFUSAL_LOG: Cell<Option<Instant>> = const { Cell::new(None) };
+    static LAST_IP_REFUSAL_LOG: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Whether a refusal should be logged now (at most once per `REFUSAL_LOG_INTERVAL` per kind and
+/// shard: a flood of connections must not become a flood of log lines).
+fn refusal_log_due(last_log: &'static std::thread::LocalKey<Cell<Option<Instant>>>) -> bool {
+    let now = Instant::now();
+    last_log.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL);
+        if due {
+            last.set(Some(now));
+        }
+        due
+    })
 }
 
 /// Accepts connections on one Kafka listener until shutdown begins.
@@ -63,17 +85,7 @@ pub async fn accept_loop(
                     >= shard.config.max_connections_per_shard as u64 =>
             {
                 crate::metrics::connection_closed(ConnectionClosed::OverLimit);
-                let now = Instant::now();
-                let log_due = LAST_REFUSAL_LOG.with(|last| {
-                    let due = last
-                        .get()
-                        .is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL);
-                    if due {
-                        last.set(Some(now));
-                    }
-                    due
-                });
-                if log_due {
+                if refusal_log_due(&LAST_REFUSAL_LOG) {
                     tracing::warn!(shard = shard.id, peer = ?stream.peer_addr().ok(),
                         max_connections_per_shard = shard.config.max_connections_per_shard,
                         "refusing connections: the shard serves its maximum");
@@ -84,10 +96,28 @@ pub async fn accept_loop(
                 let peer = stream
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                // Counted until the connection's task ends, whichever shard it runs on.
+                let ip_connection = match &shard.connections_per_ip {
+                    None => None,
+                    Some(counter) => match counter.open(peer.ip()) {
+                        Ok(counted) => Some(counted),
+                        Err(limit) => {
+                            crate::metrics::connection_closed(ConnectionClosed::OverIpLimit);
+                            if refusal_log_due(&LAST_IP_REFUSAL_LOG) {
+                                tracing::warn!(shard = shard.id, %peer,
+                                    max_connections_per_ip = limit,
+                                    "refusing connections: the address has its maximum open");
+                            }
+                            drop(stream);
+                            continue;
+                        }
+                    },
+                };
                 let connection_shard = shard.clone();
                 let listener_config = listener_config.clone();
                 let tls = tls.clone();
                 let spawned = shard.stopping.spawn(async move {
+                    let _ip_connection = ip_connection;
                     match tls {
                         None => {
                             let session = Session::new(listener_config, None);
@@ -277,7 +307,7 @@ async fn serve_connection<R, W>(
                     _ = stopped => return ReadEnd::Finished,
                     frame = read_frame(&mut reader, &shard, peer, &activity, &session).fuse() => frame,
                 };
-                let (frame, memory_permit) = match frame {
+                let (frame, memory) = match frame {
                     Ok(Some(frame)) => frame,
                     Ok(None) => return ReadEnd::Finished,
                     Err(()) => return ReadEnd::Abort,
@@ -296,7 +326,7 @@ async fn serve_connection<R, W>(
                     let session = session.clone();
                     async move {
                         // The request's memory stays reserved until its handler is done.
-                        let _memory_permit = memory_permit;
+                        let _memory = memory;
                         api::handle_request(shard, frame, peer, session).await
                     }
                 })
@@ -363,7 +393,7 @@ async fn serve_connection<R, W>(
     tracing::debug!(shard = shard.id, %peer, "connection closed");
 }
 
-/// Reads one frame, reserving its size from the shard's request memory first (waiting while the
+/// Reads one frame, reserving the shard's request memory as its bytes arrive (waiting while the
 /// shard is full: backpressure). `Ok(None)` on a clean end of stream; `Err` when the connection
 /// must close: a protocol violation, an I/O error, or a client that breaks a time bound (idle
 /// with nothing in flight, or a frame arriving too slowly).
@@ -373,7 +403,7 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
     peer: SocketAddr,
     activity: &Activity,
     session: &Session,
-) -> Result<Option<(Bytes, StaticPermit)>, ()> {
+) -> Result<Option<(Bytes, FrameMemory)>, ()> {
     // Before authentication only small SASL requests may come: a stranger cannot make the
     // shard reserve large frames.
     let max_request_size_bytes = if session.is_authenticated() {
@@ -451,46 +481,63 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
         );
         return Err(());
     }
-    let Ok(memory_permit) = reserve_request_memory(shard, size).await else {
+    let Some((frame, memory)) = read_body(reader, shard, peer, size, read_timeout).await else {
         return Err(());
     };
-    let mut frame = BytesMut::zeroed(size);
-    match within(read_timeout, reader.read_exact(&mut frame)).await {
-        Some(Ok(())) => {}
-        Some(Err(error)) => {
-            tracing::warn!(%peer, size, "closing connection: truncated frame ({error})");
-            return Err(());
-        }
-        None => {
-            crate::metrics::connection_closed(ConnectionClosed::RequestTimeout);
-            tracing::warn!(%peer, size, request_read_timeout_ms = read_timeout.as_millis() as u64,
-                "closing connection: request frame not received in time");
-            return Err(());
-        }
-    }
     crate::metrics::add_bytes_received(size_prefix.len() + size);
-    Ok(Some((frame.freeze(), memory_permit)))
+    Ok(Some((frame.freeze(), memory)))
 }
 
-/// Reserves a frame's bytes of the shard's request memory, waiting while it is full. A small
-/// frame takes shared memory if some is free at once, else waits on the small-request memory:
-/// it never queues behind large frames (the semaphore is first come, first served), nor waits
-/// on connections that declared large frames and send them slowly or not at all.
-async fn reserve_request_memory(
+/// Reads a frame's body of `size` bytes, reserving request memory as the bytes arrive (see
+/// `request_memory`), within `read_timeout` of reading time: waits for memory do not count,
+/// they are the shard's backpressure, not the client's slowness. `None` when the connection
+/// must close.
+async fn read_body<R: futures::io::AsyncRead + Unpin>(
+    reader: &mut R,
     shard: &Shard,
-    size_bytes: usize,
-) -> glommio::Result<StaticPermit, ()> {
-    let units = size_bytes as u64;
-    if size_bytes > shard.config.small_request_max_bytes {
-        return shard.request_memory.acquire_static_permit(units).await;
+    peer: SocketAddr,
+    size: usize,
+    read_timeout: Duration,
+) -> Option<(BytesMut, FrameMemory)> {
+    let mut memory = FrameMemory::new(&shard.request_memory, size);
+    // Address space for the whole frame, so it is never copied to grow; its pages are written
+    // (zeroed just before the read that fills them) only as far as memory is reserved.
+    let mut frame = BytesMut::with_capacity(size);
+    let mut deadline = Instant::now() + read_timeout;
+    let timer = glommio::timer::sleep(read_timeout).fuse();
+    futures::pin_mut!(timer);
+    while frame.len() < size {
+        let arrived = frame.len();
+        if !memory.try_grow(arrived) {
+            let waiting_since = Instant::now();
+            if memory.grow_waiting(arrived).await.is_err() {
+                return None;
+            }
+            deadline += waiting_since.elapsed();
+            timer.set(
+                glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).fuse(),
+            );
+        }
+        let reserved = memory.reserved_bytes();
+        frame.resize(reserved, 0);
+        let read = reader.read_exact(&mut frame[arrived..reserved]).fuse();
+        futures::pin_mut!(read);
+        futures::select! {
+            read = read => if let Err(error) = read {
+                tracing::warn!(%peer, size, received = arrived,
+                    "closing connection: truncated frame ({error})");
+                return None;
+            },
+            _ = timer => {
+                crate::metrics::connection_closed(ConnectionClosed::RequestTimeout);
+                tracing::warn!(%peer, size, received = arrived,
+                    request_read_timeout_ms = read_timeout.as_millis() as u64,
+                    "closing connection: request frame not received in time");
+                return None;
+            }
+        }
     }
-    if let Ok(permit) = shard.request_memory.try_acquire_static_permit(units) {
-        return Ok(permit);
-    }
-    shard
-        .small_request_memory
-        .acquire_static_permit(units)
-        .await
+    Some((frame, memory))
 }
 
 /// `work`'s output, or `None` if it takes longer than `timeout` (it is dropped then).

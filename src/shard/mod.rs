@@ -41,12 +41,13 @@ pub struct Shard {
     /// Held while the startup open or an image apply changes `partitions`: an image that
     /// arrives during the startup open must not open the same log a second time.
     pub partitions_change_lock: glommio::sync::Semaphore,
-    /// Bytes of request frames the shard holds at once (`max_request_memory_per_shard_bytes`);
-    /// connections wait for room before reading the next frame.
-    pub request_memory: Rc<glommio::sync::Semaphore>,
-    /// Request memory only frames up to `small_request_max_bytes` may take
-    /// (`small_request_memory_per_shard_bytes`).
-    pub small_request_memory: Rc<glommio::sync::Semaphore>,
+    /// Bytes of request frames the shard holds at once (`max_request_memory_per_shard_bytes`,
+    /// and `small_request_memory_per_shard_bytes` for small frames); connections wait for room
+    /// before reading more of a frame.
+    pub request_memory: crate::net::request_memory::RequestMemory,
+    /// Connections per client address over all shards (`max_connections_per_ip`); `None` when
+    /// no address is limited.
+    pub connections_per_ip: Option<Arc<crate::net::connections_per_ip::ConnectionsPerIp>>,
     /// `senders[peer]` carries tasks to shard `peer`; `None` at our own index.
     senders: Vec<Option<ConnectedSender<ShardTask>>>,
     /// The metadata node (controller quorum driver, metadata image, broker lifecycle): set on
@@ -190,6 +191,8 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     let shard_count = cpus.len();
     // Heartbeats for the systemd watchdog and readiness for the admin endpoint.
     let liveness = Arc::new(crate::service::Liveness::new(shard_count));
+    let connections_per_ip =
+        crate::net::connections_per_ip::ConnectionsPerIp::from_config(&config)?;
     memlock::ensure_memlock(shard_count, config.io_memory_bytes)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         anyhow::anyhow!(
@@ -223,6 +226,7 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
         let started = started.clone();
         let drained = drained.clone();
         let liveness = liveness.clone();
+        let connections_per_ip = connections_per_ip.clone();
         let ready_sender = ready_sender.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{shard_id}"))
@@ -242,6 +246,7 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
                     drained,
                     ready_sender.clone(),
                     liveness,
+                    connections_per_ip,
                 )
                 .await;
                 if let Err(error) = &outcome {
@@ -331,6 +336,7 @@ async fn shard_main(
     drained: Arc<ShardBarrier>,
     ready_sender: std::sync::mpsc::Sender<anyhow::Result<()>>,
     liveness: Arc<crate::service::Liveness>,
+    connections_per_ip: Option<Arc<crate::net::connections_per_ip::ConnectionsPerIp>>,
 ) -> anyhow::Result<()> {
     // Both ends of a shared channel must connect before either connect completes: connect every
     // channel of this shard at once, or two shards would wait on each other.
@@ -369,12 +375,8 @@ async fn shard_main(
             config.inter_broker_security()?,
         )?,
         partitions_change_lock: glommio::sync::Semaphore::new(1),
-        request_memory: Rc::new(glommio::sync::Semaphore::new(
-            config.max_request_memory_per_shard_bytes as u64,
-        )),
-        small_request_memory: Rc::new(glommio::sync::Semaphore::new(
-            config.small_request_memory_per_shard_bytes as u64,
-        )),
+        request_memory: crate::net::request_memory::RequestMemory::new(&config),
+        connections_per_ip,
         senders,
         stopping: Rc::new(glommio::sync::Gate::new()),
         stop_signal: RefCell::new(Some(futures::FutureExt::shared(stop_receiver))),

@@ -1,8 +1,12 @@
 """Bounded waits on clients: idle connections (`connections_max_idle_ms`), frames that arrive too
 slowly (`request_read_timeout_ms`, slowloris), clients that never read their responses
-(`response_write_timeout_ms`), and the connection cap (`max_connections_per_shard`). Each case
-checks the offending connection is closed, the closure is counted in
-`riptide_connections_closed_total{reason=...}`, and a well-behaved client beside it is served.
+(`response_write_timeout_ms`), and the connection caps (`max_connections_per_shard`,
+`max_connections_per_ip` and its overrides). Each case checks the offending connection is
+closed, the closure is counted in `riptide_connections_closed_total{reason=...}`, and a
+well-behaved client beside it is served.
+
+Request memory follows the bytes of a frame that arrived, not the size it declared: many slow
+frames do not starve other clients, and part-read frames that fill the memory still complete.
 
 The limits are set to about a second so the tests are quick; every wait is on a condition with a
 deadline. Where a test shows a connection is *not* closed early, it does so by keeping it busy
@@ -196,37 +200,197 @@ def test_connections_over_the_limit_are_refused(broker_factory):
 
 
 def free_request_memory(broker, pool):
-    """riptide_request_memory_free_bytes{pool=...} of the broker's (one) shard."""
+    """riptide_request_memory_free_bytes{pool=...}, summed over the broker's shards."""
     with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics", timeout=10) as r:
         text = r.read().decode()
     pattern = re.compile(r'^riptide_request_memory_free_bytes\{[^}]*pool="%s"[^}]*\} (\S+)$' % pool)
     return sum(float(m.group(1)) for m in map(pattern.match, text.splitlines()) if m)
 
 
-@pytest.mark.timeout(120)
-def test_small_requests_are_served_while_large_frames_hold_the_request_memory(broker_factory):
-    """Connections that declare large frames and send nothing more take the shard's shared
-    request memory (and a third waits for it); small requests of other clients go on being
-    served from the small-request memory, long before the read timeout frees anything."""
-    frame_mib = 2
-    broker = broker_factory("--max-request-size-bytes", str(frame_mib * 1024 * 1024),
-                            "--max-request-memory-per-shard-bytes", str(2 * frame_mib * 1024 * 1024),
+MIB = 1024 * 1024
+STEP = 4096  # request_memory_step_bytes' default
+
+
+@pytest.mark.timeout(180)
+def test_slowloris_frames_do_not_starve_other_clients(broker_factory):
+    """400 connections declare 64 KiB frames and 8 declare 1 MiB frames, each sending a few bytes
+    of the body and no more. Together they declare four times the shard's request memory (small
+    and shared), but memory follows the bytes that arrived, not the sizes declared: each holds
+    one step, and an honest client's Metadata, produce and fetch round trips complete long before
+    the 60 s read timeout would free anything."""
+    small_hogs, large_hogs = 400, 8
+    broker = broker_factory("--max-request-size-bytes", str(MIB),
+                            "--max-request-memory-per-shard-bytes", str(4 * MIB),
+                            "--small-request-memory-per-shard-bytes", str(4 * MIB),
                             "--request-read-timeout-ms", "60000", cores=1)
     hogs = []
-    for _ in range(3):
-        hog = connect(broker)
-        hog.send_raw(struct.pack(">i", frame_mib * 1024 * 1024))
-        hogs.append(hog)
-    wait_until(lambda: free_request_memory(broker, "shared") == 0, 30, "the hogs to hold the shared memory")
-    started = time.monotonic()
-    with connect(broker) as victim:
-        assert victim.metadata(1)["brokers"]
-        victim.api_versions(0)
-    # A librdkafka client's whole round trip: metadata, produce, fetch, offsets.
+    try:
+        for declared in [64 * 1024] * small_hogs + [MIB] * large_hogs:
+            hog = connect(broker)
+            hog.send_raw(struct.pack(">i", declared) + b"\x00\x03\x00\x09slow")
+            hogs.append(hog)
+        held = (small_hogs + large_hogs) * STEP
+        total = 8 * MIB
+
+        def hogs_reading():
+            free = free_request_memory(broker, "shared") + free_request_memory(broker, "small")
+            return free <= total - held
+
+        wait_until(hogs_reading, 60, "every slow frame to be waiting for its body")
+        started = time.monotonic()
+        with connect(broker) as victim:
+            assert victim.metadata(1)["brokers"]
+            victim.api_versions(0)
+        served(broker)  # librdkafka: metadata, produce, fetch, offsets
+        elapsed = time.monotonic() - started
+        assert elapsed < 30, f"the honest client took {elapsed:.1f}s: it waited for the slow frames"
+        # The honest client's last requests may still be finishing: wait for their memory.
+        wait_until(lambda: free_request_memory(broker, "shared")
+                   + free_request_memory(broker, "small") == total - held, 30,
+                   "the slow frames to hold one step each and no more")
+    finally:
+        for hog in hogs:
+            hog.close()
+    wait_until(lambda: free_request_memory(broker, "shared") == 4 * MIB
+               and free_request_memory(broker, "small") == 4 * MIB, 30, "the slow frames' memory returned")
+
+
+@pytest.mark.timeout(120)
+def test_declared_frames_hold_memory_in_proportion_to_what_arrived(broker_factory):
+    """A connection that declares a 2 MiB frame holds one step of request memory while nothing
+    of the body has come, and four times what has arrived once some has (256 KiB: 1 MiB); small
+    requests of other clients are served from what is left meanwhile."""
+    broker = broker_factory("--max-request-size-bytes", str(2 * MIB),
+                            "--max-request-memory-per-shard-bytes", str(4 * MIB),
+                            "--request-read-timeout-ms", "60000", cores=1)
+    hogs = [connect(broker) for _ in range(3)]
+    try:
+        for hog in hogs:
+            hog.send_raw(struct.pack(">i", 2 * MIB))
+        wait_until(lambda: free_request_memory(broker, "shared") == 4 * MIB - 3 * STEP, 30,
+                   "each declared frame to hold one step")
+        for hog in hogs:
+            hog.send_raw(b"\x00" * (256 * 1024))
+        wait_until(lambda: free_request_memory(broker, "shared") == 4 * MIB - 3 * MIB, 30,
+                   "each frame to hold four times the 256 KiB that arrived")
+        with connect(broker) as victim:
+            assert victim.metadata(1)["brokers"]
+        served(broker)
+        wait_until(lambda: free_request_memory(broker, "shared") == MIB, 30,
+                   "the frames to hold what they held before the other client came")
+    finally:
+        for hog in hogs:
+            hog.close()
+    wait_until(lambda: free_request_memory(broker, "shared") == 4 * MIB, 30, "the memory returned")
+
+
+def large_produce_frame(topic, frame_bytes, corr):
+    """A Produce v3 frame of exactly `frame_bytes` (size prefix included): one record whose
+    value fills the rest."""
+    def frame_for(value_bytes):
+        batch = kw.build_record_batch([b"x" * value_bytes])
+        body = kw.encode_produce_request(3, 1, 30000, [(topic, [(0, batch)])])
+        return kw.encode_request(kw.ApiKey.PRODUCE, 3, corr, body, "big")
+
+    guess = frame_for(frame_bytes)
+    value_bytes = frame_bytes - (len(guess) - frame_bytes)
+    for _ in range(4):  # varint lengths may shift the overhead by a byte or two
+        frame = frame_for(value_bytes)
+        if len(frame) == frame_bytes:
+            return frame
+        value_bytes += frame_bytes - len(frame)
+    raise AssertionError("no value size gives the frame size")
+
+
+@pytest.mark.timeout(120)
+def test_part_read_frames_that_fill_the_memory_all_complete(broker_factory):
+    """Four 2 MiB produce requests, each sent a quarter of the way first, between them hold the
+    shard's whole 4 MiB of request memory while each still needs more. Were each to wait in the
+    pool for its next step, none could finish; each waits instead for all the rest of it in the
+    reserve of one largest frame, so all four are appended and answered."""
+    broker = broker_factory("--max-request-size-bytes", str(2 * MIB),
+                            "--max-request-memory-per-shard-bytes", str(4 * MIB),
+                            "--max-message-bytes", str(4 * MIB),
+                            "--request-read-timeout-ms", "60000", cores=1)
+    topic = unique_topic("bigframes")
+    create_topic(broker.bootstrap, topic, 1)
+    producers = [connect(broker, timeout=60) for _ in range(4)]
+    frames = [large_produce_frame(topic, 2 * MIB + 4, corr=7) for _ in producers]
+    try:
+        for producer, frame in zip(producers, frames):
+            producer.send_raw(frame[:4 + 256 * 1024])
+        wait_until(lambda: free_request_memory(broker, "shared") == 0, 30,
+                   "the part-read frames to hold all the request memory")
+        for producer, frame in zip(producers, frames):
+            producer.send_raw(frame[4 + 256 * 1024:])
+        offsets = []
+        for producer in producers:
+            resp = kw.decode_produce_response(producer.read_response(kw.ApiKey.PRODUCE, 3, 7), 3)
+            part = kw.produce_partition_results(resp)[(topic, 0)]
+            assert part["error_code"] == 0, part
+            offsets.append(part["base_offset"])
+        assert sorted(offsets) == [0, 1, 2, 3]
+    finally:
+        for producer in producers:
+            producer.close()
+    wait_until(lambda: free_request_memory(broker, "shared") == 4 * MIB
+               and free_request_memory(broker, "finishing") == 2 * MIB, 30, "the memory returned")
+
+
+def connect_from(broker, source_ip, timeout=10.0):
+    """A connection from `source_ip` (any 127.0.0.0/8 address reaches a loopback listener)."""
+    conn = kw.KafkaConnection.__new__(kw.KafkaConnection)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source_ip, 0))
+    sock.settimeout(timeout)
+    sock.connect((broker.host, broker.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.sock, conn.timeout, conn.client_id, conn._corr = sock, timeout, "per-ip-test", 0
+    return conn
+
+
+def is_served(conn):
+    """True if the connection answers, False if the broker closed it (a timeout raises)."""
+    try:
+        conn.api_versions(0)
+        return True
+    except (kw.ConnectionClosed, ConnectionResetError, BrokenPipeError):
+        return False
+
+
+@pytest.mark.timeout(120)
+def test_connections_per_ip_are_limited_over_all_shards(broker_factory):
+    """max_connections_per_ip=2 with 127.0.0.2 allowed 4, on two shards (connections land on
+    either): of 6 connections from 127.0.0.1 two are served and four closed at once; of 6 from
+    127.0.0.2, four. When one closes, its address may connect again."""
+    broker = broker_factory("--max-connections-per-ip", "2",
+                            "--max-connections-per-ip-overrides", "127.0.0.2:4", cores=2)
+    for source_ip, limit in (("127.0.0.1", 2), ("127.0.0.2", 4)):
+        conns = [connect_from(broker, source_ip) for _ in range(6)]
+        served_ones = [c for c in conns if is_served(c)]
+        assert len(served_ones) == limit, f"{source_ip}: {len(served_ones)} served, limit {limit}"
+        for c in conns:
+            if c not in served_ones:
+                c.close()
+        conns = served_ones
+        if source_ip == "127.0.0.1":
+            conns.pop().close()
+
+            def one_more_is_served():
+                c = connect_from(broker, source_ip)
+                if is_served(c):
+                    conns.append(c)
+                    return True
+                c.close()
+                return False
+
+            wait_until(one_more_is_served, 20, "a connection to be served once one closed",
+                       interval=0.1)
+            extra = connect_from(broker, source_ip)
+            assert not is_served(extra), "a third connection from 127.0.0.1 was served"
+            extra.close()
+        for c in conns:
+            c.api_versions(0)
+            c.close()
+    assert closed_by_broker(broker, "over_ip_limit") >= 4 + 2 + 1
     served(broker)
-    assert time.monotonic() - started < 30, "small requests waited for the hogs' read timeout"
-    assert free_request_memory(broker, "shared") == 0, "the hogs still hold the shared memory"
-    for hog in hogs:
-        hog.close()
-    wait_until(lambda: free_request_memory(broker, "shared") == 2 * frame_mib * 1024 * 1024, 30,
-               "the hogs' memory returned")
