@@ -291,6 +291,10 @@ pub struct BrokerConfig {
     /// Transactional ids one shard coordinates at once; past it InitProducerId is refused
     /// with COORDINATOR_NOT_AVAILABLE rather than memory growing without bound.
     pub transaction_max_ids_per_shard: usize,
+    /// Not a setting: the dynamic broker configs in effect on this node, from the metadata log
+    /// (empty in the static config; see `cluster::broker_config`).
+    #[serde(skip)]
+    pub dynamic: crate::cluster::broker_config::DynamicConfigs,
 }
 
 impl Default for BrokerConfig {
@@ -398,6 +402,7 @@ impl Default for BrokerConfig {
             transaction_cleanup_interval_ms: 10_000,
             producer_id_expiration_ms: 86_400_000,
             transaction_max_ids_per_shard: 100_000,
+            dynamic: Default::default(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `riptide cluster info`.
+//! `riptide cluster info|config`.
 
 use super::output::{cell_or_dash, Output, Table};
 use crate::client::{api_name, ClientError, Cluster};
@@ -158,4 +158,106 @@ pub fn info(cluster: &mut Cluster, api_versions: bool) -> Result<Option<Output>,
         }),
         tables,
     )))
+}
+
+/// Kafka's resource type of broker configs.
+const RESOURCE_BROKER: i8 = 4;
+
+/// `riptide cluster config`: with changes, IncrementalAlterConfigs on the broker resource (sent
+/// to that broker, as Kafka's tools do; the cluster-wide default to any), then DescribeConfigs
+/// of it: every dynamic key for a broker, the keys set for the default.
+pub fn config(
+    cluster: &mut Cluster,
+    broker: Option<i32>,
+    set: &[(String, String)],
+    delete: &[String],
+) -> Result<Output, ClientError> {
+    use crate::client::{check_code, str_bytes};
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{DescribeConfigsRequest, IncrementalAlterConfigsRequest};
+    let name = broker.map(|id| id.to_string()).unwrap_or_default();
+    let what = || match broker {
+        Some(id) => format!("broker {id}"),
+        None => "the cluster-wide default".to_string(),
+    };
+    if !set.is_empty() || !delete.is_empty() {
+        let configs = set
+            .iter()
+            .map(|(key, value)| {
+                AlterableConfig::default()
+                    .with_name(str_bytes(key))
+                    .with_config_operation(0)
+                    .with_value(Some(str_bytes(value)))
+            })
+            .chain(delete.iter().map(|key| {
+                AlterableConfig::default()
+                    .with_name(str_bytes(key))
+                    .with_config_operation(1)
+                    .with_value(None)
+            }))
+            .collect();
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_BROKER)
+                .with_resource_name(str_bytes(&name))
+                .with_configs(configs),
+        ]);
+        let connection = match broker {
+            Some(id) => cluster.node(id)?,
+            None => cluster.any(),
+        };
+        for result in &connection.send(&request)?.responses {
+            let message = result.error_message.as_ref().map(|m| m.to_string());
+            check_code(result.error_code, || {
+                format!(
+                    "alter configs of {} ({})",
+                    what(),
+                    message.unwrap_or_default()
+                )
+            })?;
+        }
+    }
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_BROKER)
+            .with_resource_name(str_bytes(&name))
+            .with_configuration_keys(None)]);
+    let connection = match broker {
+        Some(id) => cluster.node(id)?,
+        None => cluster.any(),
+    };
+    let response = connection.send(&request)?;
+    let mut table = Table::new(vec!["CONFIG", "VALUE", "SOURCE"]).titled(what().to_uppercase());
+    let mut json_configs = serde_json::Map::new();
+    for result in &response.results {
+        let message = result.error_message.as_ref().map(|m| m.to_string());
+        check_code(result.error_code, || {
+            format!(
+                "describe configs of {} ({})",
+                what(),
+                message.unwrap_or_default()
+            )
+        })?;
+        // The dynamic keys only: the static ones are the broker's command line.
+        for config in result.configs.iter().filter(|config| !config.read_only) {
+            let value = config.value.as_ref().map(|v| v.to_string());
+            let source = super::topic::config_source_name(config.config_source);
+            table.row(vec![
+                config.name.to_string(),
+                cell_or_dash(value.clone()),
+                source.to_string(),
+            ]);
+            json_configs.insert(
+                config.name.to_string(),
+                json!({ "value": value, "source": source }),
+            );
+        }
+    }
+    Ok(Output::new(
+        json!({ "broker": broker, "configs": json_configs }),
+        vec![table],
+    ))
 }

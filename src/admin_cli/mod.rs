@@ -225,6 +225,19 @@ pub enum ClusterCommand {
         #[arg(long)]
         api_versions: bool,
     },
+    /// Dynamic broker configs of one broker (--broker) or the cluster-wide default: shown, or
+    /// changed with --set / --delete (IncrementalAlterConfigs on a BROKER resource).
+    Config {
+        /// Broker id [default: the cluster-wide default of every broker].
+        #[arg(long)]
+        broker: Option<i32>,
+        /// KEY=VALUE to set (repeatable).
+        #[arg(long, value_parser = topic::parse_key_value)]
+        set: Vec<(String, String)>,
+        /// KEY to remove (repeatable).
+        #[arg(long)]
+        delete: Vec<String>,
+    },
 }
 
 /// `riptide topic …`; returns the exit code.
@@ -257,6 +270,11 @@ pub fn run_cluster(args: ClusterArgs) -> i32 {
             .cluster()
             .and_then(|mut cluster| match args.command {
                 ClusterCommand::Info { api_versions } => cluster::info(&mut cluster, api_versions),
+                ClusterCommand::Config {
+                    broker,
+                    set,
+                    delete,
+                } => cluster::config(&mut cluster, broker, &set, &delete).map(Some),
             }),
         format,
     )

@@ -135,7 +135,7 @@ impl From<CompressionArg> for Compression {
     }
 }
 
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
+pub(super) fn parse_key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
         .filter(|(k, _)| !k.is_empty())
@@ -295,7 +295,7 @@ fn list(cluster: &mut Cluster) -> Result<Output, ClientError> {
     Ok(Output::new(json!({ "topics": json_topics }), vec![table]))
 }
 
-fn config_source_name(source: i8) -> &'static str {
+pub(super) fn config_source_name(source: i8) -> &'static str {
     match source {
         1 => "DYNAMIC_TOPIC_CONFIG",
         2 => "DYNAMIC_BROKER_CONFIG",

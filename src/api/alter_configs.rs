@@ -1,4 +1,5 @@
-//! AlterConfigs (key 33), the legacy form: the given set replaces all explicit topic configs.
+//! AlterConfigs (key 33), the legacy form: the given set replaces all explicit topic configs,
+//! or all dynamic configs of a broker resource.
 
 use super::RequestContext;
 use crate::cluster::controller::{ConfigChange, ConfigOp};

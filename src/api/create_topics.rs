@@ -11,10 +11,6 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
-/// Kafka's config_source for a value set on the topic / left at its default.
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_DEFAULT: i8 = 5;
-
 pub async fn handle(
     context: &RequestContext,
     request: CreateTopicsRequest,
@@ -57,7 +53,8 @@ pub async fn handle(
             crate::cluster::client::create_topics(&shard, new_topics, validate_only).await
         })
         .await;
-    let broker = &context.shard.config;
+    let live = context.shard.live_config();
+    let broker = &*live;
     let topics = match outcome {
         Ok(results) => {
             let mut results = results.into_iter();
@@ -93,15 +90,11 @@ pub async fn handle(
                         .with_configs(Some(
                             topic_config::effective_configs(&record.configs, broker)
                                 .into_iter()
-                                .map(|(key, value, is_default)| {
+                                .map(|(key, value, source)| {
                                     CreatableTopicConfigs::default()
                                         .with_name(super::str_bytes(key))
                                         .with_value(Some(super::str_bytes(&value)))
-                                        .with_config_source(if is_default {
-                                            SOURCE_DEFAULT
-                                        } else {
-                                            SOURCE_DYNAMIC_TOPIC
-                                        })
+                                        .with_config_source(source)
                                 })
                                 .collect(),
                         )),

@@ -1,26 +1,28 @@
-//! DescribeConfigs (key 32): topic configs (explicit and defaults) and the broker's static ones.
+//! DescribeConfigs (key 32): topic configs (explicit, dynamic broker defaults and defaults) and
+//! the broker's configs (dynamic, per broker and cluster-wide, over the static ones).
 
 use super::RequestContext;
+use crate::cluster::broker_config::{self, BrokerConfigStore, SOURCE_STATIC_BROKER};
 use crate::cluster::topic_config;
 use crate::config::BrokerConfig;
 use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
 const TYPE_STRING: i8 = 2;
-const TYPE_LONG: i8 = 5;
 const TYPE_BOOLEAN: i8 = 1;
+const TYPE_LONG: i8 = 5;
 
 fn config_type(key: &str) -> i8 {
-    if let Some(kind) = crate::cluster::topic_config::describe_type(key) {
+    if let Some(kind) = topic_config::describe_type(key) {
+        return kind;
+    }
+    if let Some(kind) = broker_config::describe_type(key) {
         return kind;
     }
     match key {
@@ -28,6 +30,89 @@ fn config_type(key: &str) -> i8 {
         "auto.create.topics.enable" => TYPE_BOOLEAN,
         _ => TYPE_LONG,
     }
+}
+
+/// The broker resource a DescribeConfigs or AlterConfigs names: `None` for the cluster-wide
+/// default (the empty name), else the broker id. Kafka's messages for the other cases.
+pub fn broker_scope(name: &str, this_node: i32, describe: bool) -> Result<Option<i32>, String> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let Ok(id) = name.parse::<i32>() else {
+        return Err(if describe {
+            format!("Broker id must be an integer, but it is: {name}")
+        } else {
+            format!("Node id must be an integer, but it is: {name}")
+        });
+    };
+    if id != this_node {
+        // A broker describes and alters its own configs; clients send a broker's resource
+        // to that broker.
+        return Err(if describe {
+            format!(
+                "Unexpected broker id, expected {this_node} or empty string, but received {name}"
+            )
+        } else {
+            format!("Unexpected broker id, expected {this_node}, but received {name}")
+        });
+    }
+    Ok(Some(id))
+}
+
+/// A broker resource's entries: its dynamic keys ([`broker_config::describe_dynamic`]) and,
+/// for a broker id, the static ones (read-only).
+fn broker_entries(
+    config: &BrokerConfig,
+    store: &BrokerConfigStore,
+    scope: Option<i32>,
+    include_synonyms: bool,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let synonyms = |name: &str, list: Vec<(String, i8)>| {
+        if !include_synonyms {
+            return Vec::new();
+        }
+        list.into_iter()
+            .map(|(value, source)| {
+                DescribeConfigsSynonym::default()
+                    .with_name(super::str_bytes(name))
+                    .with_value(Some(super::str_bytes(&value)))
+                    .with_source(source)
+            })
+            .collect()
+    };
+    let mut entries: Vec<DescribeConfigsResourceResult> =
+        broker_config::describe_dynamic(config, store, scope)
+            .into_iter()
+            .filter(|entry| wanted(entry.name))
+            .map(|entry| {
+                DescribeConfigsResourceResult::default()
+                    .with_name(super::str_bytes(entry.name))
+                    .with_value(Some(super::str_bytes(&entry.value)))
+                    .with_read_only(false)
+                    .with_config_source(entry.source)
+                    .with_config_type(config_type(entry.name))
+                    .with_synonyms(synonyms(entry.name, entry.synonyms))
+            })
+            .collect();
+    if scope.is_some() {
+        entries.extend(
+            broker_configs(config)
+                .into_iter()
+                .filter(|(key, _)| wanted(key) && !broker_config::is_dynamic(key))
+                .map(|(key, value)| {
+                    DescribeConfigsResourceResult::default()
+                        .with_name(super::str_bytes(key))
+                        .with_value(Some(super::str_bytes(&value)))
+                        .with_read_only(true)
+                        .with_config_source(SOURCE_STATIC_BROKER)
+                        .with_config_type(config_type(key))
+                        .with_synonyms(synonyms(key, vec![(value, SOURCE_STATIC_BROKER)]))
+                }),
+        );
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    entries
 }
 
 fn broker_configs(config: &BrokerConfig) -> Vec<(&'static str, String)> {
@@ -86,6 +171,7 @@ pub async fn handle(
 ) -> DescribeConfigsResponse {
     let shard = &context.shard;
     let image = shard.metadata();
+    let include_synonyms = request.include_synonyms;
     let results = request
         .resources
         .into_iter()
@@ -116,23 +202,36 @@ pub async fn handle(
             }
             match resource.resource_type {
                 RESOURCE_TOPIC => match image.topic(resource.resource_name.as_str()) {
-                    Some(topic) => result.with_configs(
-                        topic_config::effective_configs(&topic.configs, &shard.config)
-                            .into_iter()
-                            .filter(|(key, _, _)| wanted(key))
-                            .map(|(key, value, is_default)| {
-                                DescribeConfigsResourceResult::default()
-                                    .with_name(super::str_bytes(key))
-                                    .with_value(Some(super::str_bytes(&value)))
-                                    .with_config_source(if is_default {
-                                        SOURCE_DEFAULT
+                    Some(topic) => {
+                        let live = shard.live_config();
+                        result.with_configs(
+                            topic_config::effective_configs(&topic.configs, &live)
+                                .into_iter()
+                                .filter(|(key, _, _)| wanted(key))
+                                .map(|(key, value, source)| {
+                                    let synonyms = if include_synonyms {
+                                        topic_config::synonyms(key, &topic.configs, &live)
+                                            .into_iter()
+                                            .map(|(name, value, source)| {
+                                                DescribeConfigsSynonym::default()
+                                                    .with_name(super::str_bytes(name))
+                                                    .with_value(Some(super::str_bytes(&value)))
+                                                    .with_source(source)
+                                            })
+                                            .collect()
                                     } else {
-                                        SOURCE_DYNAMIC_TOPIC
-                                    })
-                                    .with_config_type(config_type(key))
-                            })
-                            .collect(),
-                    ),
+                                        Vec::new()
+                                    };
+                                    DescribeConfigsResourceResult::default()
+                                        .with_name(super::str_bytes(key))
+                                        .with_value(Some(super::str_bytes(&value)))
+                                        .with_config_source(source)
+                                        .with_config_type(config_type(key))
+                                        .with_synonyms(synonyms)
+                                })
+                                .collect(),
+                        )
+                    }
                     None => result
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                         .with_error_message(Some(super::str_bytes(&format!(
@@ -142,33 +241,33 @@ pub async fn handle(
                 },
                 RESOURCE_BROKER => {
                     let name = resource.resource_name.as_str();
-                    if !name.is_empty() && name != shard.config.node_id.to_string() {
-                        return result
-                            .with_error_code(ResponseError::InvalidRequest.code())
-                            .with_error_message(Some(super::str_bytes(&format!(
-                                "broker {name} is not this broker"
-                            ))));
+                    match broker_scope(name, shard.config.node_id, true) {
+                        Ok(scope) => result.with_configs(broker_entries(
+                            &shard.config,
+                            &image.broker_configs,
+                            scope,
+                            include_synonyms,
+                            wanted,
+                        )),
+                        Err(message) => {
+                            tracing::info!(resource = name, "DescribeConfigs refused: {message}");
+                            result
+                                .with_error_code(ResponseError::InvalidRequest.code())
+                                .with_error_message(Some(super::str_bytes(&message)))
+                        }
                     }
-                    result.with_configs(
-                        broker_configs(&shard.config)
-                            .into_iter()
-                            .filter(|(key, _)| wanted(key))
-                            .map(|(key, value)| {
-                                DescribeConfigsResourceResult::default()
-                                    .with_name(super::str_bytes(key))
-                                    .with_value(Some(super::str_bytes(&value)))
-                                    .with_read_only(true)
-                                    .with_config_source(SOURCE_STATIC_BROKER)
-                                    .with_config_type(config_type(key))
-                            })
-                            .collect(),
-                    )
                 }
-                other => result
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(super::str_bytes(&format!(
-                        "resource type {other} has no configs here"
-                    )))),
+                other => {
+                    tracing::info!(
+                        resource_type = other,
+                        "DescribeConfigs of an unsupported resource type"
+                    );
+                    result
+                        .with_error_code(ResponseError::InvalidRequest.code())
+                        .with_error_message(Some(super::str_bytes(&format!(
+                            "Unsupported resource type: {other}"
+                        ))))
+                }
             }
         })
         .collect();

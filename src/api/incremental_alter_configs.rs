@@ -1,6 +1,7 @@
-//! IncrementalAlterConfigs (key 44): SET / DELETE / APPEND / SUBTRACT per topic config key.
+//! IncrementalAlterConfigs (key 44): SET / DELETE / APPEND / SUBTRACT per topic or dynamic
+//! broker config key.
 
-use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::{broker_scope, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::RequestContext;
 use crate::cluster::controller::{ConfigChange, ConfigOp};
 use crate::security::acl::{Operation, ResourceType};
@@ -74,84 +75,134 @@ pub async fn handle(
     )
 }
 
-/// Shared by AlterConfigs and IncrementalAlterConfigs: topic changes go to the controller;
-/// broker configs are static (set at start) and refused.
+/// Shared by AlterConfigs and IncrementalAlterConfigs: topic changes and broker changes (a
+/// broker id for this broker's own dynamic configs, the empty name for the cluster-wide
+/// default) go to the controller, which validates and records them.
 pub async fn alter(
     context: &RequestContext,
     resources: Vec<(i8, StrBytes, Vec<ConfigChange>)>,
     replace_all: bool,
     validate_only: bool,
 ) -> Vec<AlterResult> {
-    // Kafka: ALTER_CONFIGS on the topic, or on the cluster for broker configs.
-    let denied: Vec<Option<ResponseError>> = resources
+    let node_id = context.shard.config.node_id;
+    // Kafka: ALTER_CONFIGS on the topic, or on the cluster for broker configs; then the
+    // resource itself must make sense here.
+    let refused: Vec<Option<(ResponseError, Option<String>)>> = resources
         .iter()
         .map(|(resource_type, name, _)| match *resource_type {
             RESOURCE_TOPIC => {
                 (!context.authorize(Operation::AlterConfigs, ResourceType::Topic, name.as_str()))
-                    .then_some(ResponseError::TopicAuthorizationFailed)
+                    .then_some((ResponseError::TopicAuthorizationFailed, None))
             }
-            RESOURCE_BROKER => (!context.authorize_cluster(Operation::AlterConfigs))
-                .then_some(ResponseError::ClusterAuthorizationFailed),
-            _ => None,
+            RESOURCE_BROKER => {
+                if !context.authorize_cluster(Operation::AlterConfigs) {
+                    return Some((ResponseError::ClusterAuthorizationFailed, None));
+                }
+                broker_scope(name.as_str(), node_id, false)
+                    .err()
+                    .map(|message| (ResponseError::InvalidRequest, Some(message)))
+            }
+            other => Some((
+                ResponseError::InvalidRequest,
+                Some(format!("Unsupported resource type: {other}")),
+            )),
         })
         .collect();
-    let topic_requests: Vec<(String, Vec<ConfigChange>)> = resources
+    let accepted = |wanted: i8| {
+        resources
+            .iter()
+            .zip(&refused)
+            .filter(move |((resource_type, _, _), refused)| {
+                *resource_type == wanted && refused.is_none()
+            })
+            .map(|((_, name, changes), _)| (name.to_string(), changes.clone()))
+    };
+    // Operators learn from the log which of the keys they set change nothing here.
+    let without_effect: Vec<Vec<String>> = resources
         .iter()
-        .zip(&denied)
-        .filter(|((resource_type, _, _), denied)| {
-            *resource_type == RESOURCE_TOPIC && denied.is_none()
+        .map(|(resource_type, _, changes)| {
+            changes
+                .iter()
+                .filter(|change| {
+                    *resource_type == RESOURCE_BROKER
+                        && change.op != ConfigOp::Delete
+                        && !crate::cluster::broker_config::is_applied(&change.key)
+                })
+                .map(|change| change.key.clone())
+                .collect()
         })
-        .map(|((_, name, changes), _)| {
-            (
-                name.to_string(),
-                changes
-                    .iter()
-                    .map(|c| ConfigChange {
-                        key: c.key.clone(),
-                        op: c.op,
-                        value: c.value.clone(),
-                    })
-                    .collect(),
-            )
+        .collect();
+    let topic_requests: Vec<(String, Vec<ConfigChange>)> = accepted(RESOURCE_TOPIC).collect();
+    let broker_requests: Vec<(Option<i32>, Vec<ConfigChange>)> = accepted(RESOURCE_BROKER)
+        .map(|(name, changes)| {
+            let scope = broker_scope(&name, node_id, false).expect("checked above");
+            (scope, changes)
         })
         .collect();
     let outcome = context
         .shard
         .invoke_on(0, move |shard| async move {
-            crate::cluster::client::alter_topic_configs(
-                &shard,
-                topic_requests,
-                replace_all,
-                validate_only,
-            )
-            .await
+            let topics = if topic_requests.is_empty() {
+                Vec::new()
+            } else {
+                crate::cluster::client::alter_topic_configs(
+                    &shard,
+                    topic_requests,
+                    replace_all,
+                    validate_only,
+                )
+                .await
+            };
+            let brokers = if broker_requests.is_empty() {
+                Vec::new()
+            } else {
+                crate::cluster::client::alter_broker_configs(
+                    &shard,
+                    broker_requests,
+                    replace_all,
+                    validate_only,
+                )
+                .await
+            };
+            (topics, brokers)
         })
         .await;
-    let mut topic_results = match outcome {
-        Ok(results) => results.into_iter(),
+    let (mut topic_results, mut broker_results) = match outcome {
+        Ok((topics, brokers)) => (topics.into_iter(), brokers.into_iter()),
         Err(error) => {
             tracing::warn!("alter configs failed: {error}");
-            Vec::new().into_iter()
+            (Vec::new().into_iter(), Vec::new().into_iter())
         }
     };
     resources
         .into_iter()
-        .zip(denied)
-        .map(|((resource_type, name, _), denied)| {
-            if let Some(error) = denied {
-                return (resource_type, name, error.code(), None);
+        .zip(refused)
+        .zip(without_effect)
+        .map(|(((resource_type, name, _), refused), without_effect)| {
+            if let Some((error, message)) = refused {
+                if let Some(message) = &message {
+                    tracing::info!(resource_type, resource = %name.as_str(), "AlterConfigs refused: {message}");
+                }
+                return (resource_type, name, error.code(), message);
             }
-            if resource_type != RESOURCE_TOPIC {
-                return (
-                    resource_type,
-                    name,
-                    ResponseError::InvalidRequest.code(),
-                    Some("only topic configs can be altered; broker configs are static".into()),
-                );
-            }
-            match topic_results.next() {
-                Some(Ok(())) => (resource_type, name, 0, None),
-                Some(Err(error)) => (resource_type, name, error.code, Some(error.message)),
+            let outcome = if resource_type == RESOURCE_TOPIC {
+                topic_results.next()
+            } else {
+                broker_results.next()
+            };
+            match outcome {
+                Some(Ok(())) => {
+                    if resource_type == RESOURCE_BROKER && !validate_only {
+                        tracing::info!(resource = %name.as_str(), ?without_effect,
+                            "dynamic broker configs changed (keys without effect in Riptide are only stored)");
+                    }
+                    (resource_type, name, 0, None)
+                }
+                Some(Err(error)) => {
+                    tracing::info!(resource_type, resource = %name.as_str(),
+                        "AlterConfigs refused: {}", error.message);
+                    (resource_type, name, error.code, Some(error.message))
+                }
                 None => (
                     resource_type,
                     name,

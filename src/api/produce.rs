@@ -195,13 +195,14 @@ async fn handle(context: &RequestContext, request: ProduceRequest) -> ProduceRes
                 )),
                 (Some(topic), Some(Ok(_))) => {
                     let records = data.records.unwrap_or_default();
+                    let live = shard.live_config();
                     let max_bytes = usize::try_from(topic_config::effective_long(
                         &topic.configs,
-                        &shard.config,
+                        &live,
                         "max.message.bytes",
                     ))
-                    .unwrap_or(shard.config.max_message_bytes);
-                    let policy = RecordPolicy::of(&topic.configs, &shard.config);
+                    .unwrap_or(live.max_message_bytes);
+                    let policy = RecordPolicy::of(&topic.configs, &live);
                     let now_ms = crate::log::now_ms();
                     let checked = validate_batches(&records, max_bytes)
                         .map_err(|error| refusal(batch_error_code(&error), error.to_string()))

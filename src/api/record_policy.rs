@@ -41,8 +41,18 @@ pub struct RecordRejection {
 impl RecordPolicy {
     /// The topic's policy. Allocation-free: it runs for every partition of every produce.
     pub fn of(configs: &TopicConfigs, broker: &BrokerConfig) -> RecordPolicy {
-        // Neither key has a broker-level default other than Kafka's (delete, CreateTime).
-        let value = |key: &str| configs.get(key).map(|value| value.trim());
+        // The topic's own value, else a dynamic broker default (Kafka's default otherwise:
+        // delete, CreateTime).
+        let value = |key: &str| {
+            configs
+                .get(key)
+                .map(String::as_str)
+                .or_else(|| {
+                    crate::cluster::broker_config::topic_default_override(key, broker)
+                        .map(|(value, _)| value)
+                })
+                .map(str::trim)
+        };
         let (timestamp_before_max_ms, timestamp_after_max_ms) =
             topic_config::timestamp_bounds_ms(configs, broker);
         RecordPolicy {

@@ -226,6 +226,34 @@ pub async fn alter_topic_configs(
     }
 }
 
+/// AlterConfigs on BROKER resources through the active controller: per scope (a broker id, or
+/// `None` for the cluster-wide default) its changes. Call on shard 0.
+pub async fn alter_broker_configs(
+    shard: &Rc<Shard>,
+    requests: Vec<(Option<i32>, Vec<ConfigChange>)>,
+    replace_all: bool,
+    validate_only: bool,
+) -> Vec<Result<(), AdminError>> {
+    let count = requests.len();
+    match admin(
+        shard,
+        AdminCommand::AlterBrokerConfigs {
+            requests,
+            replace_all,
+            validate_only,
+        },
+    )
+    .await
+    {
+        Ok(AdminReply::Changes(results)) => results,
+        Ok(_) => spread(
+            count,
+            AdminError::new(ResponseError::UnknownServerError, "bad reply"),
+        ),
+        Err(error) => spread(count, error),
+    }
+}
+
 /// A producer id never handed out before, from this node's block (a new block from the
 /// active controller when it runs out). Call on shard 0.
 pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, AdminError> {

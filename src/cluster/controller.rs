@@ -194,7 +194,7 @@ impl Controller {
                     batch.extend(records::leaders_away_from(
                         &image,
                         node_id,
-                        unclean_allowed(&node.config),
+                        unclean_allowed(&node.config, &image),
                     ));
                     match node.propose(batch).await {
                         Ok(offset) => tracing::warn!(
@@ -211,10 +211,15 @@ impl Controller {
     }
 }
 
-/// Whether a topic allows unclean leader election (`unclean.leader.election.enable`).
-pub fn unclean_allowed(config: &BrokerConfig) -> impl Fn(&TopicRecord) -> bool + '_ {
+/// Whether a topic allows unclean leader election (`unclean.leader.election.enable`, else the
+/// dynamic broker default in `image`, else `config`'s).
+pub fn unclean_allowed(
+    config: &BrokerConfig,
+    image: &MetadataImage,
+) -> impl Fn(&TopicRecord) -> bool {
+    let live = super::broker_config::live_config(config, &image.broker_configs);
     move |topic| {
-        topic_config::effective_bool(&topic.configs, config, "unclean.leader.election.enable")
+        topic_config::effective_bool(&topic.configs, &live, "unclean.leader.election.enable")
     }
 }
 
@@ -281,7 +286,7 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
             };
             // A re-registration replaces the old incarnation: its leaderships go first.
             let mut batch =
-                records::leaders_away_from(&image, node_id, unclean_allowed(&node.config));
+                records::leaders_away_from(&image, node_id, unclean_allowed(&node.config, &image));
             batch.push(record);
             match node.propose(batch).await {
                 Ok(offset) => {
@@ -340,7 +345,7 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
                 batch.extend(records::leaders_away_from(
                     &image,
                     node_id,
-                    unclean_allowed(&node.config),
+                    unclean_allowed(&node.config, &image),
                 ));
                 return match node.propose(batch).await {
                     Ok(_) => {
@@ -368,7 +373,7 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
                     batch.extend(records::leaders_onto(
                         &image,
                         node_id,
-                        unclean_allowed(&node.config),
+                        unclean_allowed(&node.config, &image),
                     ));
                     if let Err(failure) = node.propose(batch).await {
                         return failure_response(node, failure);
@@ -403,7 +408,9 @@ pub async fn handle(node: &Rc<MetadataNode>, request: ControllerRequest) -> Cont
         ControllerRequest::Admin(command) => {
             let _permit = controller.change_lock.acquire_permit(1).await;
             let image = node.image();
-            let (records, reply) = decide(&node.config, &image, command);
+            // Topic defaults as this node runs with them (dynamic broker configs included).
+            let live = super::broker_config::live_config(&node.config, &image.broker_configs);
+            let (records, reply) = decide(&live, &image, command);
             if records.is_empty() {
                 return ControllerResponse::Admin {
                     reply,
@@ -699,7 +706,75 @@ pub fn decide(
             let records = if validate_only { Vec::new() } else { records };
             (records, reply)
         }
+        AdminCommand::AlterBrokerConfigs {
+            requests,
+            replace_all,
+            validate_only,
+        } => {
+            let (records, reply) = alter_broker_configs(image, &requests, replace_all);
+            let records = if validate_only { Vec::new() } else { records };
+            (records, reply)
+        }
     }
+}
+
+/// Scopes one AlterConfigs may carry for brokers: one request is one metadata log entry.
+pub const MAX_BROKER_CONFIG_SCOPES_PER_REQUEST: usize = 1_000;
+
+/// AlterConfigs on BROKER resources: each scope's changes are applied and checked whole
+/// (Kafka's dynamic config rules, [`super::broker_config::apply_changes`]) against the image
+/// with the earlier scopes of the request applied; what changed becomes `SetBrokerConfig`
+/// records.
+fn alter_broker_configs(
+    image: &MetadataImage,
+    requests: &[(Option<i32>, Vec<ConfigChange>)],
+    replace_all: bool,
+) -> (Vec<MetadataRecord>, AdminReply) {
+    use super::broker_config::{self, ChangeError};
+    let mut records = Vec::new();
+    let mut store = (*image.broker_configs).clone();
+    let results = requests
+        .iter()
+        .enumerate()
+        .map(|(index, (node_id, changes))| {
+            if index >= MAX_BROKER_CONFIG_SCOPES_PER_REQUEST {
+                return Err(AdminError::new(
+                    ResponseError::InvalidRequest,
+                    format!("at most {MAX_BROKER_CONFIG_SCOPES_PER_REQUEST} broker resources per request"),
+                ));
+            }
+            let current = store.scope(*node_id).cloned().unwrap_or_default();
+            let changed = broker_config::apply_changes(&current, *node_id, changes, replace_all)
+                .map_err(|error| match error {
+                    ChangeError::InvalidRequest(message) => {
+                        AdminError::new(ResponseError::InvalidRequest, message)
+                    }
+                    ChangeError::InvalidConfig(message) => {
+                        AdminError::new(ResponseError::InvalidConfig, message)
+                    }
+                })?;
+            for (key, value) in &changed {
+                if current.get(key) != Some(value) {
+                    records.push(MetadataRecord::SetBrokerConfig {
+                        node_id: *node_id,
+                        key: key.clone(),
+                        value: Some(value.clone()),
+                    });
+                    store.set(*node_id, key, Some(value));
+                }
+            }
+            for key in current.keys().filter(|key| !changed.contains_key(*key)) {
+                records.push(MetadataRecord::SetBrokerConfig {
+                    node_id: *node_id,
+                    key: key.clone(),
+                    value: None,
+                });
+                store.set(*node_id, key, None);
+            }
+            Ok(())
+        })
+        .collect();
+    (records, AdminReply::Changes(results))
 }
 
 /// Entries one AlterClientQuotas may carry: one request is one metadata log entry.
@@ -1541,5 +1616,83 @@ mod tests {
         records::apply_batch(&mut image, 2, &records);
         assert!(image.client_quotas.get(&client("a")).is_none());
         assert!(image.client_quotas.get(&client("b")).is_some());
+    }
+
+    #[test]
+    fn broker_config_alterations_record_only_what_changed() {
+        let config = BrokerConfig::default();
+        let mut image = MetadataImage::empty();
+        let set = |key: &str, value: &str| ConfigChange {
+            key: key.into(),
+            op: ConfigOp::Set,
+            value: Some(value.into()),
+        };
+        let command = |requests, replace_all, validate_only| AdminCommand::AlterBrokerConfigs {
+            requests,
+            replace_all,
+            validate_only,
+        };
+        let requests = vec![
+            (Some(1), vec![set("log.retention.ms", "1000")]),
+            (None, vec![set("message.max.bytes", "2048")]),
+            (Some(1), vec![set("log.dirs", "/x")]),
+            (
+                None,
+                vec![set("sasl.kerberos.min.time.before.relogin", "1")],
+            ),
+            (
+                Some(1),
+                vec![ConfigChange {
+                    key: "num.io.threads".into(),
+                    op: ConfigOp::Append,
+                    value: Some("1".into()),
+                }],
+            ),
+        ];
+        let (records, reply) = decide(&config, &image, command(requests.clone(), false, true));
+        assert!(records.is_empty(), "validate_only writes nothing");
+        let invalid_request = ResponseError::InvalidRequest.code();
+        assert_eq!(
+            change_codes(reply),
+            vec![
+                0,
+                0,
+                invalid_request,
+                invalid_request,
+                ResponseError::InvalidConfig.code()
+            ]
+        );
+        let (records, _) = decide(&config, &image, command(requests, false, false));
+        assert_eq!(records.len(), 2);
+        records::apply_batch(&mut image, 1, &records);
+        assert_eq!(
+            image.broker_configs.per_broker[&1]["log.retention.ms"],
+            "1000"
+        );
+        assert_eq!(image.broker_configs.default["message.max.bytes"], "2048");
+        // Setting the same value again writes nothing; the legacy form replaces the scope.
+        let same = vec![(Some(1), vec![set("log.retention.ms", "1000")])];
+        let (records, _) = decide(&config, &image, command(same, false, false));
+        assert!(records.is_empty());
+        let replace = vec![(Some(1), vec![set("num.io.threads", "4")])];
+        let (records, _) = decide(&config, &image, command(replace, true, false));
+        assert_eq!(records.len(), 2, "one set, one removal");
+        records::apply_batch(&mut image, 2, &records);
+        assert_eq!(
+            image.broker_configs.per_broker[&1],
+            BTreeMap::from([("num.io.threads".to_string(), "4".to_string())])
+        );
+        // A dynamic unclean.leader.election.enable default reaches the controller's decisions.
+        let topic = TopicRecord {
+            name: "t".into(),
+            topic_id: Uuid::nil(),
+            partitions: Vec::new(),
+            configs: TopicConfigs::new(),
+        };
+        assert!(!unclean_allowed(&config, &image)(&topic));
+        let enable = vec![(None, vec![set("unclean.leader.election.enable", "true")])];
+        let (records, _) = decide(&config, &image, command(enable, false, false));
+        records::apply_batch(&mut image, 3, &records);
+        assert!(unclean_allowed(&config, &image)(&topic));
     }
 }

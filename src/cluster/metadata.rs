@@ -162,6 +162,10 @@ pub struct MetadataImage {
     /// Client quotas by entity (AlterClientQuotas); behind an `Arc` for the same reason.
     #[serde(default)]
     pub client_quotas: Arc<crate::security::quota::QuotaStore>,
+    /// Dynamic broker configs (AlterConfigs on BROKER resources); behind an `Arc` for the
+    /// same reason.
+    #[serde(default)]
+    pub broker_configs: Arc<crate::cluster::broker_config::BrokerConfigStore>,
     /// Node-local: the active controller as this node last saw it (not replicated).
     #[serde(skip)]
     pub active_controller_id: Option<i32>,
@@ -180,6 +184,7 @@ impl MetadataImage {
             scram_credentials: BTreeMap::new(),
             acls: Arc::default(),
             client_quotas: Arc::default(),
+            broker_configs: Arc::default(),
             active_controller_id: None,
         }
     }

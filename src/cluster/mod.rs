@@ -8,6 +8,7 @@
 //! replication fits without changing its callers.
 
 pub mod broker_agent;
+pub mod broker_config;
 pub mod client;
 pub mod controller;
 pub mod driver;
@@ -147,17 +148,21 @@ impl PartitionTable {
 /// Smallest segment the log is given, whatever `segment.bytes` says: four blocks.
 const SEGMENT_SIZE_MIN_BYTES: u64 = 16 * 1024;
 
-/// The log's settings from the topic's configs (or the broker defaults).
+/// The log's settings from the topic's configs (or the broker defaults, dynamic ones
+/// included).
 fn log_config(shard: &Shard, topic: &TopicRecord) -> LogConfig {
-    let broker = &shard.config;
+    let broker = &*shard.live_config();
     let long = |key: &str| topic_config::effective_long(&topic.configs, broker, key);
     // -1 (or any negative) means unlimited for the retention keys.
     let limit = |key: &str| u64::try_from(long(key)).ok();
-    // The flush keys fall back to the broker's own defaults, not Kafka's.
+    // The flush keys fall back to a dynamic broker config, then to the broker's own static
+    // defaults, not Kafka's.
     let explicit_or = |key: &str, default: u64| {
         topic
             .configs
             .get(key)
+            .map(String::as_str)
+            .or_else(|| broker_config::topic_default_override(key, broker).map(|(value, _)| value))
             .and_then(|value| value.trim().parse::<u64>().ok())
             .unwrap_or(default)
     };
@@ -195,8 +200,9 @@ fn log_config(shard: &Shard, topic: &TopicRecord) -> LogConfig {
 }
 
 fn max_message_bytes(shard: &Shard, topic: &TopicRecord) -> usize {
-    let value = topic_config::effective_long(&topic.configs, &shard.config, "max.message.bytes");
-    usize::try_from(value).unwrap_or(shard.config.max_message_bytes)
+    let live = shard.live_config();
+    let value = topic_config::effective_long(&topic.configs, &live, "max.message.bytes");
+    usize::try_from(value).unwrap_or(live.max_message_bytes)
 }
 
 async fn open_partition(
@@ -267,6 +273,8 @@ pub async fn apply_image(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> anyhow
     if image.version <= previous.version {
         return Ok(());
     }
+    // Before the partitions below read their defaults from it.
+    let broker_configs_changed = shard.refresh_live_config(&image);
     for (name, old_topic) in &previous.topics {
         let replaced = image
             .topic(name)
@@ -296,11 +304,14 @@ pub async fn apply_image(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> anyhow
                         .set(max_message_bytes(shard, topic));
                     existing.leader_epoch.set(record.leader_epoch);
                     replication::on_partition_record(shard, &existing, record);
-                    if !Arc::ptr_eq(&existing.topic, topic) {
+                    let topic_changed = !Arc::ptr_eq(&existing.topic, topic);
+                    if topic_changed || broker_configs_changed {
                         if let Err(error) = existing.log.set_config(log_config(shard, topic)) {
                             tracing::error!(topic = %topic.name, partition = index,
                                 "cannot apply topic config to the log: {error}");
                         }
+                    }
+                    if topic_changed {
                         shard.partitions.insert(Rc::new(Partition {
                             topic: topic.clone(),
                             index,

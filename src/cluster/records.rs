@@ -109,6 +109,14 @@ pub enum MetadataRecord {
         key: String,
         value: Option<f64>,
     },
+    /// One dynamic broker config set (`Some`) or removed (`None`), for broker `node_id` or,
+    /// with `None`, for every broker (the cluster-wide default); validated by the controller.
+    SetBrokerConfig {
+        #[serde(default)]
+        node_id: Option<i32>,
+        key: String,
+        value: Option<String>,
+    },
 }
 
 /// Encodes one entry (a batch of records) of the metadata log.
@@ -333,6 +341,23 @@ fn apply_record(
                 return Err(format!("quota {key} of {entity:?} is not set"));
             }
             Arc::make_mut(&mut image.client_quotas).set(entity, key, *value);
+        }
+        // As validated by the controller (keys may change between versions; the log replays
+        // as written).
+        MetadataRecord::SetBrokerConfig {
+            node_id,
+            key,
+            value,
+        } => {
+            if value.is_none()
+                && image
+                    .broker_configs
+                    .scope(*node_id)
+                    .is_none_or(|configs| !configs.contains_key(key))
+            {
+                return Err(format!("broker config {key} of {node_id:?} is not set"));
+            }
+            Arc::make_mut(&mut image.broker_configs).set(*node_id, key, value.as_deref());
         }
     }
     Ok(())
@@ -736,5 +761,50 @@ mod tests {
         assert_eq!(decode_batch(&encode_batch(&batch)).unwrap(), batch);
         apply_batch(&mut image, 4, &batch);
         assert!(image.client_quotas.is_empty());
+    }
+
+    #[test]
+    fn broker_config_records_apply_survive_a_snapshot_and_read_old_forms() {
+        let set = |node_id: Option<i32>, key: &str, value: Option<&str>| {
+            MetadataRecord::SetBrokerConfig {
+                node_id,
+                key: key.into(),
+                value: value.map(str::to_string),
+            }
+        };
+        let mut image = cluster_with_topic();
+        let before = image.clone();
+        apply_batch(
+            &mut image,
+            3,
+            &[
+                set(Some(1), "log.retention.ms", Some("1000")),
+                set(None, "message.max.bytes", Some("2048")),
+                // Removing a value that is not set is skipped.
+                set(Some(2), "log.retention.ms", None),
+            ],
+        );
+        assert!(before.broker_configs.per_broker.is_empty());
+        assert_eq!(
+            image.broker_configs.per_broker[&1]["log.retention.ms"],
+            "1000"
+        );
+        assert_eq!(image.broker_configs.default["message.max.bytes"], "2048");
+        assert!(!image.broker_configs.per_broker.contains_key(&2));
+        let restored = MetadataImage::from_snapshot(&image.to_snapshot()).unwrap();
+        assert_eq!(restored.digest(), image.digest());
+        assert_eq!(restored.broker_configs, image.broker_configs);
+        // A cluster-wide record written without the field, and a snapshot from before the
+        // field existed, both read.
+        let decoded =
+            decode_batch(br#"[{"type":"SetBrokerConfig","key":"num.io.threads","value":"4"}]"#)
+                .unwrap();
+        assert_eq!(decoded, vec![set(None, "num.io.threads", Some("4"))]);
+        let mut old = serde_json::to_value(&before).unwrap();
+        old.as_object_mut().unwrap().remove("broker_configs");
+        let old = MetadataImage::from_snapshot(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert!(old.broker_configs.default.is_empty());
+        apply_batch(&mut image, 4, &[set(Some(1), "log.retention.ms", None)]);
+        assert!(image.broker_configs.per_broker.is_empty());
     }
 }

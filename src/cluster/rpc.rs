@@ -116,6 +116,14 @@ pub enum AdminCommand {
         entries: Vec<QuotaAlteration>,
         validate_only: bool,
     },
+    /// AlterConfigs / IncrementalAlterConfigs on BROKER resources: per scope (a broker id, or
+    /// `None` for the cluster-wide default) its changes; answered with `Changes`, one result
+    /// per scope. `replace_all`: the legacy AlterConfigs, which replaces the scope's configs.
+    AlterBrokerConfigs {
+        requests: Vec<(Option<i32>, Vec<ConfigChange>)>,
+        replace_all: bool,
+        validate_only: bool,
+    },
 }
 
 /// One entry of AlterClientQuotas: an entity and its changes (`None` removes the key).

@@ -192,7 +192,7 @@ pub fn open(config: &Arc<BrokerConfig>, shard_count: usize) -> anyhow::Result<St
             unfence.extend(records::leaders_onto(
                 &image,
                 config.node_id,
-                super::controller::unclean_allowed(config),
+                super::controller::unclean_allowed(config, &image),
             ));
             commit_alone(&mut opened, &mut image, unfence)?;
             broker_epoch = Some(epoch);

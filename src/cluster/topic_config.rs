@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub type TopicConfigs = BTreeMap<String, String>;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum ValueKind {
+pub(crate) enum ValueKind {
     /// A 32-bit integer in `min..=max`.
     Int { min: i32, max: i32 },
     /// A 64-bit integer in `min..=max`.
@@ -31,7 +31,7 @@ enum ValueKind {
 
 impl ValueKind {
     /// Kafka's `ConfigType` as DescribeConfigs reports it.
-    fn describe_type(self) -> i8 {
+    pub(crate) fn describe_type(self) -> i8 {
         match self {
             ValueKind::Bool => 1,
             ValueKind::Choice(_) | ValueKind::Text => 2,
@@ -43,11 +43,11 @@ impl ValueKind {
     }
 }
 
-const fn long_from(min: i64) -> ValueKind {
+pub(crate) const fn long_from(min: i64) -> ValueKind {
     ValueKind::Long { min, max: i64::MAX }
 }
 
-const fn int_from(min: i32) -> ValueKind {
+pub(crate) const fn int_from(min: i32) -> ValueKind {
     ValueKind::Int { min, max: i32::MAX }
 }
 
@@ -224,18 +224,27 @@ pub enum ConfigError {
     },
 }
 
+/// The value kind of a topic config key.
+pub(crate) fn kind_of(key: &str) -> Option<ValueKind> {
+    KEYS.iter()
+        .find(|spec| spec.name == key)
+        .map(|spec| spec.kind)
+}
+
 /// Checks one key and value against the known set.
 pub fn validate(key: &str, value: &str) -> Result<(), ConfigError> {
-    let spec = KEYS
-        .iter()
-        .find(|spec| spec.name == key)
-        .ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
+    let kind = kind_of(key).ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
+    validate_kind(key, value, kind)
+}
+
+/// Checks a value against a kind; `key` names it in the error.
+pub(crate) fn validate_kind(key: &str, value: &str, kind: ValueKind) -> Result<(), ConfigError> {
     let invalid = |reason| ConfigError::InvalidValue {
         key: key.to_string(),
         value: value.to_string(),
         reason,
     };
-    match spec.kind {
+    match kind {
         ValueKind::Int { min, max } => {
             let number: i32 = value.trim().parse().map_err(|_| invalid("not an int"))?;
             if !(min..=max).contains(&number) {
@@ -279,22 +288,75 @@ pub fn validate(key: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Every known key with its effective value: the topic's own, else the broker default.
-/// The flag says whether the value is the default.
+/// DescribeConfigs' source of a value set on the topic.
+pub const SOURCE_TOPIC: i8 = 1;
+
+/// Every known key with its effective value and Kafka's source of it: the topic's own
+/// ([`SOURCE_TOPIC`]), else a dynamic broker config, else the default.
 pub fn effective_configs(
     configs: &TopicConfigs,
     broker: &BrokerConfig,
-) -> Vec<(&'static str, String, bool)> {
+) -> Vec<(&'static str, String, i8)> {
     KEYS.iter()
         .map(|spec| match configs.get(spec.name) {
-            Some(value) => (spec.name, value.clone(), false),
-            None => (spec.name, default_value(spec.name, broker), true),
+            Some(value) => (spec.name, value.clone(), SOURCE_TOPIC),
+            None => match super::broker_config::topic_default_override(spec.name, broker) {
+                Some((value, source)) => (spec.name, value.to_string(), source),
+                None => (
+                    spec.name,
+                    static_default_value(spec.name, broker),
+                    super::broker_config::SOURCE_DEFAULT,
+                ),
+            },
         })
         .collect()
 }
 
-/// Broker-wide default of a topic config (Kafka's defaults where Riptide has no own setting).
+/// The synonyms DescribeConfigs lists for topic config `key` (with `include_synonyms`), in
+/// Kafka's order: the topic's own value, then the broker config that supplies its default
+/// (per-broker dynamic, cluster-wide dynamic, the default). Each is (name, value, source).
+pub fn synonyms(
+    key: &'static str,
+    configs: &TopicConfigs,
+    broker: &BrokerConfig,
+) -> Vec<(&'static str, String, i8)> {
+    use super::broker_config::{
+        SOURCE_DEFAULT, SOURCE_DYNAMIC_BROKER, SOURCE_DYNAMIC_DEFAULT_BROKER,
+    };
+    let mut list = Vec::new();
+    if let Some(value) = configs.get(key) {
+        list.push((key, value.clone(), SOURCE_TOPIC));
+    }
+    let Some(broker_key) = super::broker_config::broker_synonym(key) else {
+        list.push((key, static_default_value(key, broker), SOURCE_DEFAULT));
+        return list;
+    };
+    if let Some(value) = broker.dynamic.node.get(broker_key) {
+        list.push((broker_key, value.clone(), SOURCE_DYNAMIC_BROKER));
+    }
+    if let Some(value) = broker.dynamic.default.get(broker_key) {
+        list.push((broker_key, value.clone(), SOURCE_DYNAMIC_DEFAULT_BROKER));
+    }
+    list.push((
+        broker_key,
+        static_default_value(key, broker),
+        SOURCE_DEFAULT,
+    ));
+    list
+}
+
+/// Broker-wide default of a topic config: a dynamic broker config for it if one is set (see
+/// [`super::broker_config`]), else [`static_default_value`].
 pub fn default_value(key: &str, broker: &BrokerConfig) -> String {
+    match super::broker_config::topic_default_override(key, broker) {
+        Some((value, _)) => value.to_string(),
+        None => static_default_value(key, broker),
+    }
+}
+
+/// Broker-wide default of a topic config from the static config (Kafka's defaults where
+/// Riptide has no own setting).
+pub fn static_default_value(key: &str, broker: &BrokerConfig) -> String {
     match key {
         "cleanup.policy" => "delete".into(),
         "compression.gzip.level" => "-1".into(),
@@ -358,13 +420,24 @@ pub fn effective_bool(configs: &TopicConfigs, broker: &BrokerConfig, key: &str) 
 /// Bounds on a CreateTime record's timestamp relative to the broker's clock: (how far in the
 /// past, how far in the future), in ms. The deprecated `message.timestamp.difference.max.ms`
 /// applies to a side whose own key is not set (KIP-937).
-pub fn timestamp_bounds_ms(configs: &TopicConfigs, _broker: &BrokerConfig) -> (i64, i64) {
+pub fn timestamp_bounds_ms(configs: &TopicConfigs, broker: &BrokerConfig) -> (i64, i64) {
     // All three default to unbounded; parsed without allocating (the produce path asks).
+    // The topic's keys first, then the dynamic broker defaults (`log.message.timestamp.*`).
     let explicit = |key: &str| configs.get(key).and_then(|v| v.trim().parse::<i64>().ok());
-    let difference = explicit("message.timestamp.difference.max.ms").unwrap_or(i64::MAX);
+    let dynamic = |key: &str| {
+        super::broker_config::topic_default_override(key, broker)
+            .and_then(|(value, _)| value.trim().parse::<i64>().ok())
+    };
+    let side = |key: &str| {
+        explicit(key)
+            .or_else(|| explicit("message.timestamp.difference.max.ms"))
+            .or_else(|| dynamic(key))
+            .or_else(|| dynamic("message.timestamp.difference.max.ms"))
+            .unwrap_or(i64::MAX)
+    };
     (
-        explicit("message.timestamp.before.max.ms").unwrap_or(difference),
-        explicit("message.timestamp.after.max.ms").unwrap_or(difference),
+        side("message.timestamp.before.max.ms"),
+        side("message.timestamp.after.max.ms"),
     )
 }
 
@@ -468,16 +541,53 @@ mod tests {
             .iter()
             .find(|(k, _, _)| *k == "retention.ms")
             .unwrap();
-        assert_eq!((retention.1.as_str(), retention.2), ("5", false));
+        assert_eq!((retention.1.as_str(), retention.2), ("5", SOURCE_TOPIC));
         let segment = effective
             .iter()
             .find(|(k, _, _)| *k == "segment.bytes")
             .unwrap();
         assert_eq!(segment.1, broker.segment_bytes.to_string());
-        assert!(segment.2);
+        assert_eq!(segment.2, super::super::broker_config::SOURCE_DEFAULT);
         assert_eq!(
             effective_long(&configs, &broker, "max.message.bytes"),
             broker.max_message_bytes as i64
+        );
+    }
+
+    #[test]
+    fn dynamic_broker_defaults_fill_in_for_topics_without_their_own() {
+        use super::super::broker_config::{SOURCE_DEFAULT, SOURCE_DYNAMIC_DEFAULT_BROKER};
+        let mut broker = BrokerConfig::default();
+        broker
+            .dynamic
+            .default
+            .insert("log.message.timestamp.after.max.ms".into(), "5000".into());
+        broker
+            .dynamic
+            .default
+            .insert("log.retention.ms".into(), "1000".into());
+        let mut configs = TopicConfigs::new();
+        assert_eq!(timestamp_bounds_ms(&configs, &broker), (i64::MAX, 5000));
+        // The topic's own deprecated key still wins over a broker default.
+        configs.insert("message.timestamp.difference.max.ms".into(), "7".into());
+        assert_eq!(timestamp_bounds_ms(&configs, &broker), (7, 7));
+        assert_eq!(effective_long(&configs, &broker, "retention.ms"), 1000);
+        assert_eq!(
+            synonyms("retention.ms", &configs, &broker),
+            vec![
+                (
+                    "log.retention.ms",
+                    "1000".to_string(),
+                    SOURCE_DYNAMIC_DEFAULT_BROKER
+                ),
+                ("log.retention.ms", "604800000".to_string(), SOURCE_DEFAULT),
+            ]
+        );
+        configs.insert("retention.ms".into(), "5".into());
+        assert_eq!(effective_long(&configs, &broker, "retention.ms"), 5);
+        assert_eq!(
+            synonyms("retention.ms", &configs, &broker)[0].2,
+            SOURCE_TOPIC
         );
     }
 }

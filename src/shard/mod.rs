@@ -33,7 +33,15 @@ pub const DRAIN_TIMEOUT_MS: u64 = 5_000;
 pub struct Shard {
     pub id: usize,
     pub count: usize,
+    /// The static config (file and flags); [`Shard::live_config`] adds the dynamic broker
+    /// configs.
     pub config: Arc<BrokerConfig>,
+    /// `config` with this node's dynamic broker configs from the applied image, and the store
+    /// it was made from.
+    live_config: RefCell<(
+        Arc<BrokerConfig>,
+        Arc<cluster::broker_config::BrokerConfigStore>,
+    )>,
     /// The newest metadata image this shard has applied.
     metadata: RefCell<Arc<MetadataImage>>,
     /// Partitions whose logs this shard owns.
@@ -79,12 +87,37 @@ impl Shard {
     }
 
     pub fn set_metadata(&self, image: Arc<MetadataImage>) {
+        self.refresh_live_config(&image);
         let mut current = self.metadata.borrow_mut();
         assert!(
             image.version >= current.version,
             "metadata images are applied in order"
         );
         *current = image;
+    }
+
+    /// The config the shard runs with now: the static config with the dynamic broker configs
+    /// for this node (topic defaults, message size, ...). Read it where a dynamic key applies.
+    pub fn live_config(&self) -> Arc<BrokerConfig> {
+        self.live_config.borrow().0.clone()
+    }
+
+    /// Takes the dynamic broker configs of `image`; true when this node's changed.
+    pub fn refresh_live_config(&self, image: &MetadataImage) -> bool {
+        let mut live = self.live_config.borrow_mut();
+        if Arc::ptr_eq(&live.1, &image.broker_configs) {
+            return false;
+        }
+        let dynamic = image.broker_configs.for_node(self.config.node_id);
+        let changed = dynamic != live.0.dynamic;
+        if changed {
+            live.0 = Arc::new(cluster::broker_config::live_config(
+                &self.config,
+                &image.broker_configs,
+            ));
+        }
+        live.1 = image.broker_configs.clone();
+        changed
     }
 
     /// Runs `work` on shard `target` and returns its result. On our own shard it runs inline
@@ -364,6 +397,13 @@ async fn shard_main(
         count: shard_count,
         metadata_node: std::cell::OnceCell::new(),
         config: config.clone(),
+        live_config: RefCell::new((
+            Arc::new(cluster::broker_config::live_config(
+                &config,
+                &image.broker_configs,
+            )),
+            image.broker_configs.clone(),
+        )),
         metadata: RefCell::new(image.clone()),
         partitions: PartitionTable::default(),
         groups: crate::group::GroupShard::default(),

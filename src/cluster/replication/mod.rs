@@ -251,7 +251,7 @@ pub fn start_isr_maintenance(shard: Rc<Shard>) {
 pub fn min_insync_replicas(shard: &Shard, partition: &Partition) -> usize {
     let value = super::topic_config::effective_long(
         &partition.topic.configs,
-        &shard.config,
+        &shard.live_config(),
         "min.insync.replicas",
     );
     usize::try_from(value).unwrap_or(1).max(1)
