@@ -483,6 +483,27 @@ pub fn main() -> i32 {
                 }
             }
         }
+        command => {
+            restore_default_sigpipe();
+            run_tool(command)
+        }
+    }
+}
+
+/// The command-line tools end quietly when their reader goes away (`riptide topic list | head`),
+/// as other Unix tools do: the Rust runtime ignores SIGPIPE, which turns a closed stdout into a
+/// panic in `println!`. The broker keeps ignoring it (its sockets report EPIPE as errors).
+fn restore_default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL installs no handler code; called once, before any thread starts.
+    if let Err(error) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        eprintln!("riptide: cannot restore SIGPIPE: {error}");
+    }
+}
+
+fn run_tool(command: Command) -> i32 {
+    match command {
+        Command::Serve(_) => unreachable!("the broker is not a tool"),
         Command::Tune(args) => crate::tune::run(args),
         Command::Iotune(args) => crate::tune::iotune::run(args),
         Command::Topic(args) => crate::admin_cli::run_topic(args),
