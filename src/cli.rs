@@ -174,6 +174,10 @@ pub struct ServeArgs {
     /// O_DIRECT writes in flight per partition [default: 4].
     #[arg(long)]
     pub log_writes_in_flight: Option<usize>,
+    /// Under the sync flush policy, zero-fill segments this far ahead of the writer (0: off)
+    /// [default: 8 MiB].
+    #[arg(long)]
+    pub log_prewrite_ahead_bytes: Option<u64>,
     /// Bytes at the end of each log read at start-up to rebuild idempotent producers' state
     /// [default: 4 MiB].
     #[arg(long)]
@@ -384,6 +388,7 @@ impl ServeArgs {
             compaction_slice_bytes,
             compaction_max_keys,
             log_writes_in_flight,
+            log_prewrite_ahead_bytes,
             producer_state_rebuild_bytes,
             storage_retry_interval_ms,
             fetch_zero_copy,

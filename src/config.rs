@@ -130,6 +130,10 @@ pub struct BrokerConfig {
     pub compaction_max_keys: usize,
     /// O_DIRECT writes in flight at once per partition.
     pub log_writes_in_flight: usize,
+    /// Under the sync flush policy, each active segment is zero-filled (and fdatasync'ed) this
+    /// far ahead of the writer, so appends overwrite written blocks and their fdatasync is a
+    /// device flush without an ext4 journal commit; 0 turns it off.
+    pub log_prewrite_ahead_bytes: u64,
     /// Bytes at the end of each partition's log whose batch headers rebuild the idempotent
     /// producers' state at start-up (retries after a restart are recognised if they fall in
     /// it); read once per partition, so it bounds start-up work too.
@@ -323,6 +327,7 @@ impl Default for BrokerConfig {
             compaction_slice_bytes: 256 * 1024,
             compaction_max_keys: 500_000,
             log_writes_in_flight: 4,
+            log_prewrite_ahead_bytes: 8 * 1024 * 1024,
             producer_state_rebuild_bytes: 4 * 1024 * 1024,
             storage_retry_interval_ms: 1_000,
             fetch_zero_copy: true,
@@ -747,6 +752,11 @@ impl BrokerConfig {
         anyhow::ensure!(
             (1..=64).contains(&self.log_writes_in_flight),
             "log_writes_in_flight must be in 1..=64"
+        );
+        anyhow::ensure!(
+            self.log_prewrite_ahead_bytes.is_multiple_of(4096)
+                && self.log_prewrite_ahead_bytes <= 1024 * 1024 * 1024,
+            "log_prewrite_ahead_bytes must be a multiple of 4096 and at most 1 GiB"
         );
         anyhow::ensure!(
             self.storage_retry_interval_ms >= 1,
