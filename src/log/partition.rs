@@ -2340,8 +2340,10 @@ pub(super) fn invalid_input(message: &str) -> LogError {
 #[allow(dead_code)]
 const _: i64 = NO_TIMESTAMP;
 
-/// Writes zeros over `[start_bytes, end_bytes)` of `file` (block-aligned, inside its size) in
-/// concurrent writes of at most `chunk_bytes` sharing one buffer, then fdatasyncs it.
+/// Writes zeros over `[start_bytes, end_bytes)` of `file` (block-aligned, inside its size)
+/// one write of at most `chunk_bytes` at a time, then fdatasyncs it. One at a time: several
+/// megabytes of zeros queued on the device ahead of an append's write and fdatasync would
+/// delay that acknowledgement by as much.
 async fn zero_fill(
     file: &Rc<DmaFile>,
     start_bytes: u64,
@@ -2354,30 +2356,24 @@ async fn zero_fill(
     let mut zeros = file.alloc_dma_buffer(chunk_bytes as usize);
     zeros.as_bytes_mut().fill(0);
     let zeros = Rc::new(zeros);
-    let writes = (start_bytes..end_bytes)
-        .step_by(chunk_bytes as usize)
-        .map(|position_bytes| {
-            let size_bytes = chunk_bytes.min(end_bytes - position_bytes);
-            let zeros = zeros.clone();
-            async move {
-                let written = if size_bytes == chunk_bytes {
-                    file.write_rc_at(zeros, position_bytes).await
-                } else {
-                    let mut tail = file.alloc_dma_buffer(size_bytes as usize);
-                    tail.as_bytes_mut().fill(0);
-                    file.write_at(tail, position_bytes).await
-                };
-                match written.map_err(io_error)? {
-                    written if written as u64 == size_bytes => Ok(()),
-                    written => Err(LogError::Io(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("short zero-fill: {written} of {size_bytes} bytes"),
-                    ))),
-                }
-            }
-        });
-    for result in futures::future::join_all(writes).await {
-        result?;
+    let mut position_bytes = start_bytes;
+    while position_bytes < end_bytes {
+        let size_bytes = chunk_bytes.min(end_bytes - position_bytes);
+        let written = if size_bytes == chunk_bytes {
+            file.write_rc_at(zeros.clone(), position_bytes).await
+        } else {
+            let mut tail = file.alloc_dma_buffer(size_bytes as usize);
+            tail.as_bytes_mut().fill(0);
+            file.write_at(tail, position_bytes).await
+        };
+        let written = written.map_err(io_error)? as u64;
+        if written != size_bytes {
+            return Err(LogError::Io(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short zero-fill: {written} of {size_bytes} bytes"),
+            )));
+        }
+        position_bytes += size_bytes;
     }
     file.fdatasync().await.map_err(io_error)?;
     Ok(())
