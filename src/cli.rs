@@ -192,6 +192,10 @@ pub struct ServeArgs {
     pub io_memory_bytes: Option<usize>,
     #[arg(long)]
     pub shard_channel_capacity: Option<usize>,
+    /// Scheduler slice each shard thread asks for, in µs (100..=100000; 0: kernel default)
+    /// [default: 0].
+    #[arg(long)]
+    pub shard_sched_slice_us: Option<u64>,
     #[arg(long)]
     pub max_topics: Option<usize>,
     #[arg(long)]
@@ -394,6 +398,7 @@ impl ServeArgs {
             fetch_zero_copy,
             io_memory_bytes,
             shard_channel_capacity,
+            shard_sched_slice_us,
             max_topics,
             max_partitions_per_topic,
             authorizer_enabled,

@@ -6,6 +6,10 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// The kernel's bounds on a custom scheduler slice (0.1 ms to 100 ms).
+pub const SCHED_SLICE_MIN_US: u64 = 100;
+pub const SCHED_SLICE_MAX_US: u64 = 100_000;
+
 /// Settings of one broker process. Keys match the TOML file and the `serve` flags (with `-`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -148,6 +152,11 @@ pub struct BrokerConfig {
     pub io_memory_bytes: usize,
     /// Capacity of each shard-to-shard channel, in messages.
     pub shard_channel_capacity: usize,
+    /// The kernel scheduler slice each shard thread asks for (Linux 6.12+ EEVDF custom slice;
+    /// io_uring worker threads it starts inherit it); 0 keeps the kernel default. A short
+    /// slice lets the io_uring workers that run each fdatasync, which share the shard's core,
+    /// take it promptly instead of waiting for a busy shard's slice to run out.
+    pub shard_sched_slice_us: u64,
     /// Topics the broker may hold; a bound on metadata size and open files.
     pub max_topics: usize,
     /// Partitions one topic may have.
@@ -333,6 +342,7 @@ impl Default for BrokerConfig {
             fetch_zero_copy: true,
             io_memory_bytes: 4 * 1024 * 1024,
             shard_channel_capacity: 1024,
+            shard_sched_slice_us: 0,
             max_topics: 10_000,
             max_partitions_per_topic: 10_000,
             authorizer_enabled: false,
@@ -839,6 +849,11 @@ impl BrokerConfig {
         anyhow::ensure!(
             self.shard_channel_capacity >= 1,
             "shard_channel_capacity must be at least 1"
+        );
+        anyhow::ensure!(
+            self.shard_sched_slice_us == 0
+                || (SCHED_SLICE_MIN_US..=SCHED_SLICE_MAX_US).contains(&self.shard_sched_slice_us),
+            "shard_sched_slice_us must be 0 (kernel default) or in {SCHED_SLICE_MIN_US}..={SCHED_SLICE_MAX_US}"
         );
         let roles = self.roles()?;
         let voters = self.quorum_voters()?;
