@@ -185,6 +185,10 @@ pub struct ServeArgs {
     /// O_DIRECT writes in flight per partition [default: 4].
     #[arg(long)]
     pub log_writes_in_flight: Option<usize>,
+    /// Under the sync flush policy, zero-fill segments this far ahead of the writer (0: off)
+    /// [default: 8 MiB].
+    #[arg(long)]
+    pub log_prewrite_ahead_bytes: Option<u64>,
     /// Bytes at the end of each log read at start-up to rebuild idempotent producers' state
     /// [default: 4 MiB].
     #[arg(long)]
@@ -199,6 +203,10 @@ pub struct ServeArgs {
     pub io_memory_bytes: Option<usize>,
     #[arg(long)]
     pub shard_channel_capacity: Option<usize>,
+    /// Scheduler slice each shard thread asks for, in µs (100..=100000; 0: kernel default)
+    /// [default: 0].
+    #[arg(long)]
+    pub shard_sched_slice_us: Option<u64>,
     #[arg(long)]
     pub max_topics: Option<usize>,
     #[arg(long)]
@@ -398,11 +406,13 @@ impl ServeArgs {
             compaction_slice_bytes,
             compaction_max_keys,
             log_writes_in_flight,
+            log_prewrite_ahead_bytes,
             producer_state_rebuild_bytes,
             storage_retry_interval_ms,
             fetch_zero_copy,
             io_memory_bytes,
             shard_channel_capacity,
+            shard_sched_slice_us,
             max_topics,
             max_partitions_per_topic,
             authorizer_enabled,

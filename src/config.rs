@@ -7,6 +7,10 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+/// The kernel's bounds on a custom scheduler slice (0.1 ms to 100 ms).
+pub const SCHED_SLICE_MIN_US: u64 = 100;
+pub const SCHED_SLICE_MAX_US: u64 = 100_000;
+
 /// Settings of one broker process. Keys match the TOML file and the `serve` flags (with `-`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -142,6 +146,10 @@ pub struct BrokerConfig {
     pub compaction_max_keys: usize,
     /// O_DIRECT writes in flight at once per partition.
     pub log_writes_in_flight: usize,
+    /// Under the sync flush policy, each active segment is zero-filled (and fdatasync'ed) this
+    /// far ahead of the writer, so appends overwrite written blocks and their fdatasync is a
+    /// device flush without an ext4 journal commit; 0 turns it off.
+    pub log_prewrite_ahead_bytes: u64,
     /// Bytes at the end of each partition's log whose batch headers rebuild the idempotent
     /// producers' state at start-up (retries after a restart are recognised if they fall in
     /// it); read once per partition, so it bounds start-up work too.
@@ -163,6 +171,11 @@ pub struct BrokerConfig {
     pub io_memory_bytes: usize,
     /// Capacity of each shard-to-shard channel, in messages.
     pub shard_channel_capacity: usize,
+    /// The kernel scheduler slice each shard thread asks for (Linux 6.12+ EEVDF custom slice;
+    /// io_uring worker threads it starts inherit it); 0 keeps the kernel default. A short
+    /// slice lets the io_uring workers that run each fdatasync, which share the shard's core,
+    /// take it promptly instead of waiting for a busy shard's slice to run out.
+    pub shard_sched_slice_us: u64,
     /// Topics the broker may hold; a bound on metadata size and open files.
     pub max_topics: usize,
     /// Partitions one topic may have.
@@ -349,6 +362,7 @@ impl Default for BrokerConfig {
             compaction_slice_bytes: 256 * 1024,
             compaction_max_keys: 500_000,
             log_writes_in_flight: 4,
+            log_prewrite_ahead_bytes: 8 * 1024 * 1024,
             producer_state_rebuild_bytes: 4 * 1024 * 1024,
             storage_retry_interval_ms: 1_000,
             fetch_zero_copy: true,
@@ -357,6 +371,7 @@ impl Default for BrokerConfig {
             fetch_session_eviction_ms: 120_000,
             io_memory_bytes: 4 * 1024 * 1024,
             shard_channel_capacity: 1024,
+            shard_sched_slice_us: 0,
             max_topics: 10_000,
             max_partitions_per_topic: 10_000,
             authorizer_enabled: false,
@@ -802,6 +817,11 @@ impl BrokerConfig {
             "log_writes_in_flight must be in 1..=64"
         );
         anyhow::ensure!(
+            self.log_prewrite_ahead_bytes.is_multiple_of(4096)
+                && self.log_prewrite_ahead_bytes <= 1024 * 1024 * 1024,
+            "log_prewrite_ahead_bytes must be a multiple of 4096 and at most 1 GiB"
+        );
+        anyhow::ensure!(
             self.storage_retry_interval_ms >= 1,
             "storage_retry_interval_ms must be at least 1"
         );
@@ -882,6 +902,11 @@ impl BrokerConfig {
         anyhow::ensure!(
             self.shard_channel_capacity >= 1,
             "shard_channel_capacity must be at least 1"
+        );
+        anyhow::ensure!(
+            self.shard_sched_slice_us == 0
+                || (SCHED_SLICE_MIN_US..=SCHED_SLICE_MAX_US).contains(&self.shard_sched_slice_us),
+            "shard_sched_slice_us must be 0 (kernel default) or in {SCHED_SLICE_MIN_US}..={SCHED_SLICE_MAX_US}"
         );
         let roles = self.roles()?;
         let voters = self.quorum_voters()?;

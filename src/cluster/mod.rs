@@ -180,6 +180,7 @@ fn log_config(shard: &Shard, topic: &TopicRecord) -> LogConfig {
         segment_ms: limit("segment.ms").unwrap_or(u64::MAX).max(1),
         cache_size_bytes: broker.partition_cache_size_bytes,
         max_writes_in_flight: broker.log_writes_in_flight,
+        prewrite_ahead_bytes: broker.log_prewrite_ahead_bytes,
         flush_messages: explicit_or("flush.messages", broker.flush_messages).max(1),
         flush_interval_ms: explicit_or("flush.ms", broker.flush_ms),
         retention_ms: limit("retention.ms"),

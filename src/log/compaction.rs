@@ -705,6 +705,7 @@ impl PartitionLog {
             let old_file = std::mem::replace(&mut live.file, new_file);
             live.size_bytes = output_size_bytes;
             live.allocated_size_bytes = output_size_bytes;
+            live.prewritten_size_bytes = 0;
             live.index = index;
             live.compacted = true;
             live.dirty = false;

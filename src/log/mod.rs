@@ -4,8 +4,9 @@
 //! (`!Send`, shared as `Rc<PartitionLog>`). On disk, `<data_dir>/<topic>-<partition>/` holds:
 //!
 //! - `<base_offset:020>.log`: segments of v2 record batches laid back to back, preallocated in
-//!   steps (ahead of the writer, in the background) and written in aligned blocks; the partial
-//!   tail block lives in memory and is rewritten by the next write.
+//!   steps (ahead of the writer, in the background; under the sync policy also zero-filled
+//!   ahead of it, so fdatasync finds no unwritten extents to convert) and written in aligned
+//!   blocks; the partial tail block lives in memory and is rewritten by the next write.
 //! - `<base_offset:020>.index`: the segment's sparse index, one entry per
 //!   `index_interval_bytes` of batches, each carrying the batch's offset, position and the
 //!   largest timestamp before it, so it serves offset and timestamp lookups alike (see
@@ -86,6 +87,12 @@ pub struct LogConfig {
     /// Segments grow by fallocate in steps of this size, so O_DIRECT writes do not extend the
     /// file (ext4 serialises extending writes).
     pub preallocate_step_bytes: u64,
+    /// Under the sync policy, the preallocated region of the active segment is zero-filled
+    /// and fdatasync'ed in the background up to this far ahead of the writer (0: off). ext4
+    /// records a write into fallocated (unwritten) blocks as an extent change, so the
+    /// fdatasync after it must commit the journal; after an overwrite of written blocks it is
+    /// a device cache flush alone.
+    pub prewrite_ahead_bytes: u64,
     /// fdatasync once this many records were written since the last one (`flush.messages`).
     /// 1 is the sync policy.
     pub flush_messages: u64,
@@ -123,6 +130,7 @@ impl Default for LogConfig {
             max_write_size_bytes: 1024 * 1024,
             max_writes_in_flight: 4,
             preallocate_step_bytes: 32 * 1024 * 1024,
+            prewrite_ahead_bytes: 8 * 1024 * 1024,
             flush_messages: u64::MAX,
             flush_interval_ms: u64::MAX,
             retention_ms: Some(7 * 24 * 3600 * 1000),
@@ -167,6 +175,8 @@ impl LogConfig {
             || !self.preallocate_step_bytes.is_multiple_of(BLOCK_SIZE_BYTES)
         {
             Some("preallocate_step_bytes must be a positive multiple of 4096")
+        } else if !self.prewrite_ahead_bytes.is_multiple_of(BLOCK_SIZE_BYTES) {
+            Some("prewrite_ahead_bytes must be a multiple of 4096")
         } else if self.flush_messages == 0 {
             Some("flush_messages must be at least 1")
         } else {
@@ -195,6 +205,8 @@ pub struct LogStats {
     pub sync_micros_total: u64,
     pub checkpoints: u64,
     pub rolls: u64,
+    /// Bytes zero-filled ahead of the writer under the sync policy (`prewrite_ahead_bytes`).
+    pub prewritten_bytes: u64,
     /// Storage failures (each refuses appends until the log resumes).
     pub failures: u64,
     pub segments_deleted: u64,

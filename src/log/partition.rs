@@ -18,7 +18,9 @@
 //! against power loss). One fdatasync is in flight per partition; every append it covers shares
 //! it (group commit). The flush policy (`flush_messages`, `flush_interval_ms`) decides when one
 //! starts; the sync policy (`flush_messages <= 1` or `flush_interval_ms == 0`) starts one after
-//! every write, and acks=all produces wait for it.
+//! every write, and acks=all produces wait for it. Under the sync policy the region ahead of
+//! the writer is also zero-filled and synced in the background (`prewrite_ahead`), so those
+//! writes overwrite written blocks and their fdatasync needs no journal commit.
 //!
 //! Failures. A failed write, fallocate or roll fails the pending appends and refuses new ones
 //! (KAFKA_STORAGE_ERROR), but the written state in memory is intact, so reads go on and
@@ -139,6 +141,9 @@ pub(super) struct LogState {
     preallocate_supported: bool,
     /// A fallocate of the active segment is in flight.
     preallocating: bool,
+    /// The zero-fill ahead of the writer in flight (`prewrite_ahead`): no data write may
+    /// touch its range, and the segment may not roll, until it completes.
+    pub(super) prewriting: Option<PrewriteRange>,
     /// Compaction rewrote segments below this offset (persisted in `cleaner-offset`).
     pub(super) cleaner_offset: i64,
     /// Offsets below it are committed: replicated to every in-sync replica (on a single
@@ -174,6 +179,13 @@ pub(super) struct PendingAppend {
     written_bytes: usize,
     /// Position of `data` in the active segment, set when its first byte is planned.
     position_bytes: u64,
+}
+
+/// Blocks `[start_bytes, end_bytes)` of `file` being zero-filled.
+pub(super) struct PrewriteRange {
+    file: Rc<DmaFile>,
+    start_bytes: u64,
+    end_bytes: u64,
 }
 
 pub(super) struct InFlightWrite {
@@ -370,6 +382,7 @@ impl PartitionLog {
             directory_dirty,
             preallocate_supported: true,
             preallocating: false,
+            prewriting: None,
             cleaner_offset,
             high_watermark: previous_high_watermark.min(end_offset),
             high_watermark_limit: previous_limit,
@@ -695,6 +708,7 @@ impl PartitionLog {
                 WriteStep::Write(plan) => {
                     self.issue_write(plan);
                     self.preallocate_ahead();
+                    self.prewrite_ahead();
                     Ok(())
                 }
             };
@@ -809,6 +823,82 @@ impl PartitionLog {
             let result = log.preallocate_active(file, size_bytes).await;
             if let Err(error) = result {
                 tracing::debug!(dir = %log.dir.display(), %error, "background preallocation failed");
+            }
+            log.writer_signal.notify();
+        })
+        .detach();
+    }
+
+    /// Under the sync policy, zero-fills the allocated region ahead of the writer and syncs
+    /// it, in the background, so appends overwrite written blocks: ext4 then has no extent
+    /// conversion to journal, and the fdatasync each acknowledgement waits for is a device
+    /// flush alone. A round runs once less than half of `prewrite_ahead_bytes` is ready and
+    /// fills up to the full distance (bounded by the fallocated size). The first
+    /// `max_write_size_bytes` past the planned end are left to the writer, so the next write
+    /// does not wait for a round. Failures only cost the speed-up: the writer then writes into
+    /// unwritten blocks as it would without this.
+    fn prewrite_ahead(&self) {
+        let job = {
+            let mut state = self.state.borrow_mut();
+            let config = self.config.borrow();
+            let ahead_bytes = config.prewrite_ahead_bytes;
+            if !config.is_sync()
+                || ahead_bytes == 0
+                || !state.preallocate_supported
+                || state.prewriting.is_some()
+                || state.failure.is_some()
+                || state.closing
+                || state.truncating
+            {
+                return;
+            }
+            let floor_bytes =
+                align_up(state.planned_size_bytes) + config.max_write_size_bytes as u64;
+            let active = state.active();
+            let ready_bytes = active.prewritten_size_bytes.saturating_sub(floor_bytes);
+            if ready_bytes >= ahead_bytes / 2 {
+                return;
+            }
+            let start_bytes = active.prewritten_size_bytes.max(floor_bytes);
+            let end_bytes = (floor_bytes + ahead_bytes).min(active.allocated_size_bytes);
+            if start_bytes >= end_bytes {
+                return;
+            }
+            let range = PrewriteRange {
+                file: active.file.clone(),
+                start_bytes,
+                end_bytes,
+            };
+            let job = (
+                range.file.clone(),
+                start_bytes,
+                end_bytes,
+                config.max_write_size_bytes,
+            );
+            state.prewriting = Some(range);
+            job
+        };
+        let log = self.rc();
+        glommio::spawn_local(async move {
+            let (file, start_bytes, end_bytes, chunk_bytes) = job;
+            let result = zero_fill(&file, start_bytes, end_bytes, chunk_bytes).await;
+            {
+                let mut state = log.state.borrow_mut();
+                state.prewriting = None;
+                match result {
+                    Ok(()) if !state.closed => {
+                        state.stats.prewritten_bytes += end_bytes - start_bytes;
+                        let active = state.active_mut();
+                        if Rc::ptr_eq(&active.file, &file) {
+                            active.prewritten_size_bytes =
+                                active.prewritten_size_bytes.max(end_bytes);
+                        }
+                    }
+                    Ok(()) => {}
+                    Err(error) => {
+                        tracing::debug!(dir = %log.dir.display(), %error, "zero-fill ahead of the writer failed");
+                    }
+                }
             }
             log.writer_signal.notify();
         })
@@ -1401,7 +1491,11 @@ impl PartitionLog {
             let Some(failure) = &state.failure else {
                 return Ok(true);
             };
-            if state.closed || state.closing || !state.in_flight.is_empty() {
+            if state.closed
+                || state.closing
+                || !state.in_flight.is_empty()
+                || state.prewriting.is_some()
+            {
                 return Ok(false);
             }
             let active = state.active();
@@ -1462,7 +1556,11 @@ impl PartitionLog {
         }
         let files = {
             let mut state = self.state.borrow_mut();
-            if state.closed || state.writer_running || state.sync_running {
+            if state.closed
+                || state.writer_running
+                || state.sync_running
+                || state.prewriting.is_some()
+            {
                 return Ok(false);
             }
             state.discard_pending();
@@ -1482,7 +1580,11 @@ impl PartitionLog {
         };
         let generation = {
             let state = self.state.borrow();
-            if state.closed || state.writer_running || state.sync_running {
+            if state.closed
+                || state.writer_running
+                || state.sync_running
+                || state.prewriting.is_some()
+            {
                 return Ok(false);
             }
             state.generation + 1
@@ -1544,7 +1646,8 @@ impl PartitionLog {
     pub(super) async fn drain(&self) {
         let last_assigned = self.state.borrow().next_offset - 1;
         WaitForOffset::new(self.rc(), last_assigned).await;
-        while !self.state.borrow().in_flight.is_empty() {
+        while !self.state.borrow().in_flight.is_empty() || self.state.borrow().prewriting.is_some()
+        {
             self.writer_signal.notify();
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         }
@@ -1608,6 +1711,7 @@ impl LogState {
             directory_dirty: false,
             preallocate_supported: true,
             preallocating: false,
+            prewriting: None,
             cleaner_offset: 0,
             high_watermark: 0,
             high_watermark_limit: i64::MAX,
@@ -1720,6 +1824,9 @@ impl LogState {
                 return WriteStep::Wait;
             }
             if self.roll_requested && self.active().size_bytes > 0 {
+                if self.prewriting.is_some() {
+                    return WriteStep::Wait; // The sealed file is trimmed: no zeros past it.
+                }
                 return WriteStep::Roll {
                     base_offset: self.written_end_offset,
                 };
@@ -1737,7 +1844,7 @@ impl LogState {
             let age_ms = now_ms.saturating_sub(active.created_at_ms);
             let too_old = age_ms >= 0 && age_ms as u64 >= config.segment_ms;
             if too_big || too_old || self.roll_requested {
-                if !self.in_flight.is_empty() {
+                if !self.in_flight.is_empty() || self.prewriting.is_some() {
                     return WriteStep::Wait;
                 }
                 return WriteStep::Roll {
@@ -1799,6 +1906,14 @@ impl LogState {
             };
         }
 
+        // A zero-fill in flight may land after this write: never let them share a block.
+        if self.prewriting.as_ref().is_some_and(|range| {
+            Rc::ptr_eq(&range.file, &active.file)
+                && aligned_end_bytes > range.start_bytes
+                && position_bytes < range.end_bytes
+        }) {
+            return WriteStep::Wait;
+        }
         let buffer_size_bytes = (aligned_end_bytes - position_bytes) as usize;
         assert!(buffer_size_bytes <= config.max_write_size_bytes);
         let file = active.file.clone();
@@ -2224,3 +2339,42 @@ pub(super) fn invalid_input(message: &str) -> LogError {
 
 #[allow(dead_code)]
 const _: i64 = NO_TIMESTAMP;
+
+/// Writes zeros over `[start_bytes, end_bytes)` of `file` (block-aligned, inside its size)
+/// one write of at most `chunk_bytes` at a time, then fdatasyncs it. One at a time: several
+/// megabytes of zeros queued on the device ahead of an append's write and fdatasync would
+/// delay that acknowledgement by as much.
+async fn zero_fill(
+    file: &Rc<DmaFile>,
+    start_bytes: u64,
+    end_bytes: u64,
+    chunk_bytes: usize,
+) -> Result<(), LogError> {
+    debug_assert!(start_bytes.is_multiple_of(BLOCK_SIZE_BYTES));
+    debug_assert!(end_bytes.is_multiple_of(BLOCK_SIZE_BYTES));
+    let chunk_bytes = (chunk_bytes as u64).min(end_bytes - start_bytes);
+    let mut zeros = file.alloc_dma_buffer(chunk_bytes as usize);
+    zeros.as_bytes_mut().fill(0);
+    let zeros = Rc::new(zeros);
+    let mut position_bytes = start_bytes;
+    while position_bytes < end_bytes {
+        let size_bytes = chunk_bytes.min(end_bytes - position_bytes);
+        let written = if size_bytes == chunk_bytes {
+            file.write_rc_at(zeros.clone(), position_bytes).await
+        } else {
+            let mut tail = file.alloc_dma_buffer(size_bytes as usize);
+            tail.as_bytes_mut().fill(0);
+            file.write_at(tail, position_bytes).await
+        };
+        let written = written.map_err(io_error)? as u64;
+        if written != size_bytes {
+            return Err(LogError::Io(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short zero-fill: {written} of {size_bytes} bytes"),
+            )));
+        }
+        position_bytes += size_bytes;
+    }
+    file.fdatasync().await.map_err(io_error)?;
+    Ok(())
+}

@@ -155,6 +155,9 @@ pub(crate) struct Segment {
     pub(crate) next_offset: i64,
     /// File size reached by fallocate; writes stay below it so they never extend the file.
     pub(crate) allocated_size_bytes: u64,
+    /// Blocks below it were zero-filled ahead of the writer and synced (or hold data): writes
+    /// there change no file metadata. Only ever counts zero-fills of this segment's file.
+    pub(crate) prewritten_size_bytes: u64,
     pub(crate) index: SparseIndex,
     /// Largest batch timestamp in this segment and every segment before it: a non-decreasing
     /// sequence over the log, so the first segment holding a timestamp at or after T is found
@@ -180,6 +183,7 @@ impl Segment {
             size_bytes: 0,
             next_offset: base_offset,
             allocated_size_bytes: 0,
+            prewritten_size_bytes: 0,
             index: SparseIndex::default(),
             prefix_max_timestamp_ms: NO_TIMESTAMP,
             created_at_ms: now_ms,

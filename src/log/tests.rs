@@ -938,6 +938,11 @@ fn config_validation() {
         ..LogConfig::default()
     };
     assert!(bad.validate().is_err());
+    let bad = LogConfig {
+        prewrite_ahead_bytes: 5000,
+        ..LogConfig::default()
+    };
+    assert!(bad.validate().is_err());
 }
 
 // ---- Flush policy, pipelined writes, timestamps, retention, compaction, faults ----
@@ -1995,6 +2000,172 @@ fn leader_epochs_are_rebuilt_when_their_file_is_missing_or_stale() {
         let log = PartitionLog::open(dir, small_config()).await.unwrap();
         assert_eq!(log.latest_epoch(), Some(3));
         assert_eq!(log.end_offset_for_epoch(2), (2, 100));
+        log.close().await.unwrap();
+    });
+}
+
+// ---- Zero-fill ahead of the writer (sync policy) ----
+
+/// Walks the batches of a sealed segment file: they must end exactly at the file's end (a
+/// zero-fill must never leave zeros past a sealed segment, nor overwrite its data).
+fn assert_sealed_segment_is_exact(path: &Path) {
+    let data = std::fs::read(path).unwrap();
+    let mut position = 0;
+    while position < data.len() {
+        let header = RecordBatchHeader::parse(&data[position..])
+            .unwrap_or_else(|error| panic!("{}: no batch at {position}: {error}", path.display()));
+        assert!(header.total_size_bytes() > 0);
+        position += header.total_size_bytes();
+    }
+    assert_eq!(position, data.len(), "{}", path.display());
+    validate_batches(&data, usize::MAX).expect("sealed segment holds valid batches");
+}
+
+/// Small geometry: the writer keeps catching up with the zero-fill (8 KiB appends, 16 KiB
+/// writes, rounds of 16-32 KiB), and segments roll every 64 KiB, so zero-fills race with
+/// data writes and with rolls.
+fn prewrite_config() -> LogConfig {
+    LogConfig {
+        flush_messages: 1,
+        cache_size_bytes: 0,
+        preallocate_step_bytes: 48 * 1024,
+        prewrite_ahead_bytes: 32 * 1024,
+        segment_size_bytes: 96 * 1024,
+        ..small_config()
+    }
+}
+
+#[test]
+fn sync_policy_zero_fills_ahead_without_touching_data() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = prewrite_config();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        let mut expected = Vec::new();
+        // Waves of concurrent acks-after-fdatasync appends, as producers under the sync
+        // policy send them.
+        for wave in 0..20u64 {
+            let tasks: Vec<_> = (0..6u64)
+                .map(|index| {
+                    let log = log.clone();
+                    let tag = wave * 100 + index;
+                    glommio::spawn_local(async move {
+                        let records = 1 + (tag % 3) as usize;
+                        let size_bytes = 900 + (tag as usize * 131) % 2500;
+                        let o = log
+                            .append(batch(tag, records, size_bytes), records as u32, 0)
+                            .await
+                            .unwrap();
+                        log.wait_durable(o.last_offset).await.unwrap();
+                        (o.base_offset, o.last_offset, 0, tag)
+                    })
+                })
+                .collect();
+            expected.extend(futures::future::join_all(tasks).await);
+        }
+        expected.sort();
+        let stats = log.stats();
+        assert!(stats.prewritten_bytes > 0, "no zero-fill ran: {stats:?}");
+        assert!(stats.rolls >= 3, "{stats:?}");
+        assert_eq!(log.durable_end_offset(), log.written_end_offset());
+        // Read back from disk (no cache), then after a reopen (recovery scans the tail).
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        log.close().await.unwrap();
+        let mut sealed: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+            .collect();
+        sealed.sort();
+        sealed.pop(); // The active segment ends with its preallocated (zeroed) region.
+        assert!(sealed.len() >= 3);
+        sealed
+            .iter()
+            .for_each(|path| assert_sealed_segment_is_exact(path));
+        let log = PartitionLog::open(dir, config).await.unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn zero_fill_only_under_the_sync_policy_and_when_enabled() {
+    let cases = [
+        (
+            "default flush policy",
+            LogConfig {
+                flush_messages: u64::MAX,
+                ..prewrite_config()
+            },
+        ),
+        (
+            "prewrite_ahead_bytes 0",
+            LogConfig {
+                prewrite_ahead_bytes: 0,
+                ..prewrite_config()
+            },
+        ),
+    ];
+    for (name, config) in cases {
+        let (_root, dir) = temp_dir();
+        run(move || async move {
+            let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+            let mut expected = Vec::new();
+            for tag in 0..40u64 {
+                let o = log.append(batch(tag, 1, 3000), 1, 0).await.unwrap();
+                log.sync().await.unwrap();
+                expected.push((o.base_offset, o.last_offset, 0, tag));
+            }
+            assert!(log.stats().rolls >= 1);
+            assert_eq!(log.stats().prewritten_bytes, 0, "{name}");
+            assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+            log.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn zero_fill_survives_a_crash_and_resumes_on_the_recovered_segment() {
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = prewrite_config();
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        let mut expected = Vec::new();
+        for tag in 0..30u64 {
+            let o = log.append(batch(tag, 1, 1500), 1, 0).await.unwrap();
+            log.wait_durable(o.last_offset).await.unwrap();
+            expected.push((o.base_offset, o.last_offset, 0, tag));
+        }
+        assert!(log.stats().prewritten_bytes > 0);
+        // No close: the files are left as a crash leaves them (zeros past the data). A crash
+        // also stops the zero-fill; here it must finish before the next open writes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while log.state.borrow().prewriting.is_some() {
+            assert!(std::time::Instant::now() < deadline);
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        drop(log);
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        for tag in 30..60u64 {
+            let o = log.append(batch(tag, 1, 1500), 1, 0).await.unwrap();
+            log.wait_durable(o.last_offset).await.unwrap();
+            expected.push((o.base_offset, o.last_offset, 0, tag));
+        }
+        assert!(
+            log.stats().prewritten_bytes > 0,
+            "zero-fill resumes after recovery"
+        );
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir, config).await.unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
         log.close().await.unwrap();
     });
 }

@@ -6,6 +6,7 @@
 
 mod barrier;
 mod memlock;
+mod sched_slice;
 
 pub use barrier::ShardBarrier;
 
@@ -265,6 +266,7 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
             .name(&format!("shard-{shard_id}"))
             .io_memory(config.io_memory_bytes)
             .spawn(move || async move {
+                sched_slice::apply_to_current_thread(shard_id, config.shard_sched_slice_us);
                 let outcome = shard_main(
                     shard_id,
                     shard_count,
