@@ -185,8 +185,8 @@ pub struct ServeArgs {
     /// O_DIRECT writes in flight per partition [default: 4].
     #[arg(long)]
     pub log_writes_in_flight: Option<usize>,
-    /// Under the sync flush policy, zero-fill segments this far ahead of the writer (0: off)
-    /// [default: 8 MiB].
+    /// Under the sync flush policy, zero-fill segments this far ahead of the writer, e.g.
+    /// 8388608 (0: off) [default: 0].
     #[arg(long)]
     pub log_prewrite_ahead_bytes: Option<u64>,
     /// Bytes at the end of each log read at start-up to rebuild idempotent producers' state

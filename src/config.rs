@@ -362,7 +362,7 @@ impl Default for BrokerConfig {
             compaction_slice_bytes: 256 * 1024,
             compaction_max_keys: 500_000,
             log_writes_in_flight: 4,
-            log_prewrite_ahead_bytes: 8 * 1024 * 1024,
+            log_prewrite_ahead_bytes: 0,
             producer_state_rebuild_bytes: 4 * 1024 * 1024,
             storage_retry_interval_ms: 1_000,
             fetch_zero_copy: true,

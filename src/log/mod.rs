@@ -130,7 +130,7 @@ impl Default for LogConfig {
             max_write_size_bytes: 1024 * 1024,
             max_writes_in_flight: 4,
             preallocate_step_bytes: 32 * 1024 * 1024,
-            prewrite_ahead_bytes: 8 * 1024 * 1024,
+            prewrite_ahead_bytes: 0,
             flush_messages: u64::MAX,
             flush_interval_ms: u64::MAX,
             retention_ms: Some(7 * 24 * 3600 * 1000),
