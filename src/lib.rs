@@ -19,5 +19,7 @@ pub mod protocol;
 pub mod security;
 pub mod service;
 pub mod shard;
+#[cfg(test)]
+mod test_support;
 pub mod tune;
 pub mod txn;

@@ -494,16 +494,7 @@ mod tests {
             .collect()
     }
 
-    fn listed(topics: &[FetchTopic]) -> Vec<(String, i32, i64)> {
-        topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| (t.topic.0.to_string(), p.partition, p.fetch_offset))
-            })
-            .collect()
-    }
+    use crate::test_support::listed_fetch_partitions as listed;
 
     /// Opens a session over a and b (two partitions each) and returns its id.
     fn opened(cache: &mut FetchSessionCache, now: Instant) -> i32 {

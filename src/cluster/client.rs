@@ -133,6 +133,23 @@ fn spread<T>(count: usize, error: AdminError) -> Vec<Result<T, AdminError>> {
     (0..count).map(|_| Err(error.clone())).collect()
 }
 
+/// Runs a command answered with one result per item (`count` of them); a failed call fails
+/// every item.
+async fn changes(
+    shard: &Rc<Shard>,
+    count: usize,
+    command: AdminCommand,
+) -> Vec<Result<(), AdminError>> {
+    match admin(shard, command).await {
+        Ok(AdminReply::Changes(results)) => results,
+        Ok(_) => spread(
+            count,
+            AdminError::new(ResponseError::UnknownServerError, "bad reply"),
+        ),
+        Err(error) => spread(count, error),
+    }
+}
+
 /// CreateTopics through the active controller. Call on shard 0.
 pub async fn create_topics(
     shard: &Rc<Shard>,
@@ -182,22 +199,15 @@ pub async fn create_partitions(
     validate_only: bool,
 ) -> Vec<Result<(), AdminError>> {
     let count = requests.len();
-    match admin(
+    changes(
         shard,
+        count,
         AdminCommand::CreatePartitions {
             requests,
             validate_only,
         },
     )
     .await
-    {
-        Ok(AdminReply::Changes(results)) => results,
-        Ok(_) => spread(
-            count,
-            AdminError::new(ResponseError::UnknownServerError, "bad reply"),
-        ),
-        Err(error) => spread(count, error),
-    }
 }
 
 pub async fn alter_topic_configs(
@@ -207,8 +217,9 @@ pub async fn alter_topic_configs(
     validate_only: bool,
 ) -> Vec<Result<(), AdminError>> {
     let count = requests.len();
-    match admin(
+    changes(
         shard,
+        count,
         AdminCommand::AlterTopicConfigs {
             requests,
             replace_all,
@@ -216,14 +227,6 @@ pub async fn alter_topic_configs(
         },
     )
     .await
-    {
-        Ok(AdminReply::Changes(results)) => results,
-        Ok(_) => spread(
-            count,
-            AdminError::new(ResponseError::UnknownServerError, "bad reply"),
-        ),
-        Err(error) => spread(count, error),
-    }
 }
 
 /// AlterConfigs on BROKER resources through the active controller: per scope (a broker id, or
@@ -235,8 +238,9 @@ pub async fn alter_broker_configs(
     validate_only: bool,
 ) -> Vec<Result<(), AdminError>> {
     let count = requests.len();
-    match admin(
+    changes(
         shard,
+        count,
         AdminCommand::AlterBrokerConfigs {
             requests,
             replace_all,
@@ -244,14 +248,6 @@ pub async fn alter_broker_configs(
         },
     )
     .await
-    {
-        Ok(AdminReply::Changes(results)) => results,
-        Ok(_) => spread(
-            count,
-            AdminError::new(ResponseError::UnknownServerError, "bad reply"),
-        ),
-        Err(error) => spread(count, error),
-    }
 }
 
 /// A producer id never handed out before, from this node's block (a new block from the

@@ -1,7 +1,6 @@
 //! Tests of `PartitionLog` on real O_DIRECT files in temporary directories, each inside its own
 //! glommio executor.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
@@ -13,17 +12,7 @@ use super::{LogConfig, LogError, PartitionLog, ReadOutcome};
 use crate::protocol::record_batch::test_support::{build_uncompressed_batch, BatchParams};
 use crate::protocol::record_batch::{validate_batches, RecordBatchHeader};
 
-fn run<G, F>(test: G)
-where
-    G: FnOnce() -> F + Send + 'static,
-    F: Future<Output = ()> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .spawn(test)
-        .expect("executor starts")
-        .join()
-        .expect("test body does not panic");
-}
+use crate::test_support::run_local as run;
 
 fn temp_dir() -> (tempfile::TempDir, PathBuf) {
     let root = tempfile::tempdir().expect("temp dir");

@@ -208,17 +208,7 @@ mod tests {
     use std::future::Future;
     use std::time::Duration;
 
-    fn run<G, F>(test: G)
-    where
-        G: FnOnce() -> F + Send + 'static,
-        F: Future<Output = ()> + 'static,
-    {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(test)
-            .expect("executor starts")
-            .join()
-            .expect("test body does not panic");
-    }
+    use crate::test_support::run_local as run;
 
     const KIB: usize = 1024;
 

@@ -589,16 +589,7 @@ mod tests {
         )
     }
 
-    fn listed(topics: &[FetchTopic]) -> Vec<(String, i32, i64)> {
-        topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| (t.topic.0.to_string(), p.partition, p.fetch_offset))
-            })
-            .collect()
-    }
+    use crate::test_support::listed_fetch_partitions as listed;
 
     #[test]
     fn follower_session_sends_only_changes_and_forgets_what_it_stopped_following() {
