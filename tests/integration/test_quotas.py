@@ -459,9 +459,15 @@ def test_request_percentage_holds_back_a_busy_client_only(broker_factory):
             return time.monotonic() - started
 
     free_s = metadata_round_trips("idle-client", 200)
-    busy_s = metadata_round_trips("busy-client", 200)
-    print(f"200 Metadata requests: {free_s:.2f} s without a quota, {busy_s:.2f} s under "
+    # Kafka's rate counts a young quota over its whole sample span (window_num - 1 windows), so
+    # on a fast machine one round may stay under the bound: rounds repeat until it is passed.
+    busy = []
+
+    def held_back():
+        busy.append(metadata_round_trips("busy-client", 200))
+        return busy[-1] > 1.0 and busy[-1] > 5 * free_s
+    wait_until(held_back, 60, "request_percentage to hold busy-client back")
+    print(f"200 Metadata requests: {free_s:.2f} s without a quota, {busy[-1]:.2f} s under "
           "request_percentage 0.01")
-    assert busy_s > 1.0 and busy_s > 5 * free_s
     assert metric_total(broker, "riptide_quota_throttled_responses_total", quota="request") > 0
     assert metric_total(broker, "riptide_quota_throttled_responses_total", quota="produce") == 0
