@@ -5,15 +5,15 @@
 use super::output::{cell_or_dash, Output, Table};
 use super::{list_offsets, list_offsets_isolated, partitions_of, Isolation};
 use crate::client::{check_code, str_bytes, ClientError, Cluster, Connection};
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use clap::{ArgGroup, Subcommand};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
-    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetCommitRequest,
+    OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::Decodable;
 use serde_json::json;
@@ -188,19 +188,13 @@ fn committed_offsets(
 
 /// Partitions a member was assigned, from its consumer-protocol assignment bytes.
 fn assignment_text(assignment: &Bytes) -> Option<String> {
-    if assignment.len() < 2 {
-        return None;
-    }
-    let mut bytes = assignment.clone();
-    let version = bytes.get_i16();
-    let decoded = ConsumerProtocolAssignment::decode(&mut bytes, version).ok()?;
+    let assigned = crate::protocol::consumer_protocol::assignment_partitions(assignment)?;
     Some(
-        decoded
-            .assigned_partitions
+        assigned
             .iter()
-            .map(|tp| {
-                let partitions: Vec<String> = tp.partitions.iter().map(i32::to_string).collect();
-                format!("{}:{}", tp.topic.0, partitions.join(","))
+            .map(|(topic, partitions)| {
+                let partitions: Vec<String> = partitions.iter().map(i32::to_string).collect();
+                format!("{topic}:{}", partitions.join(","))
             })
             .collect::<Vec<_>>()
             .join(" "),

@@ -1361,15 +1361,7 @@ fn new_member_id(prefix: &str) -> String {
 
 /// Topics of a consumer-protocol subscription (`ConsumerProtocolSubscription`, any version).
 pub fn parse_subscription(metadata: &[u8]) -> Option<Vec<String>> {
-    use kafka_protocol::messages::ConsumerProtocolSubscription;
-    use kafka_protocol::protocol::Decodable;
-    if metadata.len() < 2 {
-        return None;
-    }
-    let version = i16::from_be_bytes([metadata[0], metadata[1]]).clamp(0, 3);
-    let mut body = Bytes::copy_from_slice(&metadata[2..]);
-    let subscription = ConsumerProtocolSubscription::decode(&mut body, version).ok()?;
-    Some(subscription.topics.iter().map(|t| t.to_string()).collect())
+    crate::protocol::consumer_protocol::subscription_topics(metadata)
 }
 
 #[cfg(test)]

@@ -7,13 +7,11 @@
 //! the one batch found to answer with the exact record (decompressing it if needed). The
 //! record decode happens per lookup, never on the produce path.
 
-use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
-
 use super::file_io::WindowReader;
 use super::partition::{DiskSource, PartitionLog};
 use super::LogError;
 use crate::protocol::record_batch::{RecordBatchHeader, RECORD_BATCH_HEADER_SIZE_BYTES};
+use crate::protocol::records::{parse_records, records_section};
 
 /// Read window of timestamp scans: one index interval plus a batch usually fits.
 const LOOKUP_WINDOW_BYTES: u64 = 64 * 1024;
@@ -188,6 +186,11 @@ async fn scan_for(
 
 /// The first record of `batch` matching `target` at or above `log_start`. Falls back to the
 /// batch's first visible offset and max timestamp if the records cannot be decoded.
+///
+/// Reads with Riptide's own bounded record parser: record deltas are producer-controlled
+/// varints, added with saturation (a delta of i64::MAX overflowed kafka-protocol's decoder),
+/// and nothing is reserved from the header's record count (a compressed batch may claim
+/// 2^31-1 records around one).
 fn exact_record(
     batch: &[u8],
     header: &RecordBatchHeader,
@@ -202,21 +205,91 @@ fn exact_record(
         // Every record carries the batch's max timestamp.
         return fallback;
     }
-    let mut bytes = Bytes::copy_from_slice(batch);
-    let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
+    let Ok(section) = records_section(batch, header.compression_codec()) else {
         return fallback;
     };
-    set.records
+    let Ok(records) = parse_records(&section) else {
+        return fallback;
+    };
+    records
         .iter()
-        .find(|record| {
-            record.offset >= log_start
+        .map(|record| TimestampHit {
+            offset: header.base_offset.saturating_add(record.offset_delta),
+            timestamp_ms: header
+                .base_timestamp_ms
+                .saturating_add(record.timestamp_delta_ms),
+        })
+        .find(|hit| {
+            hit.offset >= log_start
                 && match target {
-                    Target::AtOrAfter(timestamp_ms) => record.timestamp >= timestamp_ms,
-                    Target::Max(timestamp_ms) => record.timestamp == timestamp_ms,
+                    Target::AtOrAfter(timestamp_ms) => hit.timestamp_ms >= timestamp_ms,
+                    Target::Max(timestamp_ms) => hit.timestamp_ms == timestamp_ms,
                 }
         })
-        .map_or(fallback, |record| TimestampHit {
-            offset: record.offset,
-            timestamp_ms: record.timestamp,
-        })
+        .unwrap_or(fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::test_support::{build_uncompressed_batch, BatchParams};
+
+    fn lookup(batch: &[u8], target: Target, log_start: i64) -> TimestampHit {
+        let header = RecordBatchHeader::parse(batch).unwrap();
+        exact_record(batch, &header, target, log_start)
+    }
+
+    #[test]
+    fn finds_the_exact_record_by_timestamp_and_above_the_log_start() {
+        let params = BatchParams {
+            base_offset: 100,
+            base_timestamp_ms: 1_000,
+            ..BatchParams::default()
+        };
+        // Record i has offset 100 + i and timestamp 1,000 + i.
+        let batch = build_uncompressed_batch(params, &[b"a", b"b", b"c", b"d"]);
+        let hit = |offset, timestamp_ms| TimestampHit {
+            offset,
+            timestamp_ms,
+        };
+        assert_eq!(lookup(&batch, Target::AtOrAfter(1_002), 0), hit(102, 1_002));
+        assert_eq!(lookup(&batch, Target::AtOrAfter(0), 103), hit(103, 1_003));
+        assert_eq!(lookup(&batch, Target::Max(1_001), 0), hit(101, 1_001));
+        // Nothing matches: the batch's first visible offset and max timestamp.
+        assert_eq!(
+            lookup(&batch, Target::AtOrAfter(5_000), 101),
+            hit(101, 1_003)
+        );
+    }
+
+    /// The fuzzing reproducers that overflowed kafka-protocol's record decoder or made it
+    /// reserve 2^31-1 records (files: a flags byte, then one batch).
+    #[test]
+    fn fuzzing_reproducers_answer_without_overflow_or_huge_reservations() {
+        let directory = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions/record_batch");
+        for name in [
+            "gzip-record-count-i32max",
+            "kp-recordbatchdecoder-offset-add-overflow",
+            "kp-recordbatchdecoder-reserve-record-count",
+        ] {
+            let file = std::fs::read(format!("{directory}/{name}")).unwrap();
+            let batch = &file[1..];
+            let header = RecordBatchHeader::parse(batch).unwrap();
+            let size_bytes = header.total_size_bytes().min(batch.len());
+            for target in [Target::AtOrAfter(0), Target::Max(header.max_timestamp_ms)] {
+                exact_record(&batch[..size_bytes], &header, target, 0);
+            }
+        }
+        // One record whose timestamp delta is i64::MAX: its timestamp saturates.
+        let file =
+            std::fs::read(format!("{directory}/timestamp-delta-i64max-valid-batch")).unwrap();
+        let batch = &file[1..];
+        assert_eq!(
+            lookup(batch, Target::AtOrAfter(0), 0),
+            TimestampHit {
+                offset: 0,
+                timestamp_ms: i64::MAX
+            }
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! Message bodies use the `kafka-protocol` crate's schemas; record batches stay `Bytes` slices of
 //! the request frame, never copied or decompressed on the way in.
 
+pub mod consumer_protocol;
 pub mod record_batch;
 pub mod records;
 
