@@ -75,6 +75,14 @@ pub async fn handle(
     )
 }
 
+/// A resource of an alter request after its authorization and name checks.
+enum Checked {
+    Topic,
+    /// A broker resource: its broker id, or `None` for the cluster-wide default.
+    Broker(Option<i32>),
+    Refused(ResponseError, Option<String>),
+}
+
 /// Shared by AlterConfigs and IncrementalAlterConfigs: topic changes and broker changes (a
 /// broker id for this broker's own dynamic configs, the empty name for the cluster-wide
 /// default) go to the controller, which validates and records them.
@@ -87,36 +95,31 @@ pub async fn alter(
     let node_id = context.shard.config.node_id;
     // Kafka: ALTER_CONFIGS on the topic, or on the cluster for broker configs; then the
     // resource itself must make sense here.
-    let refused: Vec<Option<(ResponseError, Option<String>)>> = resources
+    let checked: Vec<Checked> = resources
         .iter()
         .map(|(resource_type, name, _)| match *resource_type {
             RESOURCE_TOPIC => {
-                (!context.authorize(Operation::AlterConfigs, ResourceType::Topic, name.as_str()))
-                    .then_some((ResponseError::TopicAuthorizationFailed, None))
+                if context.authorize(Operation::AlterConfigs, ResourceType::Topic, name.as_str()) {
+                    Checked::Topic
+                } else {
+                    Checked::Refused(ResponseError::TopicAuthorizationFailed, None)
+                }
             }
             RESOURCE_BROKER => {
                 if !context.authorize_cluster(Operation::AlterConfigs) {
-                    return Some((ResponseError::ClusterAuthorizationFailed, None));
+                    return Checked::Refused(ResponseError::ClusterAuthorizationFailed, None);
                 }
-                broker_scope(name.as_str(), node_id, false)
-                    .err()
-                    .map(|message| (ResponseError::InvalidRequest, Some(message)))
+                match broker_scope(name.as_str(), node_id, false) {
+                    Ok(scope) => Checked::Broker(scope),
+                    Err(message) => Checked::Refused(ResponseError::InvalidRequest, Some(message)),
+                }
             }
-            other => Some((
+            other => Checked::Refused(
                 ResponseError::InvalidRequest,
                 Some(format!("Unsupported resource type: {other}")),
-            )),
+            ),
         })
         .collect();
-    let accepted = |wanted: i8| {
-        resources
-            .iter()
-            .zip(&refused)
-            .filter(move |((resource_type, _, _), refused)| {
-                *resource_type == wanted && refused.is_none()
-            })
-            .map(|((_, name, changes), _)| (name.to_string(), changes.clone()))
-    };
     // Operators learn from the log which of the keys they set change nothing here.
     let without_effect: Vec<Vec<String>> = resources
         .iter()
@@ -132,11 +135,18 @@ pub async fn alter(
                 .collect()
         })
         .collect();
-    let topic_requests: Vec<(String, Vec<ConfigChange>)> = accepted(RESOURCE_TOPIC).collect();
-    let broker_requests: Vec<(Option<i32>, Vec<ConfigChange>)> = accepted(RESOURCE_BROKER)
-        .map(|(name, changes)| {
-            let scope = broker_scope(&name, node_id, false).expect("checked above");
-            (scope, changes)
+    let topic_requests: Vec<(String, Vec<ConfigChange>)> = resources
+        .iter()
+        .zip(&checked)
+        .filter(|(_, checked)| matches!(checked, Checked::Topic))
+        .map(|((_, name, changes), _)| (name.to_string(), changes.clone()))
+        .collect();
+    let broker_requests: Vec<(Option<i32>, Vec<ConfigChange>)> = resources
+        .iter()
+        .zip(&checked)
+        .filter_map(|((_, _, changes), checked)| match checked {
+            Checked::Broker(scope) => Some((*scope, changes.clone())),
+            _ => None,
         })
         .collect();
     let outcome = context
@@ -176,10 +186,10 @@ pub async fn alter(
     };
     resources
         .into_iter()
-        .zip(refused)
+        .zip(checked)
         .zip(without_effect)
-        .map(|(((resource_type, name, _), refused), without_effect)| {
-            if let Some((error, message)) = refused {
+        .map(|(((resource_type, name, _), checked), without_effect)| {
+            if let Checked::Refused(error, message) = checked {
                 if let Some(message) = &message {
                     tracing::info!(resource_type, resource = %name.as_str(), "AlterConfigs refused: {message}");
                 }
