@@ -15,7 +15,6 @@ use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetCommitRequest,
     OffsetFetchRequest, TopicName,
 };
-use kafka_protocol::protocol::Decodable;
 use serde_json::json;
 use std::collections::BTreeMap;
 
