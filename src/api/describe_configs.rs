@@ -14,6 +14,9 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_BROKER_LOGGER: i8 = 8;
+/// Config source of a logger's level (Kafka's DYNAMIC_BROKER_LOGGER_CONFIG).
+const SOURCE_DYNAMIC_BROKER_LOGGER: i8 = 6;
 const TYPE_STRING: i8 = 2;
 const TYPE_BOOLEAN: i8 = 1;
 const TYPE_LONG: i8 = 5;
@@ -57,6 +60,31 @@ pub fn broker_scope(name: &str, this_node: i32, describe: bool) -> Result<Option
         });
     }
     Ok(Some(id))
+}
+
+/// The broker a BROKER_LOGGER resource names must be this one, by id (loggers have no
+/// cluster-wide default). Kafka's messages.
+pub fn logger_scope(name: &str, this_node: i32) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Broker id must not be empty".to_string());
+    }
+    broker_scope(name, this_node, false).map(|_| ())
+}
+
+/// A BROKER_LOGGER resource's entries: every logger and the level it logs at.
+fn logger_entries(wanted: impl Fn(&str) -> bool) -> Vec<DescribeConfigsResourceResult> {
+    crate::service::logging::loggers()
+        .into_iter()
+        .filter(|(logger, _)| wanted(logger))
+        .map(|(logger, level)| {
+            DescribeConfigsResourceResult::default()
+                .with_name(super::str_bytes(&logger))
+                .with_value(Some(super::str_bytes(&level)))
+                .with_read_only(false)
+                .with_config_source(SOURCE_DYNAMIC_BROKER_LOGGER)
+                .with_config_type(TYPE_STRING)
+        })
+        .collect()
 }
 
 /// A broker resource's entries: its dynamic keys ([`broker_config::describe_dynamic`]) and,
@@ -193,8 +221,9 @@ pub async fn handle(
                     resource.resource_name.as_str(),
                 ))
                 .then_some(ResponseError::TopicAuthorizationFailed),
-                RESOURCE_BROKER => (!context.authorize_cluster(Operation::DescribeConfigs))
-                    .then_some(ResponseError::ClusterAuthorizationFailed),
+                RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => (!context
+                    .authorize_cluster(Operation::DescribeConfigs))
+                .then_some(ResponseError::ClusterAuthorizationFailed),
                 _ => None,
             };
             if let Some(error) = denied {
@@ -249,6 +278,18 @@ pub async fn handle(
                             include_synonyms,
                             wanted,
                         )),
+                        Err(message) => {
+                            tracing::info!(resource = name, "DescribeConfigs refused: {message}");
+                            result
+                                .with_error_code(ResponseError::InvalidRequest.code())
+                                .with_error_message(Some(super::str_bytes(&message)))
+                        }
+                    }
+                }
+                RESOURCE_BROKER_LOGGER => {
+                    let name = resource.resource_name.as_str();
+                    match logger_scope(name, shard.config.node_id) {
+                        Ok(()) => result.with_configs(logger_entries(wanted)),
                         Err(message) => {
                             tracing::info!(resource = name, "DescribeConfigs refused: {message}");
                             result

@@ -1,7 +1,9 @@
 //! IncrementalAlterConfigs (key 44): SET / DELETE / APPEND / SUBTRACT per topic or dynamic
-//! broker config key.
+//! broker config key, and SET / DELETE of this broker's log levels (BROKER_LOGGER).
 
-use super::describe_configs::{broker_scope, RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::{
+    broker_scope, logger_scope, RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_TOPIC,
+};
 use super::RequestContext;
 use crate::cluster::controller::{ConfigChange, ConfigOp};
 use crate::security::acl::{Operation, ResourceType};
@@ -80,7 +82,70 @@ enum Checked {
     Topic,
     /// A broker resource: its broker id, or `None` for the cluster-wide default.
     Broker(Option<i32>),
+    /// Done here, without the controller (log levels are this process's own).
+    Done,
     Refused(ResponseError, Option<String>),
+}
+
+/// Log level changes of a BROKER_LOGGER resource, checked and (unless `validate_only`)
+/// applied as Kafka does: all or none, SET and DELETE only, legacy AlterConfigs refused.
+fn alter_log_levels(
+    name: &str,
+    node_id: i32,
+    changes: &[ConfigChange],
+    replace_all: bool,
+    validate_only: bool,
+) -> Checked {
+    use crate::service::logging::{apply_level_changes, check_level_changes};
+    if replace_all {
+        return Checked::Refused(
+            ResponseError::InvalidRequest,
+            Some(
+                "AlterConfigs does not support the BROKER_LOGGER resource type: use \
+                 IncrementalAlterConfigs"
+                    .to_string(),
+            ),
+        );
+    }
+    if let Err(message) = logger_scope(name, node_id) {
+        return Checked::Refused(ResponseError::InvalidRequest, Some(message));
+    }
+    let mut level_changes = Vec::with_capacity(changes.len());
+    for change in changes {
+        let level = match change.op {
+            ConfigOp::Set => Some(change.value.clone().unwrap_or_else(|| "null".to_string())),
+            ConfigOp::Delete => None,
+            ConfigOp::Append | ConfigOp::Subtract => {
+                let op = if change.op == ConfigOp::Append {
+                    "APPEND"
+                } else {
+                    "SUBTRACT"
+                };
+                return Checked::Refused(
+                    ResponseError::InvalidRequest,
+                    Some(format!(
+                        "{op} operation is not allowed for the BROKER_LOGGER resource"
+                    )),
+                );
+            }
+        };
+        level_changes.push((change.key.clone(), level));
+    }
+    if let Err((invalid_config, message)) = check_level_changes(&level_changes) {
+        let error = if invalid_config {
+            ResponseError::InvalidConfig
+        } else {
+            ResponseError::InvalidRequest
+        };
+        return Checked::Refused(error, Some(message));
+    }
+    if validate_only {
+        return Checked::Done;
+    }
+    match apply_level_changes(&level_changes) {
+        Ok(()) => Checked::Done,
+        Err(message) => Checked::Refused(ResponseError::UnknownServerError, Some(message)),
+    }
 }
 
 /// Shared by AlterConfigs and IncrementalAlterConfigs: topic changes and broker changes (a
@@ -97,7 +162,7 @@ pub async fn alter(
     // resource itself must make sense here.
     let checked: Vec<Checked> = resources
         .iter()
-        .map(|(resource_type, name, _)| match *resource_type {
+        .map(|(resource_type, name, changes)| match *resource_type {
             RESOURCE_TOPIC => {
                 if context.authorize(Operation::AlterConfigs, ResourceType::Topic, name.as_str()) {
                     Checked::Topic
@@ -113,6 +178,12 @@ pub async fn alter(
                     Ok(scope) => Checked::Broker(scope),
                     Err(message) => Checked::Refused(ResponseError::InvalidRequest, Some(message)),
                 }
+            }
+            RESOURCE_BROKER_LOGGER => {
+                if !context.authorize_cluster(Operation::AlterConfigs) {
+                    return Checked::Refused(ResponseError::ClusterAuthorizationFailed, None);
+                }
+                alter_log_levels(name.as_str(), node_id, changes, replace_all, validate_only)
             }
             other => Checked::Refused(
                 ResponseError::InvalidRequest,
@@ -189,11 +260,15 @@ pub async fn alter(
         .zip(checked)
         .zip(without_effect)
         .map(|(((resource_type, name, _), checked), without_effect)| {
-            if let Checked::Refused(error, message) = checked {
-                if let Some(message) = &message {
-                    tracing::info!(resource_type, resource = %name.as_str(), "AlterConfigs refused: {message}");
+            match checked {
+                Checked::Refused(error, message) => {
+                    if let Some(message) = &message {
+                        tracing::info!(resource_type, resource = %name.as_str(), "AlterConfigs refused: {message}");
+                    }
+                    return (resource_type, name, error.code(), message);
                 }
-                return (resource_type, name, error.code(), message);
+                Checked::Done => return (resource_type, name, 0, None),
+                Checked::Topic | Checked::Broker(_) => {}
             }
             let outcome = if resource_type == RESOURCE_TOPIC {
                 topic_results.next()

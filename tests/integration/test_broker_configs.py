@@ -69,13 +69,15 @@ def alter(admin, name, changes, validate_only=False):
     return future.result(30)
 
 
-def alter_raw(bootstrap, name, changes, validate_only=False):
+def alter_raw(bootstrap, name, changes, validate_only=False, resource_type=4, op=None):
     """IncrementalAlterConfigs v0 on BROKER `name` over a raw connection (confluent-kafka
-    refuses the empty name of the cluster-wide default): (error code, message)."""
+    refuses the empty name of the cluster-wide default): (error code, message). `op` forces
+    one operation for every change (else SET, or DELETE for None)."""
     host, port = bootstrap.split(",")[0].rsplit(":", 1)
-    w = kw.Writer().int32(1).int8(4).string(name)
+    w = kw.Writer().int32(1).int8(resource_type).string(name)
     w.array(list(changes.items()),
-            lambda ww, kv: ww.string(kv[0]).int8(0 if kv[1] is not None else 1).string(kv[1]))
+            lambda ww, kv: ww.string(kv[0]).int8(
+                op if op is not None else 0 if kv[1] is not None else 1).string(kv[1]))
     w.boolean(validate_only)
     with kw.KafkaConnection(host, int(port)) as conn:
         r = conn.request(44, 0, w.getvalue())
@@ -246,3 +248,105 @@ def test_cluster_wide_default_reaches_every_broker(cluster_factory):
         response = c.produce(9, [(topic, [(led_by_second[0], batch)])], acks=1)
     assert kw.produce_partition_results(response)[(topic, led_by_second[0])]["error_code"] == \
         MESSAGE_TOO_LARGE
+
+
+BROKER_LOGGER = 8
+DYNAMIC_BROKER_LOGGER = 6
+INVALID_REQUEST = 42
+INVALID_CONFIG = 40
+
+
+def legacy_alter_raw(bootstrap, resource_type, name, configs):
+    """AlterConfigs v0 over a raw connection: (error code, message)."""
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    w = kw.Writer().int32(1).int8(resource_type).string(name)
+    w.array(list(configs.items()), lambda ww, kv: ww.string(kv[0]).string(kv[1]))
+    w.boolean(False)
+    with kw.KafkaConnection(host, int(port)) as conn:
+        r = conn.request(33, 0, w.getvalue())
+    r.int32()  # throttle
+    [(code, message)] = r.array(lambda rr: (rr.int16(), rr.string(), rr.int8(), rr.string())[:2])
+    return code, message
+
+
+@pytest.mark.timeout(120)
+def test_log_levels_change_at_runtime_as_broker_loggers(broker):
+    """Kafka's BROKER_LOGGER resource: every logger's level described (kafka-python and raw),
+    SET and DELETE through IncrementalAlterConfigs take effect at once, refusals as Kafka."""
+    from kafka.admin import ConfigResource as KpResource, ConfigResourceType, KafkaAdminClient
+
+    b = broker.bootstrap
+
+    def levels():
+        return {name: (value, source, read_only)
+                for name, (value, source, read_only, _) in
+                describe_raw(b, BROKER_LOGGER, "0").items()}
+
+    def accepted_lines():
+        return broker.log_text().count("connection accepted")
+
+    before = levels()
+    assert before["root"] == ("INFO", DYNAMIC_BROKER_LOGGER, False), before
+    assert before["riptide::net"][0] == "INFO" and "riptide::cluster" in before
+
+    # A real client describes the resource too.
+    admin = KafkaAdminClient(bootstrap_servers=b, request_timeout_ms=30000)
+    try:
+        described = admin.describe_configs([KpResource(ConfigResourceType.BROKER_LOGGER, "0")])
+        assert "riptide::net" in repr(described) and "INFO" in repr(described), described
+    finally:
+        admin.close()
+
+    # Connection accepts log at DEBUG in riptide::net: none at INFO.
+    quiet = accepted_lines()
+    describe_raw(b, BROKER_LOGGER, "0")
+    assert accepted_lines() == quiet
+    assert alter_raw(b, "0", {"riptide::net": "DEBUG"}, resource_type=BROKER_LOGGER) == (0, None)
+    assert levels()["riptide::net"] == ("DEBUG", DYNAMIC_BROKER_LOGGER, False)
+    describe_raw(b, BROKER_LOGGER, "0")
+    wait_for(lambda: accepted_lines() > quiet, timeout=30,
+             what="a DEBUG line of riptide::net after its level was set")
+
+    # DELETE: the logger inherits root's level again.
+    assert alter_raw(b, "0", {"riptide::net": None}, resource_type=BROKER_LOGGER) == (0, None)
+    assert levels()["riptide::net"][0] == "INFO"
+    quiet = accepted_lines()
+    describe_raw(b, BROKER_LOGGER, "0")  # answered: its accept line would be written by now
+    assert accepted_lines() == quiet
+
+    # validate_only changes nothing.
+    assert alter_raw(b, "0", {"riptide::api": "TRACE"}, validate_only=True,
+                     resource_type=BROKER_LOGGER) == (0, None)
+    assert levels()["riptide::api"][0] == "INFO"
+
+    # Kafka's refusals; none of them changes a level.
+    def refused(changes, **kwargs):
+        code, message = alter_raw(b, "0", changes, resource_type=BROKER_LOGGER, **kwargs)
+        return code, message
+
+    assert refused({"root": None}) == (
+        INVALID_REQUEST, "Removing the log level of the root logger is not allowed")
+    code, message = refused({"riptide::api": "VERBOSE"})
+    assert code == INVALID_CONFIG and "Valid log levels are OFF, FATAL, ERROR" in message
+    assert refused({"riptide::api": "debug"})[0] == INVALID_CONFIG  # Kafka's names only
+    assert refused({"kafka.server.ReplicaManager": "INFO"}) == (
+        INVALID_CONFIG, "Logger kafka.server.ReplicaManager does not exist!")
+    code, message = refused({"riptide::api": "DEBUG"}, op=2)
+    assert code == INVALID_REQUEST and "APPEND" in message
+    # All or nothing: a good change next to a bad one is not applied.
+    assert refused({"riptide::group": "DEBUG", "riptide::nowhere": "DEBUG"})[0] == INVALID_CONFIG
+    assert levels()["riptide::group"][0] == "INFO"
+    assert alter_raw(b, "7", {"root": "WARN"}, resource_type=BROKER_LOGGER) == (
+        INVALID_REQUEST, "Unexpected broker id, expected 0, but received 7")
+    assert alter_raw(b, "", {"root": "WARN"}, resource_type=BROKER_LOGGER) == (
+        INVALID_REQUEST, "Broker id must not be empty")
+    code, _ = legacy_alter_raw(b, BROKER_LOGGER, "0", {"root": "WARN"})
+    assert code == INVALID_REQUEST
+    assert levels()["root"][0] == "INFO"
+
+    # Root's level moves every logger without one of its own.
+    assert alter_raw(b, "0", {"root": "WARN", "riptide::txn": "FATAL"},
+                     resource_type=BROKER_LOGGER) == (0, None)
+    after = levels()
+    assert after["root"][0] == "WARN" and after["riptide::api"][0] == "WARN"
+    assert after["riptide::txn"][0] == "FATAL"
