@@ -5,7 +5,8 @@ descriptors and latency stay flat.
     .venv/bin/python bench/soak/soak.py [--duration-s 3600] [--sample-s 10] [--out DIR]
 
 Starts one broker (`riptide serve --cores 1`; `--binary`, default target/release/riptide) with
-retention checked every 5 s and compaction every 5 s, then runs, each in its own process:
+retention checked every 5 s and compaction every 5 s and no topic auto-creation, then runs, each
+in its own process:
 
   produce   acks=all records (1 KiB, keyed) at `--rate` per second to `soak-main` (6 partitions,
             segment.bytes 4 MiB, retention.bytes 16 MiB per partition: retention deletes
@@ -86,6 +87,8 @@ class Broker:
             str(binary), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
             "--cores", "1", "--admin-listen", f"127.0.0.1:{self.admin_port}",
             "--retention-check-interval-ms", "5000", "--compaction-interval-ms", "5000",
+            # Deleted topics stay deleted (a client asking for one must not bring it back).
+            "--auto-create-topics", "false",
         ]
         self.proc = None
 
@@ -306,7 +309,6 @@ def admin_worker(bootstrap, reports, stop, sample_s):
                                        ConfigResource, NewTopic)
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     state = {"cycles": 0, "errors": 0, "cycle_ms": []}
     cycle = 0
 
@@ -315,6 +317,10 @@ def admin_worker(bootstrap, reports, stop, sample_s):
         topic = f"soak-admin-{os.getpid()}-{cycle}"
         cycle += 1
         started = time.monotonic()
+        # A producer per topic, as short-lived clients come and go: one long-lived producer
+        # would keep asking for every topic it ever wrote to.
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                             "allow.auto.create.topics": False})
         try:
             admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(30)
             for index in range(100):
