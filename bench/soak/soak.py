@@ -166,9 +166,11 @@ def directory_bytes(path: Path) -> int:
 
 
 def report_loop(name, reports, stop, sample_s, state, step):
-    """Calls `step()` until `stop` is set, sending `state` (then reset) every `sample_s`."""
+    """Calls `step()` until `stop` is set (or the run's process is gone), sending `state` (then
+    reset) every `sample_s`."""
+    parent_pid = os.getppid()
     next_report = time.monotonic() + sample_s
-    while not stop.is_set():
+    while not stop.is_set() and os.getppid() == parent_pid:
         step()
         if time.monotonic() >= next_report:
             reports.put((name, dict(state)))
