@@ -19,7 +19,7 @@
 #   SKIP_FIO=1               no fio baselines
 #   EXTRA_BROKER_ARGS        appended to `riptide serve`
 #   MIN_FREE_GB              skip a workload when the data filesystem has less free (default 40:
-#                            W5's 1,000 partitions reserve 32 MiB of fallocate each)
+#                            W7's 10,000 written partitions hold ~1 MiB each, W2/W6 write GBs)
 #   BOOTSTRAP                HOST:PORT[,...] of a running Kafka-compatible broker (Apache Kafka,
 #                            Redpanda, another Riptide) to run the same workloads against: no
 #                            broker is started or pinned, its CPU is not measured, topics get a
