@@ -9,6 +9,7 @@
 #
 # Usage: bench/run.sh                 # all of W1..W6
 #        WORKLOADS="w1 w3" bench/run.sh
+#        WORKLOADS="w2 w7" bench/run.sh  # W7 (10,000 partitions, density) is opt-in
 # Environment:
 #   BROKER_CORE, LOAD_CORE   cores for the broker and the load (default 0 and 1)
 #   DURATION_S, WARMUP_S     override every workload's --duration / --warmup (not W6's read)
@@ -18,7 +19,7 @@
 #   SKIP_FIO=1               no fio baselines
 #   EXTRA_BROKER_ARGS        appended to `riptide serve`
 #   MIN_FREE_GB              skip a workload when the data filesystem has less free (default 40:
-#                            W5's 1,000 partitions reserve 32 MiB of fallocate each)
+#                            W7's 10,000 written partitions hold ~1 MiB each, W2/W6 write GBs)
 #   BOOTSTRAP                HOST:PORT[,...] of a running Kafka-compatible broker (Apache Kafka,
 #                            Redpanda, another Riptide) to run the same workloads against: no
 #                            broker is started or pinned, its CPU is not measured, topics get a
@@ -284,6 +285,58 @@ enough_disk() {
     fi
 }
 
+# --- W7: density ------------------------------------------------------------------------------
+broker_footprint() { # $1 = data dir -> "rss_kib fds disk_kib files" of the running broker
+    local rss fds disk files
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$BROKER_PID/status")
+    fds=$(find "/proc/$BROKER_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+    disk=$(du -sk "$1" | cut -f1) # allocated blocks, preallocation included
+    files=$(find "$1" -type f | wc -l)
+    echo "$rss $fds $disk $files"
+}
+
+run_density() { # $1 = id: create the topic timed, footprints around it, then the produce run
+    local id=$1 file data
+    file=$(workload_file "$id")
+    if [[ -n "$BOOTSTRAP" ]]; then # not our broker: its footprint is not ours to measure
+        run_bench "$id" "$file" yes
+        return
+    fi
+    data="$DATA_ROOT/broker-$id"
+    rm -rf "$data"
+    start_broker "$data" "$OUT/$id-broker.log"
+    sleep 1
+    local idle created produced
+    idle=$(broker_footprint "$data")
+    local -a args
+    mapfile -t args < <(workload_args "$file" | sed '1s/^produce$/create/')
+    args+=(--bootstrap "127.0.0.1:$PORT" --json "$OUT/$id-create.json")
+    log "$id: riptide-bench ${args[*]}"
+    taskset -c "$LOAD_CORE" "$BENCH_BIN" "${args[@]}" 2>&1 | tee "$OUT/$id-create.txt" \
+        || { echo "run.sh: $id create failed" | tee -a "$OUT/$id-create.txt" >&2; stop_broker; return; }
+    created=$(broker_footprint "$data")
+    run_bench "$id" "$file" yes
+    produced=$(broker_footprint "$data")
+    stop_broker
+    local partitions
+    partitions=$(workload_args "$file" | awk 'prev == "--partitions" {print; exit} {prev = $0}')
+    echo "$partitions $idle $created $produced" | awk '{
+        printf "{\"partitions\": %d,\n", $1
+        split("idle created produced", phase, " ")
+        for (i = 0; i < 3; i++) {
+            b = 2 + 4 * i
+            printf " \"%s\": {\"rss_kib\": %d, \"fds\": %d, \"disk_kib\": %d, \"files\": %d},\n", \
+                phase[i + 1], $b, $(b + 1), $(b + 2), $(b + 3)
+        }
+        printf " \"per_partition_created\": {\"rss_kib\": %.1f, \"fds\": %.2f, \"disk_kib\": %.1f, \"files\": %.2f},\n", \
+            ($6 - $2) / $1, ($7 - $3) / $1, ($8 - $4) / $1, ($9 - $5) / $1
+        printf " \"per_partition_produced\": {\"rss_kib\": %.1f, \"fds\": %.2f, \"disk_kib\": %.1f, \"files\": %.2f}}\n", \
+            ($10 - $2) / $1, ($11 - $3) / $1, ($12 - $4) / $1, ($13 - $5) / $1
+    }' >"$OUT/$id-density.json"
+    tee -a "$OUT/$id.txt" <"$OUT/$id-density.json"
+    rm -rf "$data"
+}
+
 for id in $WORKLOADS; do
     [[ -z "$BOOTSTRAP" ]] && { enough_disk "$id" || continue; }
     case "$id" in
@@ -299,6 +352,10 @@ for id in $WORKLOADS; do
             stop_broker
             rm -rf "$data"
             [[ $FIO == yes ]] && fio_read_baseline
+            ;;
+        w7)
+            rm -rf "$DATA_ROOT/fio"
+            run_density "$id"
             ;;
         *)
             if [[ $FIO == yes && $id == w2 ]]; then

@@ -29,6 +29,10 @@ pub enum Command {
     Consume(RunArgs),
     /// Produce and consume at once; latency = producer timestamp -> consumer receipt.
     E2e(RunArgs),
+    /// Create the topic (`--topic`, `--partitions`, `--topic-config`) and time it: until
+    /// CreateTopics answers, until every partition has a leader in Metadata, and until every
+    /// partition answers ListOffsets (its log is open). Prints the times; `--json` writes them.
+    Create(RunArgs),
     /// Print the table of a `bench/run.sh` results directory (figures, baselines, ratios,
     /// goals) and write it as `summary.md` there.
     Summarize(SummarizeArgs),
@@ -45,7 +49,7 @@ impl Command {
     pub fn args(&self) -> Option<&RunArgs> {
         match self {
             Command::Produce(args) | Command::Consume(args) | Command::E2e(args) => Some(args),
-            Command::Summarize(_) => None,
+            Command::Create(_) | Command::Summarize(_) => None,
         }
     }
 
@@ -54,7 +58,7 @@ impl Command {
             Command::Produce(_) => Some(Mode::Produce),
             Command::Consume(_) => Some(Mode::Consume),
             Command::E2e(_) => Some(Mode::E2e),
-            Command::Summarize(_) => None,
+            Command::Create(_) | Command::Summarize(_) => None,
         }
     }
 }

@@ -188,7 +188,10 @@ impl AdminClient {
         }
     }
 
-    /// Creates the topic; an existing topic is not an error (returns false).
+    /// Creates the topic; an existing topic is not an error (returns false). A broker that
+    /// answers REQUEST_TIMED_OUT may still create the topic (Kafka's controller and Riptide's
+    /// time out the wait, not the change): that is reported on stderr and counted as created,
+    /// so the caller goes on to wait for the topic's leaders.
     pub fn create_topic(
         &mut self,
         topic: &str,
@@ -221,6 +224,17 @@ impl AdminClient {
         match result.error_code {
             0 => Ok(true),
             TOPIC_ALREADY_EXISTS => Ok(false),
+            REQUEST_TIMED_OUT => {
+                eprintln!(
+                    "riptide-bench: CreateTopics {topic}: REQUEST_TIMED_OUT ({}); waiting for the topic",
+                    result
+                        .error_message
+                        .as_ref()
+                        .map(|m| m.as_str())
+                        .unwrap_or("")
+                );
+                Ok(true)
+            }
             code => bail!(
                 "CreateTopics {topic}: error {code} ({}) {}",
                 error_name(code),
@@ -277,6 +291,7 @@ impl AdminClient {
 }
 
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const REQUEST_TIMED_OUT: i16 = 7;
 
 /// Names of the error codes a benchmark run is likely to meet.
 pub fn error_name(code: i16) -> &'static str {

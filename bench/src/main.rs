@@ -17,6 +17,15 @@ fn main() {
             }
         }
     }
+    if let Command::Create(args) = &cli.command {
+        match riptide_bench::run::create_timed(args) {
+            Ok(_) => std::process::exit(0),
+            Err(error) => {
+                eprintln!("riptide-bench: {error:#}");
+                std::process::exit(2);
+            }
+        }
+    }
     let argv: Vec<String> = std::env::args().collect();
     match riptide_bench::run::execute(&cli.command, argv) {
         Ok(report) => {

@@ -101,7 +101,7 @@ pub fn prepare_topic(admin: &mut AdminClient, args: &RunArgs) -> Result<TopicLay
         // Kafka clients rely on Metadata to auto-create topics; do the same.
         let _ = admin.metadata(&args.topic, true);
     }
-    let layout = admin.wait_for_topic(&args.topic, Duration::from_secs(15))?;
+    let layout = admin.wait_for_topic(&args.topic, topic_ready_timeout(args.partition_count))?;
     for (slot, (index, _)) in layout.partitions.iter().enumerate() {
         if *index != slot as i32 {
             bail!(
@@ -120,6 +120,83 @@ pub fn prepare_topic(admin: &mut AdminClient, args: &RunArgs) -> Result<TopicLay
         );
     }
     Ok(layout)
+}
+
+/// How long a new topic may take until every partition has a leader: 15 s, plus 20 ms per
+/// partition (a broker opens each partition's log directory and files).
+fn topic_ready_timeout(partition_count: i32) -> Duration {
+    Duration::from_secs(15) + Duration::from_millis(20) * partition_count.max(0) as u32
+}
+
+/// What `riptide-bench create` measured, in seconds from sending CreateTopics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CreateTimes {
+    pub topic: String,
+    pub partitions: usize,
+    /// CreateTopics answered.
+    pub answered_s: f64,
+    /// Every partition has a leader in Metadata.
+    pub leaders_s: f64,
+    /// Every partition answers ListOffsets without an error (its log is open).
+    pub ready_s: f64,
+}
+
+/// `riptide-bench create`: creates the topic and waits until every partition is ready (see
+/// [`CreateTimes`]); prints the times and writes them to `--json` if given.
+pub fn create_timed(args: &RunArgs) -> Result<CreateTimes> {
+    if args.partition_count < 1 {
+        bail!("--partitions must be at least 1");
+    }
+    let mut admin = AdminClient::connect(&args.bootstrap)
+        .with_context(|| format!("connecting to {}", args.bootstrap))?;
+    let configs: Vec<(String, String)> = args
+        .topic_configs
+        .iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let timeout = topic_ready_timeout(args.partition_count);
+    let started = std::time::Instant::now();
+    if !admin.create_topic(&args.topic, args.partition_count, &configs)? {
+        bail!("topic {} exists already: nothing to time", args.topic);
+    }
+    let answered_s = started.elapsed().as_secs_f64();
+    let layout = admin.wait_for_topic(&args.topic, timeout)?;
+    let leaders_s = started.elapsed().as_secs_f64();
+    let partitions: Vec<i32> = layout.partitions.iter().map(|(p, _)| *p).collect();
+    loop {
+        match admin.list_offsets(&args.topic, &partitions, -1) {
+            Ok(offsets) if offsets.len() == partitions.len() => break,
+            Ok(_) | Err(_) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Ok(offsets) => bail!(
+                "only {} of {} partitions answer ListOffsets",
+                offsets.len(),
+                partitions.len()
+            ),
+            Err(error) => return Err(error),
+        }
+    }
+    let times = CreateTimes {
+        topic: args.topic.clone(),
+        partitions: partitions.len(),
+        answered_s,
+        leaders_s,
+        ready_s: started.elapsed().as_secs_f64(),
+    };
+    println!(
+        "created {} with {} partitions: CreateTopics answered in {:.3} s, all leaders in {:.3} s, \
+         all partitions ready (ListOffsets) in {:.3} s",
+        times.topic, times.partitions, times.answered_s, times.leaders_s, times.ready_s
+    );
+    if let Some(path) = &args.json_path {
+        std::fs::write(path, serde_json::to_string_pretty(&times)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(times)
 }
 
 /// Consumer start offsets (and end offsets with `--until-end`) per partition.

@@ -85,6 +85,10 @@ pub struct Loaded {
     pub fio: BTreeMap<String, FioFigures>,
     /// `{on_cpu_pct, runqueue_wait_pct}` of the broker per workload id (`W1`, ...).
     pub sched: BTreeMap<String, Value>,
+    /// Density figures per workload id (`W7`): `<id>-density.json` (broker footprint before
+    /// and after creating the topic, per partition) and `<id>-create.json` (creation times)
+    /// merged, the latter under `create`.
+    pub density: BTreeMap<String, Value>,
 }
 
 /// Reads the reports (`w*.json`, keyed by their label, e.g. `W1`), fio baselines
@@ -94,6 +98,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded> {
     let mut reports = BTreeMap::new();
     let mut fio = BTreeMap::new();
     let mut sched = BTreeMap::new();
+    let mut density: BTreeMap<String, Value> = BTreeMap::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -106,6 +111,24 @@ pub fn load_dir(dir: &Path) -> Result<Loaded> {
         if let Some(id) = name.strip_suffix("-broker-sched.json") {
             if let Ok(value) = serde_json::from_str::<Value>(&text) {
                 sched.insert(id.to_uppercase(), value);
+            }
+            continue;
+        }
+        if let Some(id) = name.strip_suffix("-density.json") {
+            if let Ok(Value::Object(figures)) = serde_json::from_str::<Value>(&text) {
+                let entry = density
+                    .entry(id.to_uppercase())
+                    .or_insert_with(|| Value::Object(Default::default()));
+                entry.as_object_mut().expect("an object").extend(figures);
+            }
+            continue;
+        }
+        if let Some(id) = name.strip_suffix("-create.json") {
+            if let Ok(times) = serde_json::from_str::<Value>(&text) {
+                let entry = density
+                    .entry(id.to_uppercase())
+                    .or_insert_with(|| Value::Object(Default::default()));
+                entry["create"] = times;
             }
             continue;
         }
@@ -135,6 +158,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded> {
         reports,
         fio,
         sched,
+        density,
     })
 }
 
@@ -313,6 +337,7 @@ pub fn rows(loaded: &Loaded) -> Vec<Row> {
             status: "-".into(),
         });
     }
+    rows.extend(density_rows(loaded, produce_mb("W2")));
     for row in &mut rows {
         let id = row.workload.split_whitespace().next().unwrap_or("");
         row.broker_core = loaded.sched.get(id).map_or("-".into(), |s| {
@@ -322,6 +347,110 @@ pub fn rows(loaded: &Loaded) -> Vec<Row> {
                 s["runqueue_wait_pct"].as_f64().unwrap_or(0.0)
             )
         });
+    }
+    rows
+}
+
+/// W7: creation time, footprint per partition, and produce throughput against W2.
+fn density_rows(loaded: &Loaded, w2_mb_per_s: Option<f64>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let produce = loaded.reports.get("W7").and_then(|r| r.produce.as_ref());
+    let density = loaded.density.get("W7");
+    if produce.is_none() && density.is_none() {
+        return rows;
+    }
+    let partitions = density
+        .and_then(|d| d["partitions"].as_u64())
+        .or_else(|| {
+            loaded
+                .reports
+                .get("W7")
+                .map(|r| r.parameters.partitions as u64)
+        })
+        .unwrap_or(0);
+    let title = format!(
+        "W7 {} partitions, 64 connections, 1 KiB",
+        group_digits(partitions)
+    );
+    let row = |metric: &str, value: String, baseline: &str, ratio: String, goal: &str, ok| Row {
+        broker_core: String::new(),
+        workload: title.clone(),
+        metric: metric.into(),
+        value,
+        baseline: baseline.into(),
+        ratio,
+        goal: goal.into(),
+        status: status(ok),
+    };
+    if let Some(density) = density {
+        if let Some(ready_s) = density["create"]["ready_s"].as_f64() {
+            rows.push(row(
+                "create until all ready",
+                format!(
+                    "{ready_s:.1} s (CreateTopics answered {:.1} s, leaders {:.1} s)",
+                    density["create"]["answered_s"].as_f64().unwrap_or(0.0),
+                    density["create"]["leaders_s"].as_f64().unwrap_or(0.0)
+                ),
+                "-",
+                "-".into(),
+                "-",
+                None,
+            ));
+        }
+        let per = &density["per_partition_created"];
+        if let Some(rss_kib) = per["rss_kib"].as_f64() {
+            rows.push(row(
+                "broker RSS per partition (created, idle)",
+                format!("{rss_kib:.1} KiB"),
+                "-",
+                "-".into(),
+                "<= 64 KiB",
+                Some(rss_kib <= 64.0),
+            ));
+            rows.push(row(
+                "disk, fds, files per partition (created, idle)",
+                format!(
+                    "{:.1} KiB allocated, {:.2} fds, {:.2} files",
+                    per["disk_kib"].as_f64().unwrap_or(0.0),
+                    per["fds"].as_f64().unwrap_or(0.0),
+                    per["files"].as_f64().unwrap_or(0.0)
+                ),
+                "-",
+                "-".into(),
+                "-",
+                None,
+            ));
+        }
+        let per = &density["per_partition_produced"];
+        if let Some(rss_kib) = per["rss_kib"].as_f64() {
+            rows.push(row(
+                "per partition after the produce run",
+                format!(
+                    "RSS {rss_kib:.1} KiB, disk {:.1} KiB allocated, {:.2} fds",
+                    per["disk_kib"].as_f64().unwrap_or(0.0),
+                    per["fds"].as_f64().unwrap_or(0.0)
+                ),
+                "-",
+                "-".into(),
+                "-",
+                None,
+            ));
+        }
+    }
+    if let Some(produce) = produce {
+        let r = w2_mb_per_s.and_then(|b| ratio(produce.throughput_mb_per_s, b));
+        rows.push(row(
+            "throughput",
+            format!(
+                "{:.0} MB/s ({})",
+                produce.throughput_mb_per_s,
+                msgs(produce.throughput_msgs_per_s)
+            ),
+            &w2_mb_per_s.map_or("-".into(), |b| format!("W2 {b:.0} MB/s")),
+            pct(r),
+            ">= 50% of W2",
+            r.map(|r| r >= 0.5),
+        ));
     }
     rows
 }

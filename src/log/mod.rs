@@ -4,7 +4,8 @@
 //! (`!Send`, shared as `Rc<PartitionLog>`). On disk, `<data_dir>/<topic>-<partition>/` holds:
 //!
 //! - `<base_offset:020>.log`: segments of v2 record batches laid back to back, preallocated in
-//!   steps (ahead of the writer, in the background; under the sync policy also zero-filled
+//!   steps that double from a small first one while the partition keeps writing (ahead of the
+//!   writer, in the background; under the sync policy also zero-filled
 //!   ahead of it, so fdatasync finds no unwritten extents to convert) and written in aligned
 //!   blocks; the partial tail block lives in memory and is rewritten by the next write.
 //! - `<base_offset:020>.index`: the segment's sparse index, one entry per
@@ -84,8 +85,14 @@ pub struct LogConfig {
     /// O_DIRECT writes in flight at once per partition (several only when a backlog fills
     /// whole writes; a write ending mid-block is always followed by a wait).
     pub max_writes_in_flight: usize,
-    /// Segments grow by fallocate in steps of this size, so O_DIRECT writes do not extend the
-    /// file (ext4 serialises extending writes).
+    /// Segments grow by fallocate in steps, so O_DIRECT writes do not extend the file (ext4
+    /// serialises extending writes). A segment's first step is this size; each next step is
+    /// as large as the segment's allocation so far (the allocation doubles while the
+    /// partition keeps writing), up to `preallocate_step_bytes`. So a partition that writes
+    /// little reserves little disk (10,000 of them at full steps would reserve 320 GiB).
+    /// A value above `preallocate_step_bytes` is cut to it.
+    pub preallocate_first_step_bytes: u64,
+    /// The largest fallocate step: what a segment that keeps being written grows by.
     pub preallocate_step_bytes: u64,
     /// Under the sync policy, the preallocated region of the active segment is zero-filled
     /// and fdatasync'ed in the background up to this far ahead of the writer (0: off). ext4
@@ -129,6 +136,7 @@ impl Default for LogConfig {
             cache_size_bytes: 8 * 1024 * 1024,
             max_write_size_bytes: 1024 * 1024,
             max_writes_in_flight: 4,
+            preallocate_first_step_bytes: 1024 * 1024,
             preallocate_step_bytes: 32 * 1024 * 1024,
             prewrite_ahead_bytes: 0,
             flush_messages: u64::MAX,
@@ -150,6 +158,16 @@ impl LogConfig {
     /// are acknowledged only once it covers them.
     pub fn is_sync(&self) -> bool {
         self.flush_messages <= 1 || self.flush_interval_ms == 0
+    }
+
+    /// The fallocate step for a segment with `allocated_bytes` (block-aligned) allocated: the
+    /// first step, then as much as is allocated, at most `preallocate_step_bytes`; never
+    /// below one block.
+    pub(crate) fn preallocate_step_after(&self, allocated_bytes: u64) -> u64 {
+        allocated_bytes
+            .max(self.preallocate_first_step_bytes)
+            .min(self.preallocate_step_bytes)
+            .max(BLOCK_SIZE_BYTES)
     }
 
     /// Rejects settings the log cannot honour.
@@ -175,6 +193,12 @@ impl LogConfig {
             || !self.preallocate_step_bytes.is_multiple_of(BLOCK_SIZE_BYTES)
         {
             Some("preallocate_step_bytes must be a positive multiple of 4096")
+        } else if self.preallocate_first_step_bytes == 0
+            || !self
+                .preallocate_first_step_bytes
+                .is_multiple_of(BLOCK_SIZE_BYTES)
+        {
+            Some("preallocate_first_step_bytes must be a positive multiple of 4096")
         } else if !self.prewrite_ahead_bytes.is_multiple_of(BLOCK_SIZE_BYTES) {
             Some("prewrite_ahead_bytes must be a multiple of 4096")
         } else if self.flush_messages == 0 {

@@ -798,17 +798,18 @@ impl PartitionLog {
         self.writer_signal.notify();
     }
 
-    /// Grows the active segment by one step in the background once the writes reach half of
-    /// the last step, so appends rarely wait for a fallocate. A failure here is left for the
-    /// foreground allocation to meet (and report) when the space is needed.
+    /// Grows the active segment by one step in the background once the writes are within half
+    /// of the next step of the allocated end, so appends rarely wait for a fallocate. A
+    /// failure here is left for the foreground allocation to meet (and report) when the space
+    /// is needed.
     fn preallocate_ahead(&self) {
         let job = {
             let mut state = self.state.borrow_mut();
             let config = self.config.borrow();
-            let step = config.preallocate_step_bytes;
             let cap = align_up(config.segment_size_bytes);
             let active = state.active();
-            let allocated = active.allocated_size_bytes;
+            let allocated = align_up(active.allocated_size_bytes);
+            let step = config.preallocate_step_after(allocated);
             let due = align_up(state.planned_size_bytes) + step / 2 >= allocated;
             if !state.preallocate_supported || state.preallocating || !due || allocated >= cap {
                 return;
@@ -943,7 +944,7 @@ impl PartitionLog {
             let supported = self.state.borrow().preallocate_supported;
             supported.then(|| {
                 config
-                    .preallocate_step_bytes
+                    .preallocate_step_after(0)
                     .min(align_up(config.segment_size_bytes))
             })
         };
@@ -1499,12 +1500,16 @@ impl PartitionLog {
                 return Ok(false);
             }
             let active = state.active();
-            let step = self.config.borrow().preallocate_step_bytes;
+            let committed_aligned_bytes = align_up(active.size_bytes);
+            let step = self
+                .config
+                .borrow()
+                .preallocate_step_after(committed_aligned_bytes);
             (
                 failure.fatal,
                 active.file.clone(),
                 active.size_bytes,
-                align_up(active.size_bytes) + step,
+                committed_aligned_bytes + step,
                 state.preallocate_supported,
             )
         };
@@ -1897,8 +1902,12 @@ impl LogState {
             if self.preallocating {
                 return WriteStep::Wait;
             }
-            let step = config.preallocate_step_bytes;
-            let stepped = end_bytes.div_ceil(step) * step;
+            // Steps from the allocated end, each as large as the allocation so far (up to the
+            // full step), until the write fits.
+            let mut stepped = align_up(active.allocated_size_bytes);
+            while stepped < aligned_end_bytes {
+                stepped += config.preallocate_step_after(stepped);
+            }
             let segment_cap = align_up(config.segment_size_bytes.max(end_bytes));
             return WriteStep::Preallocate {
                 file: active.file.clone(),

@@ -932,6 +932,135 @@ fn config_validation() {
         ..LogConfig::default()
     };
     assert!(bad.validate().is_err());
+    for first_step_bytes in [0, 5000] {
+        let bad = LogConfig {
+            preallocate_first_step_bytes: first_step_bytes,
+            ..LogConfig::default()
+        };
+        assert!(bad.validate().is_err(), "{first_step_bytes}");
+    }
+    // A first step above the full step is cut to it, not refused.
+    let config = LogConfig {
+        preallocate_first_step_bytes: 64 * 1024 * 1024,
+        ..LogConfig::default()
+    };
+    assert!(config.validate().is_ok());
+    assert_eq!(config.preallocate_step_after(0), 32 * 1024 * 1024);
+}
+
+#[test]
+fn preallocation_steps_double_from_the_first_step_up_to_the_full_step() {
+    const MIB: u64 = 1024 * 1024;
+    let config = LogConfig::default();
+    assert_eq!(config.preallocate_first_step_bytes, MIB);
+    let steps: Vec<u64> = [0, MIB, 2 * MIB, 3 * MIB, 16 * MIB, 32 * MIB, 100 * MIB]
+        .iter()
+        .map(|&allocated| config.preallocate_step_after(allocated) / MIB)
+        .collect();
+    assert_eq!(steps, [1, 1, 2, 3, 16, 32, 32]);
+    // Allocation sizes of a segment written from empty: 1, 2, 4, ... 32, 64, 96 MiB.
+    let mut allocated = 0;
+    let mut sizes = Vec::new();
+    while allocated < 128 * MIB {
+        allocated += config.preallocate_step_after(allocated);
+        sizes.push(allocated / MIB);
+    }
+    assert_eq!(sizes, [1, 2, 4, 8, 16, 32, 64, 96, 128]);
+}
+
+#[test]
+fn a_partition_that_writes_little_reserves_little() {
+    const KIB: u64 = 1024;
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = LogConfig {
+            segment_size_bytes: 1024 * KIB,
+            max_write_size_bytes: 64 * KIB as usize,
+            preallocate_first_step_bytes: 16 * KIB,
+            preallocate_step_bytes: 128 * KIB,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(dir.clone(), config.clone())
+            .await
+            .unwrap();
+        let active = segment_path(&dir, 0);
+        // Nothing written: nothing reserved.
+        assert_eq!(std::fs::metadata(&active).unwrap().len(), 0);
+        // One small batch: the first step, not the full one.
+        log.append(batch(0, 1, 500), 1, 0).await.unwrap();
+        assert_eq!(std::fs::metadata(&active).unwrap().len(), 16 * KIB);
+        // A partition that keeps writing gets steps that double up to the full step, and the
+        // allocation stays within about one and a half full steps of what is written.
+        let mut expected = vec![(0, 0, 0, 0)];
+        let mut previous_len = 16 * KIB;
+        let mut lengths = vec![previous_len];
+        for tag in 1..=200u64 {
+            let o = log.append(batch(tag, 2, 2000), 2, 0).await.unwrap();
+            expected.push((o.base_offset, o.last_offset, 0, tag));
+            let len = std::fs::metadata(&active).unwrap().len();
+            let written = log.size_bytes();
+            assert!(len >= written, "{len} < {written}");
+            assert!(
+                len <= written + 2 * 128 * KIB,
+                "{len} for {written} written"
+            );
+            if len != previous_len {
+                lengths.push(len);
+                previous_len = len;
+            }
+        }
+        assert!(log.size_bytes() > 300 * KIB);
+        // Every size the file took is on the doubling path 16, 32, 64, 128 KiB, then full
+        // steps (background steps may complete between two appends, so not every one is seen)...
+        let mut path = vec![0];
+        while *path.last().unwrap() < config.segment_size_bytes {
+            let allocated = *path.last().unwrap();
+            path.push(allocated + config.preallocate_step_after(allocated));
+        }
+        assert_eq!(path[1..5], [16 * KIB, 32 * KIB, 64 * KIB, 128 * KIB]);
+        assert!(lengths.iter().all(|len| path.contains(len)), "{lengths:?}");
+        // ...and the later ones are full steps.
+        let last_steps: Vec<u64> = lengths.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(*last_steps.last().unwrap(), 128 * KIB, "{lengths:?}");
+        assert!(
+            last_steps.iter().all(|&step| step <= 128 * KIB),
+            "{lengths:?}"
+        );
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        log.close().await.unwrap();
+        // Reopened: the same batches (the preallocated tail is cut by recovery).
+        let log = PartitionLog::open(dir, config).await.unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_new_segment_starts_again_from_the_first_step() {
+    const KIB: u64 = 1024;
+    let (_root, dir) = temp_dir();
+    run(move || async move {
+        let config = LogConfig {
+            segment_size_bytes: 256 * KIB,
+            max_write_size_bytes: 64 * KIB as usize,
+            preallocate_first_step_bytes: 16 * KIB,
+            preallocate_step_bytes: 64 * KIB,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(dir.clone(), config).await.unwrap();
+        let mut tag = 0u64;
+        while log.stats().rolls == 0 {
+            log.append(batch(tag, 2, 1500), 2, 0).await.unwrap();
+            tag += 1;
+        }
+        let sealed = segment_path(&dir, 0);
+        assert_sealed_segment_is_exact(&sealed);
+        // The roll gave the new segment the first step only; the write that followed (one
+        // batch) fit in it.
+        let active = segment_path(&dir, log.next_offset() - 2);
+        assert_eq!(std::fs::metadata(&active).unwrap().len(), 16 * KIB);
+        log.close().await.unwrap();
+    });
 }
 
 // ---- Flush policy, pipelined writes, timestamps, retention, compaction, faults ----

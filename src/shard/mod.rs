@@ -6,6 +6,7 @@
 
 mod barrier;
 mod memlock;
+mod nofile;
 mod sched_slice;
 
 pub use barrier::ShardBarrier;
@@ -228,6 +229,8 @@ pub fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
     let connections_per_ip =
         crate::net::connections_per_ip::ConnectionsPerIp::from_config(&config)?;
     memlock::ensure_memlock(shard_count, config.io_memory_bytes)?;
+    let open_files_limit = nofile::raise_open_files_limit();
+    tracing::debug!(open_files_limit, "open-files limit");
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         anyhow::anyhow!(
             "cannot create data directory {}: {e}",
