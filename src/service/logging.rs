@@ -119,6 +119,13 @@ impl LevelState {
                 Some(_) => state.other_directives.push(directive.to_string()),
             }
         }
+        // One malformed directive would make the whole filter fall back to `info` on every
+        // later change: drop it once, here.
+        state.other_directives.retain(|directive| {
+            directive
+                .parse::<tracing_subscriber::filter::Directive>()
+                .is_ok()
+        });
         state
     }
 
@@ -323,6 +330,8 @@ mod tests {
             assert!(filter.contains(directive), "{directive} in {filter}");
         }
         assert_eq!(LevelState::parse("").root, "INFO");
+        let state = LevelState::parse("debug,a=b=c");
+        assert!(state.other_directives.is_empty() && state.root == "DEBUG");
     }
 
     #[test]
