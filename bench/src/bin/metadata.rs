@@ -1201,9 +1201,9 @@ fn run_deployment(kind: Kind, args: &Args, bin: &Path) -> Result<Figures> {
     let idle_started = Instant::now();
     std::thread::sleep(IDLE_WINDOW);
     let idle_elapsed = secs(idle_started.elapsed());
-    for i in 0..node_count {
+    for (i, cpu_before_s) in idle_before.iter().enumerate() {
         figures.nodes[i].idle_cpu_pct =
-            (proc_cpu_s(fleet.pid(i).unwrap_or(0)) - idle_before[i]) / idle_elapsed * 100.0;
+            (proc_cpu_s(fleet.pid(i).unwrap_or(0)) - cpu_before_s) / idle_elapsed * 100.0;
     }
 
     // 6. Restart one node: in the cluster the last that is not the active controller.
